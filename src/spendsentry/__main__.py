@@ -1,0 +1,3 @@
+from spendsentry.cli import main
+
+raise SystemExit(main())

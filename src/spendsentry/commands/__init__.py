@@ -1,0 +1,1 @@
+"""Sub-commands of the ``spendsentry`` CLI, one module each."""
