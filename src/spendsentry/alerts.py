@@ -1,0 +1,256 @@
+"""Alerts: what detectors found, as one incident with a life cycle.
+
+A detector reports a :class:`Finding` for each closed minute in which it sees
+an anomaly. :class:`IncidentTracker` turns the stream of findings for one
+(use case, kind) into one incident: ``firing`` once, ``escalated`` when the
+severity rises, ``resolved`` when the findings stop for a while. The
+``alert_id`` is a hash of (use case, kind, incident start), so a replay of the
+same events yields the same ids and downstream deduplication works across
+restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from spendsentry.timeutil import format_ts
+
+ALERT_KINDS: tuple[str, ...] = (
+    "prompt_inflation",
+    "agent_chatter",
+    "fallback_drift",
+    "retrieval_amplification",
+    "cost_spike",
+    "budget_burn",
+    "cost_per_outcome",
+    "embedding_duplication",
+    "model_oversizing",
+)
+SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+HOURS_PER_MONTH = 730.0
+
+
+def severity_rank(severity: str) -> int:
+    return _RANK[severity]
+
+
+@dataclass(slots=True)
+class Finding:
+    """A detector's verdict on one closed minute: this looks anomalous, and why."""
+
+    kind: str
+    severity: str
+    score: float
+    metric: str
+    baseline: float
+    observed: float
+    window_s: float
+    summary: str
+    unit: str = ""
+    excess_cost_per_hour_usd: float = 0.0
+    example_session: str | None = None
+    example_model: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def evidence(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "metric": self.metric,
+            "baseline": _round(self.baseline),
+            "observed": _round(self.observed),
+            "window_s": self.window_s,
+            "score": _round(self.score),
+        }
+        if self.unit:
+            out["unit"] = self.unit
+        if self.example_session:
+            out["example_session"] = self.example_session
+        if self.example_model:
+            out["example_model"] = self.example_model
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def _round(x: float) -> float:
+    return round(float(x), 6)
+
+
+@dataclass(slots=True)
+class Alert:
+    """One state change of one incident (the alerts topic carries each change)."""
+
+    alert_id: str
+    kind: str
+    use_case: str
+    severity: str
+    status: str
+    detected_at: float
+    started_at: float
+    summary: str
+    evidence: dict[str, Any]
+    excess_cost_per_hour_usd: float
+    resolved_at: float | None = None
+    action: dict[str, Any] = field(default_factory=lambda: {"type": "none"})
+    owner: str | None = None
+    tier: str | None = None
+    incident_seq: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": 1,
+            "alert_id": self.alert_id,
+            "kind": self.kind,
+            "use_case": self.use_case,
+            "severity": self.severity,
+            "status": self.status,
+            "detected_at": format_ts(self.detected_at),
+            "started_at": format_ts(self.started_at),
+            "resolved_at": format_ts(self.resolved_at) if self.resolved_at is not None else None,
+            "summary": self.summary,
+            "evidence": self.evidence,
+            "impact": {
+                "excess_cost_per_hour_usd": round(self.excess_cost_per_hour_usd, 4),
+                "projected_monthly_usd": round(self.excess_cost_per_hour_usd * HOURS_PER_MONTH, 2),
+            },
+            "action": self.action,
+            "incident_seq": self.incident_seq,
+        }
+        if self.owner:
+            out["owner"] = self.owner
+        if self.tier:
+            out["tier"] = self.tier
+        return out
+
+    @property
+    def dedupe_key(self) -> str:
+        """One key per state change: what sinks deduplicate on."""
+        return f"{self.alert_id}:{self.status}:{self.severity}:{self.incident_seq}"
+
+
+def make_alert_id(use_case: str, kind: str, started_at: float) -> str:
+    """Deterministic id of one incident.
+
+    >>> make_alert_id("support_chat", "cost_spike", 1793610000.0)
+    '63412823acbdd60e66b2b4c7'
+    """
+    key = f"{use_case}\x1f{kind}\x1f{int(started_at)}".encode()
+    return hashlib.sha256(key).hexdigest()[:24]
+
+
+@dataclass(slots=True)
+class _Open:
+    alert_id: str
+    started_at: float
+    severity: str
+    quiet_minutes: int
+    peak: Finding
+    seq: int
+
+
+class IncidentTracker:
+    """The life cycle of incidents of one kind on one use case.
+
+    ``resolve_after`` quiet minutes close an incident: a single normal minute
+    inside a noisy incident must not resolve and re-fire it (flapping).
+
+    >>> t = IncidentTracker("u", "cost_spike", resolve_after=2)
+    >>> f = Finding("cost_spike", "warning", 5.0, "cost_per_min", 1.0, 4.0, 60, "cost x4")
+    >>> [a.status for a in t.observe(f, 60.0)]
+    ['firing']
+    >>> t.observe(f, 120.0)
+    []
+    >>> g = Finding("cost_spike", "critical", 9.0, "cost_per_min", 1.0, 9.0, 60, "cost x9")
+    >>> [a.status for a in t.observe(g, 180.0)]
+    ['escalated']
+    >>> t.observe(None, 240.0), [a.status for a in t.observe(None, 300.0)]
+    ([], ['resolved'])
+    """
+
+    def __init__(self, use_case: str, kind: str, *, resolve_after: int = 10) -> None:
+        self.use_case = use_case
+        self.kind = kind
+        self.resolve_after = resolve_after
+        self._open: _Open | None = None
+        self._seq = 0
+
+    @property
+    def firing(self) -> bool:
+        return self._open is not None
+
+    @property
+    def open_alert_id(self) -> str | None:
+        return self._open.alert_id if self._open else None
+
+    def observe(
+        self, finding: Finding | None, at: float, *, started_at: float | None = None
+    ) -> list[Alert]:
+        """Feed one closed minute's verdict (None = normal); return alerts to publish."""
+        current = self._open
+        if finding is None:
+            if current is None:
+                return []
+            current.quiet_minutes += 1
+            if current.quiet_minutes < self.resolve_after:
+                return []
+            self._open = None
+            peak = current.peak
+            return [
+                self._alert(
+                    current,
+                    "resolved",
+                    at,
+                    peak,
+                    summary=f"Resolved: {peak.summary}",
+                    resolved_at=at,
+                )
+            ]
+        if current is None:
+            self._seq += 1
+            start = started_at if started_at is not None else at - 60.0
+            current = self._open = _Open(
+                make_alert_id(self.use_case, self.kind, start),
+                start,
+                finding.severity,
+                0,
+                finding,
+                self._seq,
+            )
+            return [self._alert(current, "firing", at, finding)]
+        current.quiet_minutes = 0
+        if severity_rank(finding.severity) > severity_rank(current.severity):
+            current.severity = finding.severity
+            current.peak = finding
+            return [self._alert(current, "escalated", at, finding)]
+        if finding.score > current.peak.score and finding.severity == current.severity:
+            current.peak = finding
+        return []
+
+    def _alert(
+        self,
+        inc: _Open,
+        status: str,
+        at: float,
+        finding: Finding,
+        *,
+        summary: str | None = None,
+        resolved_at: float | None = None,
+    ) -> Alert:
+        return Alert(
+            alert_id=inc.alert_id,
+            kind=self.kind,
+            use_case=self.use_case,
+            severity=inc.severity,
+            status=status,
+            detected_at=at,
+            started_at=inc.started_at,
+            summary=summary or finding.summary,
+            evidence=finding.evidence(),
+            excess_cost_per_hour_usd=0.0 if status == "resolved" else max(
+                0.0, finding.excess_cost_per_hour_usd
+            ),
+            resolved_at=resolved_at,
+            incident_seq=inc.seq,
+        )

@@ -1,0 +1,89 @@
+"""``spendsentry replay``: backtest event files through the engine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+from spendsentry.errors import SpendSentryError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines (.gz ok) or -")
+    parser.add_argument("--alerts-out", metavar="PATH", help="alerts, JSON Lines")
+    parser.add_argument("--commands-out", metavar="PATH", help="throttle commands, JSON Lines")
+    parser.add_argument("--deadletter-out", metavar="PATH", help="rejected records, JSON Lines")
+    parser.add_argument("--summary-json", metavar="PATH", help="run summary, JSON")
+    parser.add_argument(
+        "--policies", metavar="DIR", help="policy directory (default: streams/policies if present)"
+    )
+    parser.add_argument("--prices", metavar="FILE", help="price overrides TOML")
+    parser.add_argument(
+        "--allowed-lateness", type=float, default=120.0, metavar="SECONDS",
+        help="events up to this much older than the newest still count (default 120)",
+    )
+    parser.add_argument(
+        "--max-record-bytes", type=int, default=1 << 20, metavar="N",
+        help="records larger than this are dead-lettered (default 1 MiB)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress, no summary line")
+
+
+def default_policies_dir() -> Path | None:
+    candidate = Path("streams/policies")
+    return candidate if candidate.is_dir() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from spendsentry.engine import Engine, EngineConfig
+    from spendsentry.ingest import Decoder, IngestLimits
+    from spendsentry.policy import PolicySet
+    from spendsentry.pricing import PriceBook
+    from spendsentry.replay import Progress, Sinks, replay, summary
+
+    try:
+        policy_dir = args.policies or default_policies_dir()
+        policies = PolicySet.load(policy_dir) if policy_dir else PolicySet.empty()
+        prices_path = args.prices or ("streams/prices.toml" if os.path.exists("streams/prices.toml") else None)
+        engine = Engine(
+            policies,
+            config=EngineConfig(allowed_lateness_s=args.allowed_lateness),
+            prices=PriceBook.from_file(prices_path),
+        )
+        decoder = Decoder(IngestLimits(max_record_bytes=args.max_record_bytes))
+        total = _total_size(args.files)
+        progress = None if args.quiet else Progress(total)
+        sinks = Sinks(args.alerts_out, args.commands_out, args.deadletter_out)
+        try:
+            result = replay(args.files, engine, sinks, decoder=decoder, progress=progress)
+        finally:
+            sinks.close()
+    except (SpendSentryError, ValueError) as exc:
+        print(f"spendsentry replay: {exc}", file=sys.stderr)
+        return 2
+    report = summary(result, engine)
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_bytes(
+            orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        )
+    if not args.quiet:
+        rejected = sum(report["rejected"].values())
+        print(
+            f"replayed {report['events_read']:,} events: {report['accepted']:,} accepted, "
+            f"{rejected:,} rejected, {report['duplicates']:,} duplicates, "
+            f"{sum(report['alerts'].values())} alerts; {report['events_per_second']:,.0f} events/s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _total_size(files: list[str]) -> int | None:
+    try:
+        return sum(os.path.getsize(f) for f in files if f != "-") or None
+    except OSError:
+        return None

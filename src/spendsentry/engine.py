@@ -1,0 +1,406 @@
+"""The engine: events in, alerts (and throttle commands) out, by event time.
+
+Pure and deterministic: no I/O, no wall clock. The Faust worker and offline
+``replay`` drive this same class, which is what makes a backtest trustworthy.
+
+Shape of a run::
+
+    engine = Engine(policies)
+    out = engine.process(batch)          # ingest a batch (dedupe, late check, price)
+    out += engine.advance(watermark)     # close every minute before the watermark
+    ...
+    out += engine.flush()                # end of input: close what is still open
+
+Events are bucketed per use case and event-time minute. A minute is closed
+once the watermark (by default: the newest event time seen minus the allowed
+lateness) passes its end; only closed minutes reach the detectors. An event
+for an already-closed minute is *late* and dead-lettered with reason ``late``.
+So within the allowed lateness, arrival order does not change any result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from spendsentry.alerts import Alert, IncidentTracker, severity_rank
+from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext, build_monitors
+from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
+from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
+from spendsentry.pricing import PriceBook
+from spendsentry.windows import (
+    MINUTE,
+    ContentTracker,
+    CostWindow,
+    MinuteBucket,
+    MinuteSignals,
+    ModelMinute,
+    SessionTracker,
+)
+
+if TYPE_CHECKING:
+    from spendsentry.policy import Policy, PolicySet
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Tuning knobs of the engine; the defaults suit production traffic."""
+
+    #: Events up to this much older than the newest event still count.
+    allowed_lateness_s: float = 120.0
+    #: Event ids are remembered this many minutes behind the watermark.
+    dedupe_minutes: int = 5
+    #: Hard cap on remembered event ids (memory bound under floods).
+    max_dedupe_ids: int = 2_000_000
+    session_idle_minutes: int = 30
+    max_sessions_per_use_case: int = 50_000
+    max_content_hashes_per_use_case: int = 200_000
+    #: A use case silent this long has its state dropped (counted).
+    use_case_idle_minutes: int = 7 * 24 * 60
+    #: Hard cap on tracked use cases; beyond it, the least recently active is evicted.
+    max_use_cases: int = 10_000
+    #: Quiet minutes before an incident resolves.
+    resolve_after_minutes: int = 10
+
+
+@dataclass(slots=True)
+class UseCaseTotals:
+    """Running totals of one use case (the replay summary and the metrics)."""
+
+    events: int = 0
+    events_by_kind: dict[str, int] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    outcomes: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "events": self.events,
+            "events_by_kind": dict(sorted(self.events_by_kind.items())),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "outcomes": self.outcomes,
+        }
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters over the engine's life (not reset by closing minutes)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    late: int = 0
+    unpriced: int = 0
+    unpriced_models: dict[str, int] = field(default_factory=dict)
+    use_cases: dict[str, UseCaseTotals] = field(default_factory=dict)
+    alerts: dict[str, int] = field(default_factory=dict)
+    evicted_use_cases: int = 0
+    evicted_sessions: int = 0
+    evicted_dedupe_ids: int = 0
+
+
+@dataclass(slots=True)
+class EngineOutput:
+    """What one call into the engine produced, in a deterministic order."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    rejected: list[DeadLetter] = field(default_factory=list)
+    closed: list[MinuteSignals] = field(default_factory=list)
+
+    def extend(self, other: EngineOutput) -> EngineOutput:
+        self.alerts.extend(other.alerts)
+        self.rejected.extend(other.rejected)
+        self.closed.extend(other.closed)
+        return self
+
+
+class UseCaseState:
+    """Everything the engine keeps for one use case."""
+
+    def __init__(
+        self, use_case: str, policy: Policy, monitors: list[Monitor], config: EngineConfig
+    ) -> None:
+        self.use_case = use_case
+        self.policy = policy
+        self.open: dict[int, MinuteBucket] = {}
+        self.sessions = SessionTracker(
+            config.session_idle_minutes, config.max_sessions_per_use_case
+        )
+        self.content = ContentTracker(max_hashes=config.max_content_hashes_per_use_case)
+        self.ctx = UseCaseContext(
+            use_case, policy, CostWindow(1), CostWindow(5), CostWindow(60), PeriodTotals()
+        )
+        self.monitors = monitors
+        self.trackers = {
+            m.kind: IncidentTracker(use_case, m.kind, resolve_after=config.resolve_after_minutes)
+            for m in monitors
+        }
+        self.last_active_minute = -1
+        self.last_signals: MinuteSignals | None = None
+
+    def close(self, minute: int) -> MinuteSignals:
+        bucket = self.open.pop(minute, None)
+        if bucket is None:
+            bucket = MinuteBucket(minute)
+        counts, top_id, top, ended = self.sessions.close_minute(minute, bucket.session_calls)
+        duplicates = (
+            self.content.close_minute(minute, bucket.embed_hashes) if bucket.embed_hashes else 0
+        )
+        signals = MinuteSignals(
+            use_case=self.use_case,
+            minute=minute,
+            llm_calls=bucket.llm_calls,
+            tool_calls=bucket.tool_calls,
+            retrievals=bucket.retrievals,
+            embeddings=bucket.embeddings,
+            input_tokens=bucket.input_tokens,
+            llm_input_tokens=bucket.llm_input_tokens,
+            output_tokens=bucket.output_tokens,
+            cost=bucket.cost,
+            unpriced=bucket.unpriced,
+            fallback_calls=bucket.fallback_calls,
+            rerouted_calls=bucket.rerouted_calls,
+            models={
+                name: ModelMinute(s.calls, s.cost, s.input_tokens, s.output_tokens, s.small_calls)
+                for name, s in sorted(bucket.models.items())
+            },
+            retrieval_requests=len(bucket.retrieval_requests),
+            embedding_duplicates=duplicates,
+            outcomes=bucket.outcomes,
+            active_sessions=len(counts),
+            max_session_calls=top,
+            max_session_id=top_id,
+            session_call_counts=counts,
+            ended_session_calls=ended,
+        )
+        ctx = self.ctx
+        ctx.last_1m.push(signals)
+        ctx.last_5m.push(signals)
+        ctx.last_1h.push(signals)
+        ctx.periods.push(signals)
+        self.last_signals = signals
+        return signals
+
+
+MonitorFactory = Callable[[str, "Policy"], list[Monitor]]
+
+
+class Engine:
+    """Deterministic event-time core shared by the worker and replay."""
+
+    def __init__(
+        self,
+        policies: PolicySet | None = None,
+        *,
+        config: EngineConfig | None = None,
+        prices: PriceBook | None = None,
+        monitor_factory: MonitorFactory = build_monitors,
+    ) -> None:
+        if policies is None:
+            from spendsentry.policy import PolicySet
+
+            policies = PolicySet.empty()
+        self.policies = policies
+        self.config = config or EngineConfig()
+        self.prices = prices or PriceBook()
+        self.monitor_factory = monitor_factory
+        self.stats = EngineStats()
+        self.use_cases: dict[str, UseCaseState] = {}
+        #: Every minute before this one is closed (None until the first event).
+        self.closed_until: int | None = None
+        self.max_ts: float = -math.inf
+        #: event_id -> minute, in arrival order (for deduplication).
+        self._seen_ids: dict[str, int] = {}
+
+    # -- ingest -------------------------------------------------------------
+
+    def process(
+        self, events: Iterable[Event], sources: Iterable[SourcePosition] | None = None
+    ) -> EngineOutput:
+        """Ingest a batch; does not close minutes (call :meth:`advance`)."""
+        out = EngineOutput()
+        src_iter = iter(sources) if sources is not None else None
+        stats = self.stats
+        closed_until = self.closed_until
+        for e in events:
+            source = next(src_iter) if src_iter is not None else None
+            minute = int(e.ts // MINUTE)
+            if self._is_duplicate(e.event_id, minute):
+                stats.duplicates += 1
+                continue
+            if closed_until is not None and minute < closed_until:
+                stats.late += 1
+                out.rejected.append(self._late(e, source, closed_until))
+                continue
+            if e.ts > self.max_ts:
+                self.max_ts = e.ts
+            state = self.use_cases.get(e.use_case)
+            if state is None:
+                state = self._new_use_case(e.use_case)
+            state.last_active_minute = max(state.last_active_minute, minute)
+            bucket = state.open.get(minute)
+            if bucket is None:
+                bucket = state.open[minute] = MinuteBucket(minute)
+            totals = stats.use_cases[e.use_case]
+            totals.events += 1
+            stats.accepted += 1
+            if isinstance(e, UsageEvent):
+                if e.cost_usd is None:
+                    cost = self.prices.cost(
+                        e.model, e.provider, e.input_tokens, e.output_tokens, e.cached_input_tokens
+                    )
+                    if cost is not None:
+                        e.cost_usd = cost
+                        e.cost_estimated = True
+                    elif e.kind in ("llm_call", "embedding"):
+                        stats.unpriced += 1
+                        name = e.model or "(no model)"
+                        stats.unpriced_models[name] = stats.unpriced_models.get(name, 0) + 1
+                    else:
+                        e.cost_usd = 0.0  # tool calls and retrievals carry no model price
+                bucket.add_usage(e)
+                totals.events_by_kind[e.kind] = totals.events_by_kind.get(e.kind, 0) + 1
+                totals.input_tokens += e.input_tokens
+                totals.output_tokens += e.output_tokens
+                totals.cost_usd += e.cost_usd or 0.0
+            else:
+                bucket.add_outcome(e)
+                totals.events_by_kind["outcome"] = totals.events_by_kind.get("outcome", 0) + 1
+                totals.outcomes += 1
+        if self.closed_until is None and self.max_ts > -math.inf:
+            # The first event fixes the start; earlier minutes were never open.
+            self.closed_until = int(min(e_min for e_min in self._open_minutes()))
+        return out
+
+    def _open_minutes(self) -> Iterable[int]:
+        for state in self.use_cases.values():
+            yield from state.open
+
+    def _late(self, e: Event, source: SourcePosition | None, closed_until: int) -> DeadLetter:
+        import orjson
+
+        return DeadLetter(
+            RejectReason.LATE,
+            f"event time is before the watermark: minute {e.ts // MINUTE:.0f} was closed "
+            f"(allowed lateness {self.config.allowed_lateness_s:.0f} s)",
+            source or SourcePosition("engine"),
+            orjson.dumps(e.to_dict()),
+            event_id=e.event_id,
+            use_case=e.use_case,
+            field="ts",
+        )
+
+    def _is_duplicate(self, event_id: str, minute: int) -> bool:
+        seen = self._seen_ids
+        if event_id in seen:
+            return True
+        seen[event_id] = minute
+        if len(seen) > self.config.max_dedupe_ids:
+            # Oldest arrival first: a dict iterates in insertion order.
+            del seen[next(iter(seen))]
+            self.stats.evicted_dedupe_ids += 1
+        return False
+
+    def _expire_ids(self, before_minute: int) -> None:
+        seen = self._seen_ids
+        # Arrival order is close to event-time order; an id that arrived out
+        # of order lingers a little longer, which is harmless.
+        while seen:
+            first = next(iter(seen))
+            if seen[first] >= before_minute:
+                break
+            del seen[first]
+
+    def _new_use_case(self, use_case: str) -> UseCaseState:
+        if len(self.use_cases) >= self.config.max_use_cases:
+            victim = min(self.use_cases.values(), key=lambda s: (s.last_active_minute, s.use_case))
+            del self.use_cases[victim.use_case]
+            self.stats.evicted_use_cases += 1
+        policy = self.policies.for_use_case(use_case)
+        state = UseCaseState(use_case, policy, self.monitor_factory(use_case, policy), self.config)
+        self.use_cases[use_case] = state
+        self.stats.use_cases.setdefault(use_case, UseCaseTotals())
+        return state
+
+    # -- event time ---------------------------------------------------------
+
+    def watermark(self) -> float:
+        """The default watermark: newest event time minus the allowed lateness."""
+        return self.max_ts - self.config.allowed_lateness_s
+
+    def advance(self, watermark: float | None = None) -> EngineOutput:
+        """Close every minute that ends at or before ``watermark``."""
+        out = EngineOutput()
+        if self.closed_until is None:
+            return out
+        wm = self.watermark() if watermark is None else watermark
+        target = int(wm // MINUTE)
+        while self.closed_until < target:
+            self._close_minute(self.closed_until, out)
+            self.closed_until += 1
+        return out
+
+    def flush(self) -> EngineOutput:
+        """End of input: close every open minute."""
+        out = EngineOutput()
+        if self.closed_until is None:
+            return out
+        last = max(self._open_minutes(), default=self.closed_until - 1)
+        while self.closed_until <= last:
+            self._close_minute(self.closed_until, out)
+            self.closed_until += 1
+        return out
+
+    def _close_minute(self, minute: int, out: EngineOutput) -> None:
+        idle_horizon = minute - self.config.use_case_idle_minutes
+        for name in sorted(self.use_cases):
+            state = self.use_cases[name]
+            if state.last_active_minute < idle_horizon and not state.open:
+                del self.use_cases[name]
+                self.stats.evicted_use_cases += 1
+                continue
+            signals = state.close(minute)
+            out.closed.append(signals)
+            self._detect(state, signals, out)
+        self._expire_ids(minute - self.config.dedupe_minutes)
+
+    def _detect(self, state: UseCaseState, signals: MinuteSignals, out: EngineOutput) -> None:
+        at = signals.end
+        experiment = state.policy.tier == "experiment"
+        for monitor in state.monitors:
+            finding = monitor.observe(signals, state.ctx)
+            if finding is not None and experiment:
+                finding.severity = "info"  # experiments inform, never page or throttle
+            for alert in state.trackers[monitor.kind].observe(finding, at):
+                alert.owner = state.policy.owner
+                alert.tier = state.policy.tier
+                out.alerts.append(alert)
+                if alert.status == "firing":
+                    self.stats.alerts[alert.kind] = self.stats.alerts.get(alert.kind, 0) + 1
+
+    # -- introspection ------------------------------------------------------
+
+    def firing(self) -> list[tuple[str, str, str]]:
+        """(use case, kind, alert_id) of every open incident, sorted."""
+        found = []
+        for name, state in sorted(self.use_cases.items()):
+            for kind, tracker in sorted(state.trackers.items()):
+                if tracker.open_alert_id:
+                    found.append((name, kind, tracker.open_alert_id))
+        return found
+
+
+__all__ = [
+    "USAGE_KINDS",
+    "Engine",
+    "EngineConfig",
+    "EngineOutput",
+    "EngineStats",
+    "OutcomeEvent",
+    "UseCaseState",
+    "severity_rank",
+]

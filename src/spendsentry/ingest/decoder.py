@@ -1,0 +1,373 @@
+"""Decode raw records (a Kafka message value or a replay line) into events.
+
+A record holds one JSON event object or a JSON array of them (producers that
+batch). Each element is validated on its own: one bad element of a batch is
+dead-lettered, the others are kept.
+
+>>> d = Decoder()
+>>> r = d.decode(b'{"event_id":"e1","ts":1793610000,"use_case":"support","input_tokens":12}',
+...              SourcePosition("stdin", line=1), now=1793610000.0)
+>>> r.events[0].use_case, r.events[0].input_tokens, r.rejected
+('support', 12, [])
+>>> r = d.decode(b'{"event_id":"e2","ts":"yesterday","use_case":"support"}',
+...              SourcePosition("stdin", line=2), now=1793610000.0)
+>>> r.rejected[0].reason.value, r.rejected[0].message
+('bad_timestamp', "ts: timestamp 'yesterday' is not RFC 3339")
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
+from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
+from spendsentry.timeutil import parse_ts
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """Bounds that turn absurd input into dead letters instead of bad sums."""
+
+    #: Records above this many bytes are rejected unparsed (a 1 MiB event is a bug).
+    max_record_bytes: int = 1 << 20
+    #: No single call has ten million tokens; more means a unit or overflow bug.
+    max_tokens: int = 10_000_000
+    #: No single call costs more than this many dollars.
+    max_cost_usd: float = 10_000.0
+    #: Event times further ahead of the clock than this are rejected (clock bugs).
+    max_future_s: float = 300.0
+    max_use_case_chars: int = 200
+
+
+class _Reject(Exception):
+    """Internal: carries a reason out of the field validators."""
+
+    def __init__(self, reason: RejectReason, message: str, field_name: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field_name = field_name
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    events: list[Event] = field(default_factory=list)
+    rejected: list[DeadLetter] = field(default_factory=list)
+
+
+_USAGE_FIELDS = frozenset(
+    {
+        "type",
+        "event_id",
+        "ts",
+        "use_case",
+        "kind",
+        "provider",
+        "model",
+        "requested_model",
+        "fallback",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "cost_usd",
+        "session_id",
+        "request_id",
+        "agent_id",
+        "tool_name",
+        "content_hash",
+        "environment",
+        "team",
+        "latency_ms",
+        "status",
+    }
+)
+_OUTCOME_FIELDS = frozenset(
+    {"type", "event_id", "ts", "use_case", "outcome", "session_id", "success", "value"}
+)
+_STR_FIELDS = (
+    "provider",
+    "model",
+    "requested_model",
+    "session_id",
+    "request_id",
+    "agent_id",
+    "tool_name",
+    "content_hash",
+    "environment",
+    "team",
+    "status",
+)
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+
+#: An adapter turns one decoded JSON object of a foreign shape into events.
+#: It returns None when the object is not its shape.
+Adapter = Callable[[dict[str, Any]], "list[dict[str, Any]] | None"]
+
+
+class Decoder:
+    """Turns raw records into :class:`UsageEvent` / :class:`OutcomeEvent` objects.
+
+    Stateless apart from its configuration, so one decoder serves every
+    partition. Duplicates are not its business: the engine drops them.
+    """
+
+    def __init__(self, limits: IngestLimits | None = None) -> None:
+        self.limits = limits or IngestLimits()
+
+    def decode(
+        self, raw: bytes, source: SourcePosition, *, now: float | None = None
+    ) -> DecodeResult:
+        """Decode one record; never raises on bad input."""
+        result = DecodeResult()
+        if len(raw) > self.limits.max_record_bytes:
+            result.rejected.append(
+                DeadLetter(
+                    RejectReason.OVERSIZED,
+                    f"record is {len(raw)} bytes, over the limit of "
+                    f"{self.limits.max_record_bytes}",
+                    source,
+                    raw,
+                )
+            )
+            return result
+        if not raw.strip():
+            result.rejected.append(DeadLetter(RejectReason.EMPTY, "empty record", source, raw))
+            return result
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            result.rejected.append(
+                DeadLetter(RejectReason.NOT_JSON, f"not JSON: {exc}", source, raw)
+            )
+            return result
+        clock = time.time() if now is None else now
+        if isinstance(doc, list):
+            for index, item in enumerate(doc):
+                self._decode_object(item, source, index, None, clock, result)
+        else:
+            self._decode_object(doc, source, None, raw, clock, result)
+        return result
+
+    def _decode_object(
+        self,
+        doc: Any,
+        source: SourcePosition,
+        index: int | None,
+        raw: bytes | None,
+        now: float,
+        result: DecodeResult,
+    ) -> None:
+        try:
+            if not isinstance(doc, dict):
+                raise _Reject(
+                    RejectReason.NOT_OBJECT,
+                    f"expected a JSON object, got {_json_type(doc)}",
+                )
+            result.events.append(self.event_from_dict(doc, now))
+        except _Reject as rej:
+            original = raw if raw is not None else orjson.dumps(doc)
+            event_id = use_case = None
+            if isinstance(doc, dict):
+                event_id = doc.get("event_id") if isinstance(doc.get("event_id"), str) else None
+                use_case = doc.get("use_case") if isinstance(doc.get("use_case"), str) else None
+            result.rejected.append(
+                DeadLetter(
+                    rej.reason,
+                    rej.message,
+                    source,
+                    original,
+                    index=index,
+                    event_id=event_id,
+                    use_case=use_case,
+                    field=rej.field_name,
+                )
+            )
+
+    def event_from_dict(self, doc: dict[str, Any], now: float) -> Event:
+        """Validate one JSON object and build its event (raises ``_Reject``)."""
+        etype = doc.get("type", "usage")
+        if etype == "usage" or etype is None:
+            return self._usage(doc, now)
+        if etype == "outcome":
+            return self._outcome(doc, now)
+        raise _Reject(
+            RejectReason.UNKNOWN_TYPE,
+            f"type {str(etype)[:40]!r} is neither 'usage' nor 'outcome'",
+            "type",
+        )
+
+    # -- field validators -------------------------------------------------
+
+    def _common(self, doc: dict[str, Any], now: float) -> tuple[str, float, str]:
+        event_id = _required_str(doc, "event_id")
+        use_case = _required_str(doc, "use_case")
+        if len(use_case) > self.limits.max_use_case_chars:
+            raise _Reject(
+                RejectReason.ABSURD_VALUE,
+                f"use_case is {len(use_case)} characters, over {self.limits.max_use_case_chars}",
+                "use_case",
+            )
+        if "ts" not in doc or doc["ts"] is None:
+            raise _Reject(RejectReason.MISSING_FIELD, "missing required field 'ts'", "ts")
+        try:
+            ts = parse_ts(doc["ts"])
+        except (TypeError, ValueError) as exc:
+            raise _Reject(RejectReason.BAD_TIMESTAMP, f"ts: {exc}", "ts") from None
+        if ts > now + self.limits.max_future_s:
+            raise _Reject(
+                RejectReason.FUTURE_TIMESTAMP,
+                f"ts is {ts - now:.0f} s in the future (limit {self.limits.max_future_s:.0f} s)",
+                "ts",
+            )
+        return event_id, ts, use_case
+
+    def _usage(self, doc: dict[str, Any], now: float) -> UsageEvent:
+        event_id, ts, use_case = self._common(doc, now)
+        kind = doc.get("kind")
+        if kind is None:
+            kind = "llm_call"
+        elif kind not in USAGE_KINDS:
+            raise _Reject(
+                RejectReason.INVALID_VALUE,
+                f"kind {str(kind)[:40]!r} is not one of {', '.join(USAGE_KINDS)}",
+                "kind",
+            )
+        tokens = [self._tokens(doc, name) for name in _TOKEN_FIELDS]
+        strings = [_optional_str(doc, name) for name in _STR_FIELDS]
+        fallback = doc.get("fallback")
+        if fallback is None:
+            fallback = False
+        elif not isinstance(fallback, bool):
+            raise _Reject(RejectReason.WRONG_TYPE, "fallback must be a boolean", "fallback")
+        cost = _optional_number(doc, "cost_usd")
+        if cost is not None and cost > self.limits.max_cost_usd:
+            raise _Reject(
+                RejectReason.ABSURD_VALUE,
+                f"cost_usd {cost} is over the per-call limit of {self.limits.max_cost_usd}",
+                "cost_usd",
+            )
+        latency = _optional_number(doc, "latency_ms")
+        extra = {k: v for k, v in doc.items() if k not in _USAGE_FIELDS} if len(doc) else {}
+        return UsageEvent(
+            event_id,
+            ts,
+            use_case,
+            kind,
+            strings[0],
+            strings[1],
+            strings[2],
+            fallback,
+            tokens[0],
+            tokens[1],
+            tokens[2],
+            tokens[3],
+            cost,
+            strings[3],
+            strings[4],
+            strings[5],
+            strings[6],
+            strings[7],
+            strings[8],
+            strings[9],
+            latency,
+            strings[10],
+            extra,
+        )
+
+    def _outcome(self, doc: dict[str, Any], now: float) -> OutcomeEvent:
+        event_id, ts, use_case = self._common(doc, now)
+        outcome = _required_str(doc, "outcome")
+        success = doc.get("success")
+        if success is not None and not isinstance(success, bool):
+            raise _Reject(RejectReason.WRONG_TYPE, "success must be a boolean", "success")
+        value = doc.get("value")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _Reject(RejectReason.WRONG_TYPE, "value must be a number", "value")
+            value = float(value)
+        extra = {k: v for k, v in doc.items() if k not in _OUTCOME_FIELDS}
+        return OutcomeEvent(
+            event_id, ts, use_case, outcome, _optional_str(doc, "session_id"), success, value, extra
+        )
+
+    def _tokens(self, doc: dict[str, Any], name: str) -> int:
+        value = doc.get(name)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Reject(
+                RejectReason.WRONG_TYPE, f"{name} must be an integer, got {_json_type(value)}", name
+            )
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise _Reject(RejectReason.WRONG_TYPE, f"{name} must be an integer", name)
+            value = int(value)
+        if value < 0:
+            raise _Reject(RejectReason.NEGATIVE_VALUE, f"{name} is negative ({value})", name)
+        if value > self.limits.max_tokens:
+            raise _Reject(
+                RejectReason.ABSURD_VALUE,
+                f"{name} {value} is over the per-call limit of {self.limits.max_tokens}",
+                name,
+            )
+        return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _required_str(doc: dict[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if value is None:
+        raise _Reject(RejectReason.MISSING_FIELD, f"missing required field {name!r}", name)
+    if not isinstance(value, str):
+        raise _Reject(
+            RejectReason.WRONG_TYPE, f"{name} must be a string, got {_json_type(value)}", name
+        )
+    if not value:
+        raise _Reject(RejectReason.MISSING_FIELD, f"required field {name!r} is empty", name)
+    return value
+
+
+def _optional_str(doc: dict[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise _Reject(
+        RejectReason.WRONG_TYPE, f"{name} must be a string, got {_json_type(value)}", name
+    )
+
+
+def _optional_number(doc: dict[str, Any], name: str) -> float | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Reject(
+            RejectReason.WRONG_TYPE, f"{name} must be a number, got {_json_type(value)}", name
+        )
+    if not math.isfinite(value):
+        raise _Reject(RejectReason.WRONG_TYPE, f"{name} must be a finite number", name)
+    if value < 0:
+        raise _Reject(RejectReason.NEGATIVE_VALUE, f"{name} is negative ({value})", name)
+    return float(value)

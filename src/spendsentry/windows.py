@@ -1,0 +1,351 @@
+"""Rolling windows by event time: per-minute buckets and the sums over horizons.
+
+Events land in an open :class:`MinuteBucket` of their use case. When the
+watermark passes a minute, the bucket is *closed*: merged with the use case's
+long-lived state (sessions, embedded content) into an immutable
+:class:`MinuteSignals`, and pushed into :class:`CostWindow` horizons (1 min,
+5 min, 1 h). Everything downstream (detectors, budgets, the status page) reads
+closed minutes only, which is what makes the result independent of arrival
+order within the allowed lateness: replay and Kafka give the same alerts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from spendsentry.events import OutcomeEvent, UsageEvent
+
+MINUTE = 60.0
+
+
+class ModelStats:
+    """Calls, cost and tokens of one model within one minute."""
+
+    __slots__ = ("calls", "cost", "input_tokens", "output_tokens", "small_calls")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.cost = 0.0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        #: Routine small requests (the model-oversizing signal).
+        self.small_calls = 0
+
+    def __repr__(self) -> str:
+        return f"ModelStats(calls={self.calls}, cost={self.cost:.4f})"
+
+
+#: A call at or under both sizes is "routine": a small model would do.
+SMALL_INPUT_TOKENS = 500
+SMALL_OUTPUT_TOKENS = 150
+
+
+class MinuteBucket:
+    """Everything one use case did in one event-time minute (still open)."""
+
+    __slots__ = (
+        "cached_input_tokens",
+        "cost",
+        "embed_hashes",
+        "embeddings",
+        "fallback_calls",
+        "input_tokens",
+        "llm_calls",
+        "llm_input_tokens",
+        "minute",
+        "models",
+        "outcomes",
+        "outcomes_by_name",
+        "output_tokens",
+        "reasoning_tokens",
+        "rerouted_calls",
+        "retrieval_requests",
+        "retrievals",
+        "session_calls",
+        "tool_calls",
+        "unpriced",
+    )
+
+    def __init__(self, minute: int) -> None:
+        self.minute = minute
+        self.llm_calls = 0
+        self.tool_calls = 0
+        self.retrievals = 0
+        self.embeddings = 0
+        self.input_tokens = 0
+        self.llm_input_tokens = 0
+        self.output_tokens = 0
+        self.cached_input_tokens = 0
+        self.reasoning_tokens = 0
+        self.cost = 0.0
+        self.unpriced = 0
+        self.fallback_calls = 0
+        self.rerouted_calls = 0
+        self.models: dict[str, ModelStats] = {}
+        self.retrieval_requests: set[str] = set()
+        self.session_calls: dict[str, int] = {}
+        self.embed_hashes: dict[str, int] = {}
+        self.outcomes = 0
+        self.outcomes_by_name: dict[str, int] = {}
+
+    def add_usage(self, e: UsageEvent) -> None:
+        cost = e.cost_usd
+        if cost is None:
+            self.unpriced += 1
+        else:
+            self.cost += cost
+        self.input_tokens += e.input_tokens
+        self.output_tokens += e.output_tokens
+        self.cached_input_tokens += e.cached_input_tokens
+        self.reasoning_tokens += e.reasoning_tokens
+        kind = e.kind
+        if kind == "llm_call":
+            self.llm_calls += 1
+            self.llm_input_tokens += e.input_tokens
+            if e.fallback:
+                self.fallback_calls += 1
+            requested = e.requested_model
+            if requested and requested != e.model:
+                self.rerouted_calls += 1
+                if not e.fallback:
+                    self.fallback_calls += 1
+            model = e.model or "unknown"
+            stats = self.models.get(model)
+            if stats is None:
+                stats = self.models[model] = ModelStats()
+            stats.calls += 1
+            if cost is not None:
+                stats.cost += cost
+            stats.input_tokens += e.input_tokens
+            stats.output_tokens += e.output_tokens
+            if e.input_tokens <= SMALL_INPUT_TOKENS and e.output_tokens <= SMALL_OUTPUT_TOKENS:
+                stats.small_calls += 1
+        elif kind == "tool_call":
+            self.tool_calls += 1
+        elif kind == "retrieval":
+            self.retrievals += 1
+            self.retrieval_requests.add(e.request_id or e.session_id or e.event_id)
+        else:
+            self.embeddings += 1
+            if e.content_hash:
+                self.embed_hashes[e.content_hash] = self.embed_hashes.get(e.content_hash, 0) + 1
+        session = e.session_id
+        if session and kind in ("llm_call", "tool_call"):
+            self.session_calls[session] = self.session_calls.get(session, 0) + 1
+
+    def add_outcome(self, e: OutcomeEvent) -> None:
+        if e.success is False:
+            return
+        self.outcomes += 1
+        self.outcomes_by_name[e.outcome] = self.outcomes_by_name.get(e.outcome, 0) + 1
+
+    @property
+    def calls(self) -> int:
+        return self.llm_calls + self.tool_calls + self.retrievals + self.embeddings
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMinute:
+    """One model's share of a closed minute."""
+
+    calls: int
+    cost: float
+    input_tokens: int
+    output_tokens: int
+    small_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteSignals:
+    """A closed minute of one use case: what detectors, budgets and views read."""
+
+    use_case: str
+    minute: int
+    llm_calls: int = 0
+    tool_calls: int = 0
+    retrievals: int = 0
+    embeddings: int = 0
+    input_tokens: int = 0
+    llm_input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
+    fallback_calls: int = 0
+    rerouted_calls: int = 0
+    models: dict[str, ModelMinute] = field(default_factory=dict)
+    retrieval_requests: int = 0
+    embedding_duplicates: int = 0
+    outcomes: int = 0
+    #: Sessions that made calls this minute, and the largest one so far.
+    active_sessions: int = 0
+    max_session_calls: int = 0
+    max_session_id: str | None = None
+    #: Cumulative call counts of the sessions that made calls this minute.
+    session_call_counts: tuple[int, ...] = ()
+    #: Sessions that went idle (ended) this minute, with their total calls.
+    ended_session_calls: tuple[int, ...] = ()
+
+    @property
+    def start(self) -> float:
+        """Event time of the minute's start, epoch seconds."""
+        return self.minute * MINUTE
+
+    @property
+    def end(self) -> float:
+        return (self.minute + 1) * MINUTE
+
+    @property
+    def calls(self) -> int:
+        return self.llm_calls + self.tool_calls + self.retrievals + self.embeddings
+
+    @property
+    def input_tokens_per_llm_call(self) -> float | None:
+        return self.llm_input_tokens / self.llm_calls if self.llm_calls else None
+
+
+@dataclass(slots=True)
+class SessionState:
+    calls: int
+    last_minute: int
+    first_minute: int
+
+
+class SessionTracker:
+    """Per-session call counts with idle expiry and a hard cap on live sessions.
+
+    Memory stays bounded under a flood of session ids: beyond ``max_sessions``
+    the least recently active session is evicted (and counted).
+    """
+
+    def __init__(self, idle_minutes: int = 30, max_sessions: int = 50_000) -> None:
+        self.idle_minutes = idle_minutes
+        self.max_sessions = max_sessions
+        # Insertion order == recency order: touched sessions are re-inserted.
+        self._sessions: dict[str, SessionState] = {}
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def close_minute(
+        self, minute: int, calls: dict[str, int]
+    ) -> tuple[tuple[int, ...], str | None, int, tuple[int, ...]]:
+        """Merge one minute's per-session calls; expire idle sessions.
+
+        Returns the cumulative counts of sessions active this minute, the
+        largest one's id and count, and the totals of sessions that ended.
+        """
+        sessions = self._sessions
+        counts = []
+        top_id, top = None, 0
+        for sid in sorted(calls):  # sorted: ties resolve the same way everywhere
+            state = sessions.pop(sid, None)
+            if state is None:
+                state = SessionState(0, minute, minute)
+            state.calls += calls[sid]
+            state.last_minute = minute
+            sessions[sid] = state
+            counts.append(state.calls)
+            if state.calls > top:
+                top_id, top = sid, state.calls
+        ended = []
+        horizon = minute - self.idle_minutes
+        while sessions:
+            sid = next(iter(sessions))
+            state = sessions[sid]
+            if state.last_minute > horizon and len(sessions) <= self.max_sessions:
+                break
+            del sessions[sid]
+            if state.last_minute > horizon:
+                self.evicted += 1
+            else:
+                ended.append(state.calls)
+        return tuple(counts), top_id, top, tuple(ended)
+
+
+class ContentTracker:
+    """Which content hashes were embedded recently (embedding duplication)."""
+
+    def __init__(self, ttl_minutes: int = 24 * 60, max_hashes: int = 200_000) -> None:
+        self.ttl_minutes = ttl_minutes
+        self.max_hashes = max_hashes
+        self._seen: dict[str, int] = {}
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def close_minute(self, minute: int, hashes: dict[str, int]) -> int:
+        """Merge one minute of embedded hashes; return how many were repeats."""
+        seen = self._seen
+        duplicates = 0
+        for h in sorted(hashes):
+            n = hashes[h]
+            if seen.pop(h, None) is not None:
+                duplicates += n
+            else:
+                duplicates += n - 1
+            seen[h] = minute
+        horizon = minute - self.ttl_minutes
+        while seen:
+            h = next(iter(seen))
+            if seen[h] > horizon and len(seen) <= self.max_hashes:
+                break
+            if seen.pop(h) > horizon:
+                self.evicted += 1
+        return duplicates
+
+
+class CostWindow:
+    """Sums of cost, tokens, calls and outcomes over the last ``minutes`` closed minutes.
+
+    >>> w = CostWindow(5)
+    >>> for m in range(10):
+    ...     w.push(MinuteSignals("u", m, llm_calls=1, cost=1.0))
+    >>> w.cost, w.calls, w.minutes_filled
+    (5.0, 5, 5)
+    """
+
+    __slots__ = (
+        "_ring",
+        "calls",
+        "cost",
+        "input_tokens",
+        "minutes",
+        "outcomes",
+        "output_tokens",
+    )
+
+    def __init__(self, minutes: int) -> None:
+        self.minutes = minutes
+        self._ring: deque[tuple[float, int, int, int, int]] = deque()
+        self.cost = 0.0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.calls = 0
+        self.outcomes = 0
+
+    def push(self, s: MinuteSignals) -> None:
+        item = (s.cost, s.input_tokens, s.output_tokens, s.calls, s.outcomes)
+        self._ring.append(item)
+        self._add(item, 1)
+        if len(self._ring) > self.minutes:
+            self._add(self._ring.popleft(), -1)
+
+    def _add(self, item: tuple[float, int, int, int, int], sign: int) -> None:
+        self.cost += sign * item[0]
+        self.input_tokens += sign * item[1]
+        self.output_tokens += sign * item[2]
+        self.calls += sign * item[3]
+        self.outcomes += sign * item[4]
+        if not self._ring:
+            self.cost = 0.0  # no float residue once empty
+
+    @property
+    def minutes_filled(self) -> int:
+        return len(self._ring)
+
+    @property
+    def cost_per_outcome(self) -> float | None:
+        return self.cost / self.outcomes if self.outcomes else None
