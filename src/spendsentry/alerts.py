@@ -54,6 +54,8 @@ class Finding:
     example_session: str | None = None
     example_model: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Event time the anomaly began (first anomalous minute), when known.
+    onset: float | None = None
 
     def evidence(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -209,7 +211,9 @@ class IncidentTracker:
             ]
         if current is None:
             self._seq += 1
-            start = started_at if started_at is not None else at - 60.0
+            start = started_at if started_at is not None else finding.onset
+            if start is None:
+                start = at - 60.0
             current = self._open = _Open(
                 make_alert_id(self.use_case, self.kind, start),
                 start,

@@ -32,6 +32,7 @@ from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePositi
 from spendsentry.pricing import PriceBook
 from spendsentry.windows import (
     MINUTE,
+    NANO,
     ContentTracker,
     CostWindow,
     MinuteBucket,
@@ -73,8 +74,13 @@ class UseCaseTotals:
     events_by_kind: dict[str, int] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    #: Integer nano-USD, so totals do not depend on arrival order.
+    cost_nano: int = 0
     outcomes: int = 0
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_nano / NANO
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -160,12 +166,14 @@ class UseCaseState:
             input_tokens=bucket.input_tokens,
             llm_input_tokens=bucket.llm_input_tokens,
             output_tokens=bucket.output_tokens,
-            cost=bucket.cost,
+            cost=bucket.cost / NANO,
             unpriced=bucket.unpriced,
             fallback_calls=bucket.fallback_calls,
             rerouted_calls=bucket.rerouted_calls,
             models={
-                name: ModelMinute(s.calls, s.cost, s.input_tokens, s.output_tokens, s.small_calls)
+                name: ModelMinute(
+                    s.calls, s.cost / NANO, s.input_tokens, s.output_tokens, s.small_calls
+                )
                 for name, s in sorted(bucket.models.items())
             },
             retrieval_requests=len(bucket.retrieval_requests),
@@ -266,7 +274,8 @@ class Engine:
                 totals.events_by_kind[e.kind] = totals.events_by_kind.get(e.kind, 0) + 1
                 totals.input_tokens += e.input_tokens
                 totals.output_tokens += e.output_tokens
-                totals.cost_usd += e.cost_usd or 0.0
+                if e.cost_usd:
+                    totals.cost_nano += round(e.cost_usd * NANO)
             else:
                 bucket.add_outcome(e)
                 totals.events_by_kind["outcome"] = totals.events_by_kind.get("outcome", 0) + 1

@@ -19,21 +19,27 @@ from spendsentry.events import OutcomeEvent, UsageEvent
 MINUTE = 60.0
 
 
+#: Costs are summed as integer nano-dollars: integer sums do not depend on the
+#: order events arrive in, float sums do (in the last bits), and the engine
+#: promises the same alerts for any arrival order within the lateness.
+NANO = 1_000_000_000
+
+
 class ModelStats:
-    """Calls, cost and tokens of one model within one minute."""
+    """Calls, cost (nano-USD) and tokens of one model within one minute."""
 
     __slots__ = ("calls", "cost", "input_tokens", "output_tokens", "small_calls")
 
     def __init__(self) -> None:
         self.calls = 0
-        self.cost = 0.0
+        self.cost = 0
         self.input_tokens = 0
         self.output_tokens = 0
         #: Routine small requests (the model-oversizing signal).
         self.small_calls = 0
 
     def __repr__(self) -> str:
-        return f"ModelStats(calls={self.calls}, cost={self.cost:.4f})"
+        return f"ModelStats(calls={self.calls}, cost={self.cost / NANO:.4f})"
 
 
 #: A call at or under both sizes is "routine": a small model would do.
@@ -78,7 +84,7 @@ class MinuteBucket:
         self.output_tokens = 0
         self.cached_input_tokens = 0
         self.reasoning_tokens = 0
-        self.cost = 0.0
+        self.cost = 0  # nano-USD
         self.unpriced = 0
         self.fallback_calls = 0
         self.rerouted_calls = 0
@@ -90,7 +96,7 @@ class MinuteBucket:
         self.outcomes_by_name: dict[str, int] = {}
 
     def add_usage(self, e: UsageEvent) -> None:
-        cost = e.cost_usd
+        cost = None if e.cost_usd is None else round(e.cost_usd * NANO)
         if cost is None:
             self.unpriced += 1
         else:

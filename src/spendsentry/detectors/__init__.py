@@ -1,22 +1,291 @@
 """Detectors: River-style online models, one per cost behaviour.
 
 :func:`build_monitors` is the registry the engine uses: it returns the
-monitors a use case's policy enables.
+monitors a use case's policy enables, with thresholds scaled by the policy's
+sensitivity (2.0 = twice as sensitive).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from spendsentry.alerts import Finding, severity_rank
 from spendsentry.detectors.base import Monitor, PeriodTotals, UseCaseContext
+from spendsentry.detectors.monitors import (
+    BudgetBurnMonitor,
+    ChatterMonitor,
+    CostSpikeMonitor,
+    RatioMonitor,
+    cost_per_mtok,
+    cost_per_outcome,
+    duplicate_share,
+    fallback_share,
+    input_tokens_per_call,
+    retrievals_per_request,
+    small_calls_on_large_models,
+)
+from spendsentry.detectors.sessions import SessionLengthDetector
+from spendsentry.detectors.shift import RateSpikeDetector, RatioShiftDetector, Shift
+from spendsentry.windows import MinuteSignals
 
 if TYPE_CHECKING:
     from spendsentry.policy import Policy
 
-__all__ = ["Monitor", "PeriodTotals", "UseCaseContext", "build_monitors"]
+__all__ = [
+    "Monitor",
+    "PeriodTotals",
+    "RateSpikeDetector",
+    "RatioShiftDetector",
+    "SessionLengthDetector",
+    "UseCaseContext",
+    "build_monitors",
+]
+
+
+def _ratio(base: float, sensitivity: float) -> float:
+    """Scale a ratio threshold's excess over 1 by 1/sensitivity."""
+    return 1.0 + (base - 1.0) / sensitivity
 
 
 def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
     """The monitors for one use case, honouring its policy's detector settings."""
     monitors: list[Monitor] = []
+
+    def enabled(kind: str) -> float | None:
+        setting = policy.detector(kind)
+        return setting.sensitivity if setting.enabled else None
+
+    if (s := enabled("prompt_inflation")) is not None:
+        monitors.append(
+            RatioMonitor(
+                "prompt_inflation",
+                "input_tokens_per_call",
+                "tokens",
+                input_tokens_per_call,
+                describe_prompt_inflation,
+                RatioShiftDetector(
+                    window=5,
+                    half_life=360,
+                    warmup=300,
+                    min_ratio=_ratio(1.35, s),
+                    z_threshold=6.0 / s,
+                    min_den=15,
+                ),
+                critical_ratio=2.0,
+            )
+        )
+    if (s := enabled("retrieval_amplification")) is not None:
+        monitors.append(
+            RatioMonitor(
+                "retrieval_amplification",
+                "retrievals_per_request",
+                "retrievals",
+                retrievals_per_request,
+                describe_retrieval_amplification,
+                RatioShiftDetector(
+                    window=5,
+                    half_life=360,
+                    warmup=200,
+                    min_ratio=_ratio(1.6, s),
+                    z_threshold=6.0 / s,
+                    min_den=10,
+                ),
+                critical_ratio=3.0,
+                cost_scales=False,
+            )
+        )
+    if (s := enabled("fallback_drift")) is not None:
+        flagged = RatioMonitor(
+            "fallback_drift",
+            "fallback_share",
+            "share",
+            fallback_share,
+            describe_fallback_flagged,
+            RatioShiftDetector(
+                window=5,
+                half_life=360,
+                warmup=300,
+                min_ratio=1.5,
+                min_delta=0.15 / s,
+                z_threshold=6.0 / s,
+                min_den=15,
+            ),
+            critical_ratio=4.0,
+        )
+        silent = RatioMonitor(
+            "fallback_drift",
+            "cost_per_mtok",
+            "USD/Mtok",
+            cost_per_mtok,
+            describe_fallback_silent,
+            RatioShiftDetector(
+                window=5,
+                half_life=360,
+                warmup=0.5,
+                min_ratio=_ratio(1.8, s),
+                z_threshold=6.0 / s,
+                min_den=0.02,
+            ),
+            critical_ratio=4.0,
+        )
+        # Flagged (fallback / re-routed calls) or silent (a pricier default model).
+        monitors.append(AnyOf("fallback_drift", [flagged, silent]))
+    if (s := enabled("cost_per_outcome")) is not None:
+        monitors.append(
+            RatioMonitor(
+                "cost_per_outcome",
+                "cost_per_outcome_usd",
+                "USD",
+                cost_per_outcome,
+                describe_cost_per_outcome,
+                RatioShiftDetector(
+                    window=10,
+                    half_life=480,
+                    warmup=200,
+                    min_ratio=_ratio(1.5, s),
+                    z_threshold=5.0 / s,
+                    min_den=15,
+                ),
+                critical_ratio=2.5,
+                persistence=3,
+            )
+        )
+    if (s := enabled("embedding_duplication")) is not None:
+        monitors.append(
+            RatioMonitor(
+                "embedding_duplication",
+                "duplicate_embedding_share",
+                "share",
+                duplicate_share,
+                describe_embedding_duplication,
+                RatioShiftDetector(
+                    window=5,
+                    half_life=360,
+                    warmup=300,
+                    min_ratio=1.5,
+                    min_delta=0.2 / s,
+                    z_threshold=6.0 / s,
+                    min_den=20,
+                ),
+                critical_ratio=4.0,
+                cost_scales=False,
+            )
+        )
+    if (s := enabled("model_oversizing")) is not None:
+        monitors.append(
+            _Oversizing(
+                "model_oversizing",
+                "small_calls_on_large_model_share",
+                "share",
+                small_calls_on_large_models,
+                describe_oversizing,
+                RatioShiftDetector(
+                    window=10,
+                    half_life=480,
+                    warmup=200,
+                    min_ratio=1.5,
+                    min_delta=0.3 / s,
+                    z_threshold=6.0 / s,
+                    min_den=15,
+                ),
+                critical_ratio=float("inf"),
+                persistence=3,
+            )
+        )
+    if (s := enabled("cost_spike")) is not None:
+        monitors.append(
+            CostSpikeMonitor(
+                RateSpikeDetector(
+                    window=5,
+                    min_ratio_level=_ratio(3.0, s),
+                    min_ratio_peak=_ratio(1.5, s),
+                    warmup=90,
+                )
+            )
+        )
+    if (s := enabled("agent_chatter")) is not None:
+        monitors.append(
+            ChatterMonitor(SessionLengthDetector(factor=_ratio(3.0, s), min_calls=25, warmup=30))
+        )
+    if enabled("budget_burn") is not None:
+        monitors.append(BudgetBurnMonitor())
     return monitors
+
+
+def describe_prompt_inflation(sh: Shift, sig: MinuteSignals) -> str:
+    return (
+        f"{sig.use_case}: prompts grew to {sh.observed:,.0f} input tokens per call, "
+        f"{sh.ratio:.1f}x the usual {sh.baseline:,.0f}; check recent prompt, "
+        f"context or retrieval changes."
+    )
+
+
+def describe_retrieval_amplification(sh: Shift, sig: MinuteSignals) -> str:
+    return (
+        f"{sig.use_case}: {sh.observed:.1f} retrieval calls per request, "
+        f"{sh.ratio:.1f}x the usual {sh.baseline:.1f}; check the retriever's "
+        f"fan-out, retries and re-ranking loops."
+    )
+
+
+def describe_fallback_flagged(sh: Shift, sig: MinuteSignals) -> str:
+    return (
+        f"{sig.use_case}: {sh.observed:.0%} of calls go to a fallback or re-routed "
+        f"model (usual {sh.baseline:.0%}); check the primary model's errors and "
+        f"rate limits."
+    )
+
+
+def describe_fallback_silent(sh: Shift, sig: MinuteSignals) -> str:
+    return (
+        f"{sig.use_case}: the model mix got pricier: ${sh.observed:.2f} per million "
+        f"tokens, {sh.ratio:.1f}x the usual ${sh.baseline:.2f} (top model now "
+        f"{max(sig.models, key=lambda m: sig.models[m].calls, default='?')}); check "
+        f"whether a fallback model became the default."
+    )
+
+
+def describe_cost_per_outcome(sh: Shift, sig: MinuteSignals) -> str:
+    return (
+        f"{sig.use_case}: each outcome now costs ${sh.observed:.3f}, "
+        f"{sh.ratio:.1f}x the usual ${sh.baseline:.3f}; check whether outcomes "
+        f"dropped (a broken flow) or cost per call rose."
+    )
+
+
+def describe_embedding_duplication(sh: Shift, sig: MinuteSignals) -> str:
+    return (
+        f"{sig.use_case}: {sh.observed:.0%} of embeddings re-embed content already "
+        f"embedded (usual {sh.baseline:.0%}); add a cache keyed by content hash."
+    )
+
+
+def describe_oversizing(sh: Shift, sig: MinuteSignals) -> str:
+    return (
+        f"{sig.use_case}: {sh.observed:.0%} of routine small requests are served "
+        f"by a large model (usual {sh.baseline:.0%}); route them to a smaller model."
+    )
+
+
+class AnyOf:
+    """Several monitors of one kind; the strongest finding of the minute wins."""
+
+    def __init__(self, kind: str, monitors: list[RatioMonitor]) -> None:
+        self.kind = kind
+        self.monitors = monitors
+
+    def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
+        found = [f for m in self.monitors if (f := m.observe(signals, ctx)) is not None]
+        if not found:
+            return None
+        return max(found, key=lambda f: (severity_rank(f.severity), f.score))
+
+
+class _Oversizing(RatioMonitor):
+    """model_oversizing is a recommendation: always severity info, with the saving."""
+
+    def observe(self, signals, ctx):  # type: ignore[no-untyped-def]
+        finding = super().observe(signals, ctx)
+        if finding is not None:
+            finding.severity = "info"
+        return finding

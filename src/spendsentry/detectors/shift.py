@@ -1,0 +1,252 @@
+"""River-style detectors of level shifts in ratio and rate streams.
+
+Two small estimators cover most cost behaviours:
+
+* :class:`RatioShiftDetector` watches a ratio of sums (input tokens per call,
+  retrievals per request, fallback calls per call, cost per outcome) and
+  scores how far the current ratio sits above its learned baseline, in units
+  of the noise expected for the current sample size.
+* :class:`RateSpikeDetector` watches a per-minute rate (cost per minute) with a
+  fast adaptive level and a long rolling peak, so daily ramps, steady growth
+  and the use case's own usual bursts are not anomalies.
+
+Why not a River anomaly model as-is: the inputs are per-minute *aggregates*
+of a varying number of calls, so the noise of each observation depends on its
+sample size. River's ``stats.EWMean``/``EWVar`` take no sample weights, and
+``anomaly.HalfSpaceTrees`` has no notion of sample size either; a night minute
+with 3 calls would look as trustworthy as a peak minute with 3,000. Where an
+input is unweighted (cost per minute), River's own statistics are used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from river import stats
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """How far a window sits above its baseline."""
+
+    observed: float
+    baseline: float
+    ratio: float
+    z: float
+    sample: float
+
+
+class RatioShiftDetector:
+    """Detects an upward shift of ``sum(num) / sum(den)`` over a short window.
+
+    Parameters
+    ----------
+    window
+        Steps (minutes) summed into the observed ratio.
+    half_life
+        Steps for the baseline's exponential weights to halve.
+    warmup
+        Units of ``den`` (calls, requests) the baseline must have learned from
+        before any score is non-zero.
+    min_ratio
+        Observed / baseline must reach this to count as a shift.
+    min_delta
+        Observed - baseline must reach this (absolute floor, e.g. 0.15 of a share).
+    z_threshold
+        Sample-size aware z-score the shift must reach.
+    min_den
+        A window with fewer units than this is not judged (sparse traffic).
+    anomalous_weight
+        Weight of a clearly anomalous window in the baseline update: small, so
+        an incident does not become the new normal within minutes, but
+        non-zero, so a permanent change is absorbed after hours.
+
+    Examples
+    --------
+    >>> d = RatioShiftDetector(window=5, warmup=200)
+    >>> for _ in range(120):
+    ...     d.learn_one(1000.0 * 20, 20)          # 20 calls a minute, 1,000 tokens each
+    >>> round(d.baseline)
+    1000
+    >>> d.score_one(1000.0 * 20, 20) < 1
+    True
+    >>> for _ in range(5):
+    ...     d.learn_one(2500.0 * 20, 20)          # the prompt grew 2.5x
+    >>> shift = d.check(2500.0 * 20, 20)
+    >>> shift.z > 5, round(shift.ratio, 1)
+    (True, 2.5)
+    """
+
+    def __init__(
+        self,
+        window: int = 5,
+        half_life: float = 240.0,
+        warmup: float = 100.0,
+        min_ratio: float = 1.5,
+        min_delta: float = 0.0,
+        z_threshold: float = 5.0,
+        min_den: float = 10.0,
+        anomalous_weight: float = 0.02,
+    ) -> None:
+        self.window = window
+        self.half_life = half_life
+        self.warmup = warmup
+        self.min_ratio = min_ratio
+        self.min_delta = min_delta
+        self.z_threshold = z_threshold
+        self.min_den = min_den
+        self.anomalous_weight = anomalous_weight
+        self._decay = 0.5 ** (1.0 / half_life)
+        self._ring: deque[tuple[float, float]] = deque(maxlen=window)
+        self._w = 0.0  # EW sum of den
+        self._mean = 0.0  # EW mean of the per-unit value
+        self._var_unit = 0.0  # EW per-unit variance estimate
+        self._learned = 0.0
+
+    # -- River-style API ----------------------------------------------------
+
+    @property
+    def baseline(self) -> float:
+        return self._mean
+
+    @property
+    def warmed_up(self) -> bool:
+        return self._learned >= self.warmup
+
+    def learn_one(self, num: float, den: float) -> None:
+        """Add one step (e.g. one minute's token sum and call count)."""
+        shift = self.check(num, den) if self.warmed_up else None
+        self._ring.append((num, den))
+        self._age()
+        if den <= 0:
+            return
+        value = num / den
+        weight = den * (self.anomalous_weight if shift is not None else 1.0)
+        prior = self._mean
+        self._w += weight
+        self._mean += (value - prior) * weight / self._w
+        # Per-unit variance: (x_bar - mu)^2 * n estimates sigma^2 for a mean of n units.
+        self._var_unit += ((value - prior) ** 2 * den - self._var_unit) * weight / self._w
+        self._learned += den
+
+    def score_one(self, num: float, den: float) -> float:
+        """z-score of the window ending with this step (0 when not judgeable); pure."""
+        shift = self._measure(num, den)
+        return shift.z if shift is not None else 0.0
+
+    def check(self, num: float, den: float) -> Shift | None:
+        """The shift of the window ending with this step, when it is anomalous; pure."""
+        shift = self._measure(num, den)
+        if shift is None or shift.z < self.z_threshold or shift.ratio < self.min_ratio:
+            return None
+        if shift.observed - shift.baseline < self.min_delta:
+            return None
+        return shift
+
+    # -- internals ----------------------------------------------------------
+
+    def _age(self) -> None:
+        self._w *= self._decay
+
+    def _measure(self, num: float, den: float) -> Shift | None:
+        items = list(self._ring)
+        # The window as if this step were already in it.
+        if len(items) == self.window:
+            items = items[1:]
+        n = sum(i[0] for i in items) + num
+        d = sum(i[1] for i in items) + den
+        if not self.warmed_up or d < self.min_den:
+            return None
+        observed = n / d
+        base = self._mean
+        # A variance floor of (5 % of the mean)^2 per unit: without it, a
+        # perfectly regular baseline would turn any wobble into a huge z.
+        var = max(self._var_unit, (0.05 * base) ** 2, 1e-12)
+        z = (observed - base) / math.sqrt(var / d)
+        ratio = observed / base if base > 0 else math.inf
+        return Shift(observed, base, ratio, z, d)
+
+
+class RateSpikeDetector:
+    """Detects a sustained rate far above both the recent level and recent peaks.
+
+    Parameters
+    ----------
+    window
+        Minutes averaged into the observed rate (longer than a benign burst).
+    level_fading
+        Fading factor of River's ``stats.EWMean`` for the adaptive level: it
+        follows daily ramps and growth within an hour or so.
+    peak_window
+        Minutes of observed rates whose ``peak_quantile`` is the "usual peak"
+        (12 h: a batch job that runs every few hours stays a usual peak).
+    min_ratio_level, min_ratio_peak
+        The observed rate must exceed both level x ratio and peak x ratio.
+    warmup
+        Minutes before scoring.
+
+    Examples
+    --------
+    >>> d = RateSpikeDetector(warmup=60)
+    >>> for i in range(180):
+    ...     d.learn_one(1.0 + 0.1 * (i % 3))
+    >>> d.score_one(1.1) < 1.0
+    True
+    >>> for _ in range(5):
+    ...     d.learn_one(6.0)
+    >>> d.score_one(6.0) > 1.0
+    True
+    """
+
+    def __init__(
+        self,
+        window: int = 5,
+        level_fading: float = 0.03,
+        peak_window: int = 720,
+        peak_quantile: float = 0.99,
+        min_ratio_level: float = 3.0,
+        min_ratio_peak: float = 1.5,
+        warmup: int = 90,
+    ) -> None:
+        self.window = window
+        self.level_fading = level_fading
+        self.peak_window = peak_window
+        self.peak_quantile = peak_quantile
+        self.min_ratio_level = min_ratio_level
+        self.min_ratio_peak = min_ratio_peak
+        self.warmup = warmup
+        self._ring: deque[float] = deque(maxlen=window)
+        self._level = stats.EWMean(fading_factor=level_fading)
+        self._peak = stats.RollingQuantile(q=peak_quantile, window_size=peak_window)
+        self._n = 0
+
+    def learn_one(self, x: float) -> None:
+        """Add one minute's rate."""
+        anomalous = self.score_one(x) >= 1.0
+        self._ring.append(x)
+        self._n += 1
+        avg = sum(self._ring) / len(self._ring)
+        if not anomalous:
+            # An incident's minutes are kept out of the baselines, so a long
+            # spike does not teach the detector that spikes are normal.
+            self._level.update(avg)
+            self._peak.update(avg)
+
+    def score_one(self, x: float) -> float:
+        """Observed / threshold: 1.0 or more is a spike; pure."""
+        return self.measure(x)[0]
+
+    def measure(self, x: float) -> tuple[float, float, float, float]:
+        """(score, observed rate, level, usual peak) of the window ending with ``x``; pure."""
+        if self._n < self.warmup:
+            return 0.0, 0.0, 0.0, 0.0
+        items = list(self._ring)
+        if len(items) == self.window:
+            items = items[1:]
+        avg = (sum(items) + x) / (len(items) + 1)
+        level = self._level.get() or 0.0
+        peak = self._peak.get() or 0.0
+        threshold = max(level * self.min_ratio_level, peak * self.min_ratio_peak, 1e-9)
+        return avg / threshold, avg, level, peak
