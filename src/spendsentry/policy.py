@@ -1,0 +1,624 @@
+"""Per-use-case policies: owners, budgets, detector tuning and the action ladder.
+
+Policies are TOML files (``streams/policies/*.toml``) checked against
+``schemas/policy.json``; the schema's descriptions document every key. A use
+case may be defined in one file only. ``[defaults]`` applies to use cases
+without a policy of their own; the policy of a use case that has one is
+complete by itself (keys it leaves out take the built-in defaults below, not
+those of ``[defaults]``), so reading one table tells what applies.
+
+>>> policies = PolicySet.from_toml_text('''
+... [use_cases.support_chat]
+... owner = "#support-ai-oncall"
+... auto_throttle = "on"
+... [use_cases.support_chat.budgets]
+... cost_per_hour_usd = 40.0
+... [[use_cases.support_chat.ladder]]
+... at = "warning"
+... action = "limit_rate"
+... requests_per_minute = 600
+... ''', auto_throttle="dry_run")
+>>> p = policies.for_use_case("support_chat")
+>>> p.budgets.cost_per_hour_usd, p.step_for("critical").action, p.step_for("info")
+(40.0, 'limit_rate', None)
+>>> policies.for_use_case("something_new").auto_throttle
+'dry_run'
+
+Everything here is immutable and picklable: policies are part of the engine's
+state snapshots.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from spendsentry.contracts import (
+    ALERT_KINDS,
+    LADDER_ACTIONS,
+    SEVERITIES,
+    format_errors,
+    key_path,
+    validator,
+)
+from spendsentry.errors import ConfigError
+
+__all__ = [
+    "AUTO_THROTTLE_ENV",
+    "AUTO_THROTTLE_MODES",
+    "DEFAULT_LADDER",
+    "TIERS",
+    "Budgets",
+    "DetectorSetting",
+    "LadderStep",
+    "Policy",
+    "PolicyError",
+    "PolicySet",
+]
+
+#: Environment variable with the auto_throttle mode of use cases without a policy.
+AUTO_THROTTLE_ENV = "SPENDSENTRY_AUTO_THROTTLE"
+#: off: alert only; dry_run: publish throttle commands marked dry_run; on: enforce.
+AUTO_THROTTLE_MODES: tuple[str, ...] = ("off", "dry_run", "on")
+#: production, or experiment (info alerts only, never throttled).
+TIERS: tuple[str, ...] = ("production", "experiment")
+
+_SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+# Unknown use cases each get a derived policy; events name use cases, so a
+# flood of junk names must not grow the cache without bound.
+_MAX_DERIVED = 10_000
+
+
+class PolicyError(ConfigError, ValueError):
+    """Policy files, or a policy, are invalid.
+
+    ``str(error)`` is one line per problem, each naming the file and the key
+    path, e.g. ``streams/policies/x.toml: use_cases.support_chat.budgets.
+    cost_per_hour_usd: -3 is less than the minimum of 0``; ``errors`` holds
+    the lines.
+    """
+
+    def __init__(self, errors: str | Sequence[str]) -> None:
+        self.errors: tuple[str, ...] = (errors,) if isinstance(errors, str) else tuple(errors)
+        super().__init__("\n".join(self.errors))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors,))
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """Spend limits of a use case; ``None`` means no limit of that kind."""
+
+    cost_per_hour_usd: float | None = None
+    cost_per_day_usd: float | None = None
+    cost_per_month_usd: float | None = None
+    tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSetting:
+    """Tuning of one detector for one use case.
+
+    ``sensitivity`` above 1 makes the detector fire more readily, below 1 less.
+    """
+
+    enabled: bool = True
+    sensitivity: float = 1.0
+
+
+_DEFAULT_DETECTOR = DetectorSetting()
+
+
+@dataclass(frozen=True, slots=True)
+class LadderStep:
+    """One rung of the action ladder: from severity ``at`` on, do ``action``.
+
+    ``action`` is one of :data:`spendsentry.contracts.LADDER_ACTIONS`; "none"
+    means alert only. A ``limit_rate`` step with neither ``requests_per_minute``
+    nor ``tokens_per_minute`` (only the built-in :data:`DEFAULT_LADDER` has
+    one; policy files must give a number) means "limit to the scope's baseline
+    rate": the throttle planner picks the number from what it has learned.
+    """
+
+    at: str
+    action: str
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    target_model: str | None = None
+    max_input_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.at not in _SEVERITY_RANK:
+            raise PolicyError(f"ladder step at={self.at!r}: not one of {', '.join(SEVERITIES)}")
+        if self.action not in LADDER_ACTIONS:
+            raise PolicyError(
+                f"ladder step action={self.action!r}: not one of {', '.join(LADDER_ACTIONS)}"
+            )
+        if self.action == "route_model" and not self.target_model:
+            raise PolicyError("ladder step route_model needs target_model")
+        if self.action == "cap_input_tokens" and not self.max_input_tokens:
+            raise PolicyError("ladder step cap_input_tokens needs max_input_tokens")
+
+    @property
+    def throttles(self) -> bool:
+        """The step asks for a throttle command (its action is not "none")."""
+        return self.action != "none"
+
+    def params(self) -> dict[str, Any]:
+        """The ``params`` object of the throttle command this step asks for.
+
+        >>> LadderStep("critical", "route_model", target_model="gpt-4o-mini").params()
+        {'target_model': 'gpt-4o-mini'}
+        """
+        out: dict[str, Any] = {}
+        for name in (
+            "requests_per_minute",
+            "tokens_per_minute",
+            "target_model",
+            "max_input_tokens",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+#: The ladder of a policy that sets none: a warning only alerts; a critical
+#: alert limits the scope to its baseline rate (see :class:`LadderStep`), as a
+#: dry run unless auto_throttle is "on". Without a number of the owner's
+#: choosing, going back to normal is the one limit that is always defensible.
+DEFAULT_LADDER: tuple[LadderStep, ...] = (
+    LadderStep("warning", "none"),
+    LadderStep("critical", "limit_rate"),
+)
+
+
+class _DetectorMap(Mapping[str, DetectorSetting]):
+    """An immutable, hashable, picklable mapping of alert kind to setting."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, DetectorSetting] | None = None) -> None:
+        self._data: dict[str, DetectorSetting] = dict(data or {})
+
+    def __getitem__(self, key: str) -> DetectorSetting:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._data,))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What applies to one use case.
+
+    ``explicit`` is True when the use case has a policy of its own, False when
+    it got the defaults. Construction checks the values (``PolicyError``),
+    sorts the ladder by severity and freezes ``detectors``.
+    """
+
+    use_case: str
+    owner: str | None = None
+    team: str | None = None
+    tier: str = "production"
+    auto_throttle: str = "dry_run"
+    budgets: Budgets = Budgets()
+    outcome: str | None = None
+    cost_per_outcome_target_usd: float | None = None
+    detectors: Mapping[str, DetectorSetting] = field(default_factory=_DetectorMap)
+    ladder: tuple[LadderStep, ...] = DEFAULT_LADDER
+    cooldown_s: float = 600.0
+    max_duration_s: float = 3600.0
+    explicit: bool = False
+
+    def __post_init__(self) -> None:
+        where = f"use case {self.use_case!r}"
+        if self.tier not in TIERS:
+            raise PolicyError(f"{where}: tier {self.tier!r} is not one of {', '.join(TIERS)}")
+        if self.auto_throttle not in AUTO_THROTTLE_MODES:
+            raise PolicyError(
+                f"{where}: auto_throttle {self.auto_throttle!r} is not one of "
+                f"{', '.join(AUTO_THROTTLE_MODES)}"
+            )
+        unknown = sorted(set(self.detectors) - set(ALERT_KINDS))
+        if unknown:
+            raise PolicyError(f"{where}: unknown detectors {', '.join(unknown)}")
+        seen: set[str] = set()
+        for step in self.ladder:
+            if step.at in seen:
+                raise PolicyError(f"{where}: two ladder steps at {step.at!r}")
+            seen.add(step.at)
+        if self.max_duration_s <= 0 or self.cooldown_s < 0:
+            raise PolicyError(f"{where}: max_duration_s must be > 0 and cooldown_s >= 0")
+        # Frozen: the normalized values go in through object.__setattr__.
+        if not isinstance(self.detectors, _DetectorMap):
+            object.__setattr__(self, "detectors", _DetectorMap(self.detectors))
+        ladder = tuple(sorted(self.ladder, key=lambda s: _SEVERITY_RANK[s.at]))
+        if ladder != self.ladder:
+            object.__setattr__(self, "ladder", ladder)
+
+    @property
+    def max_severity(self) -> str:
+        """The highest severity this use case may alert at ("info" for experiments)."""
+        return "info" if self.tier == "experiment" else SEVERITIES[-1]
+
+    def detector(self, kind: str) -> DetectorSetting:
+        """The setting of detector ``kind`` (enabled, sensitivity 1.0 when not configured).
+
+        Raises ``ValueError`` for a kind that is not an alert kind, so a typo
+        in a detector's name cannot silently read the defaults.
+        """
+        setting = self.detectors.get(kind)
+        if setting is not None:
+            return setting
+        if kind not in ALERT_KINDS:
+            raise ValueError(f"unknown detector kind {kind!r}")
+        return _DEFAULT_DETECTOR
+
+    def step_for(self, severity: str) -> LadderStep | None:
+        """The ladder step for an alert of ``severity``: the highest step at or below it.
+
+        Returns ``None`` when no step is that low, and always for experiment-tier
+        use cases, which are never throttled. A step whose action is "none"
+        is returned as such (the owner chose to only alert). Whether the step
+        is enforced, run dry or skipped is ``auto_throttle``'s business.
+
+        Raises ``ValueError`` for an unknown severity.
+        """
+        rank = _SEVERITY_RANK.get(severity)
+        if rank is None:
+            raise ValueError(f"unknown severity {severity!r}; expected one of {SEVERITIES}")
+        if self.tier == "experiment":
+            return None
+        chosen = None
+        for step in self.ladder:  # sorted by severity in __post_init__
+            if _SEVERITY_RANK[step.at] <= rank:
+                chosen = step
+        return chosen
+
+
+class PolicySet:
+    """All policies in force, and the defaults for use cases without one.
+
+    Parameters
+    ----------
+    policies
+        The explicit policies (marked ``explicit=True`` here if they are not).
+    defaults
+        The template for use cases without a policy (its ``use_case`` is
+        ignored). When ``None``: the built-in defaults, with ``auto_throttle``
+        read from ``SPENDSENTRY_AUTO_THROTTLE`` (off, dry_run or on; default
+        dry_run) now, once.
+    files
+        The files the policies came from, for messages.
+
+    Raises
+    ------
+    PolicyError
+        A use case given twice, or an invalid ``SPENDSENTRY_AUTO_THROTTLE``.
+    """
+
+    def __init__(
+        self,
+        policies: Iterable[Policy] = (),
+        *,
+        defaults: Policy | None = None,
+        files: Sequence[str | os.PathLike[str]] = (),
+    ) -> None:
+        self._policies: dict[str, Policy] = {}
+        for policy in policies:
+            if policy.use_case in self._policies:
+                raise PolicyError(f"use case {policy.use_case!r} is defined twice")
+            if not policy.explicit:
+                policy = replace(policy, explicit=True)
+            self._policies[policy.use_case] = policy
+        if defaults is None:
+            defaults = Policy(use_case="", auto_throttle=_auto_throttle_from_env())
+        self._defaults = replace(defaults, use_case="", explicit=False)
+        self._files: tuple[str, ...] = tuple(str(f) for f in files)
+        self._derived: dict[str, Policy] = {}
+
+    # -- construction ----------------------------------------------------
+
+    @classmethod
+    def empty(cls) -> PolicySet:
+        """No explicit policies: every use case gets the built-in defaults."""
+        return cls()
+
+    @classmethod
+    def load(cls, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> PolicySet:
+        """Load policy files.
+
+        Parameters
+        ----------
+        paths
+            A directory (all its ``*.toml`` files, in name order, not
+            recursing), a file, or a sequence of them.
+
+        Returns
+        -------
+        PolicySet
+
+        Raises
+        ------
+        PolicyError
+            With every problem found in every file (each line names the file
+            and the key): a missing path, invalid TOML, a schema violation, a
+            use case or ``[defaults]`` defined in two files (both named), or
+            an invalid ``SPENDSENTRY_AUTO_THROTTLE`` when ``[defaults]`` does
+            not set auto_throttle.
+        """
+        if isinstance(paths, str | os.PathLike):
+            paths = [paths]
+        errors: list[str] = []
+        files: list[Path] = []
+        seen: set[Path] = set()
+        for raw in paths:
+            path = Path(raw)
+            if path.is_dir():
+                candidates = sorted(p for p in path.glob("*.toml") if p.is_file())
+            elif path.is_file():
+                candidates = [path]
+            else:
+                errors.append(f"{path}: no such file or directory")
+                continue
+            for candidate in candidates:
+                # The same file named twice (a directory and a file in it) is
+                # one file, not a use case defined twice.
+                resolved = candidate.resolve()
+                if resolved not in seen:
+                    seen.add(resolved)
+                    files.append(candidate)
+        docs: list[tuple[str, dict[str, Any]]] = []
+        for path in files:
+            try:
+                with path.open("rb") as fh:
+                    doc = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                errors.append(f"{path}: invalid TOML: {exc}")
+                continue
+            except OSError as exc:
+                errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+                continue
+            docs.append((str(path), doc))
+        return cls._from_docs(docs, errors, files=[str(p) for p in files])
+
+    @classmethod
+    def from_toml_text(
+        cls, text: str, name: str = "<string>", *, auto_throttle: str | None = None
+    ) -> PolicySet:
+        """Build a policy set from the text of one policy file (tests, examples).
+
+        ``auto_throttle``, when given, replaces the environment variable as the
+        source of the defaults' auto_throttle (``[defaults]`` still wins).
+        """
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"{name}: invalid TOML: {exc}") from None
+        return cls._from_docs([(name, doc)], [], files=[name], auto_throttle=auto_throttle)
+
+    @classmethod
+    def _from_docs(
+        cls,
+        docs: Sequence[tuple[str, dict[str, Any]]],
+        errors: list[str],
+        *,
+        files: Sequence[str],
+        auto_throttle: str | None = None,
+    ) -> PolicySet:
+        schema = validator("policy")
+        policies: dict[str, Policy] = {}
+        origin: dict[str, str] = {}
+        defaults: tuple[str, dict[str, Any]] | None = None
+        for name, doc in docs:
+            problems = format_errors(schema.iter_errors(doc), root="")
+            problems += _ladder_problems(doc)
+            if problems:
+                errors.extend(f"{name}: {line}" for line in problems)
+                continue
+            if "defaults" in doc:
+                if defaults is not None:
+                    errors.append(f"{name}: defaults: already defined in {defaults[0]}")
+                else:
+                    defaults = (name, doc["defaults"])
+            for use_case, table in doc.get("use_cases", {}).items():
+                if use_case in origin:
+                    errors.append(
+                        f"{name}: use_cases.{_key(use_case)}: already defined in {origin[use_case]}"
+                    )
+                    continue
+                origin[use_case] = name
+                policies[use_case] = _policy(use_case, table, explicit=True)
+        template: Policy | None = None
+        if defaults is not None:
+            template = _policy("", defaults[1], explicit=False)
+        if defaults is None or "auto_throttle" not in defaults[1]:
+            try:
+                mode = auto_throttle if auto_throttle is not None else _auto_throttle_from_env()
+            except PolicyError as exc:
+                errors.extend(exc.errors)
+            else:
+                template = replace(template or Policy(use_case=""), auto_throttle=mode)
+        if errors:
+            raise PolicyError(errors)
+        return cls(policies.values(), defaults=template, files=files)
+
+    # -- queries -----------------------------------------------------------
+
+    def for_use_case(self, use_case: str) -> Policy:
+        """The policy of ``use_case``: its own, or the defaults (``explicit=False``)."""
+        policy = self._policies.get(use_case)
+        if policy is not None:
+            return policy
+        policy = self._derived.get(use_case)
+        if policy is None:
+            if len(self._derived) >= _MAX_DERIVED:
+                self._derived.clear()
+            policy = replace(self._defaults, use_case=use_case)
+            self._derived[use_case] = policy
+        return policy
+
+    @property
+    def defaults(self) -> Policy:
+        """The template for use cases without a policy (``use_case`` is "")."""
+        return self._defaults
+
+    @property
+    def use_cases(self) -> tuple[str, ...]:
+        """The use cases with a policy of their own, sorted."""
+        return tuple(sorted(self._policies))
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files the policies were loaded from, in load order."""
+        return self._files
+
+    def __iter__(self) -> Iterator[Policy]:
+        """The explicit policies, sorted by use case."""
+        return iter([self._policies[name] for name in sorted(self._policies)])
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def __contains__(self, use_case: object) -> bool:
+        return use_case in self._policies
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PolicySet):
+            return NotImplemented
+        return self._policies == other._policies and self._defaults == other._defaults
+
+    __hash__ = None  # type: ignore[assignment]  # mutable cache inside; equality by value
+
+    def __repr__(self) -> str:
+        return f"PolicySet({len(self._policies)} policies from {len(self._files)} files)"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The derived-policy cache is rebuilt on demand; keep snapshots small.
+        return {"policies": self._policies, "defaults": self._defaults, "files": self._files}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._policies = dict(state["policies"])
+        self._defaults = state["defaults"]
+        self._files = tuple(state["files"])
+        self._derived = {}
+
+
+def _auto_throttle_from_env() -> str:
+    raw = os.environ.get(AUTO_THROTTLE_ENV, "").strip().lower()
+    if not raw:
+        return "dry_run"
+    if raw not in AUTO_THROTTLE_MODES:
+        raise PolicyError(
+            f"{AUTO_THROTTLE_ENV}: {raw!r} is not one of {', '.join(AUTO_THROTTLE_MODES)}"
+        )
+    return raw
+
+
+def _ladder_problems(doc: dict[str, Any]) -> list[str]:
+    """Checks JSON Schema cannot express: one ladder step per severity."""
+    problems = []
+    tables: list[tuple[str, Any]] = [("defaults", doc.get("defaults"))]
+    use_cases = doc.get("use_cases")
+    if isinstance(use_cases, dict):
+        tables += [(f"use_cases.{_key(k)}", v) for k, v in use_cases.items()]
+    for where, table in tables:
+        ladder = table.get("ladder") if isinstance(table, dict) else None
+        if not isinstance(ladder, list):
+            continue
+        first: dict[str, int] = {}
+        for i, step in enumerate(ladder):
+            at = step.get("at") if isinstance(step, dict) else None
+            if not isinstance(at, str):
+                continue
+            if at in first:
+                problems.append(
+                    f"{where}.ladder[{i}].at: {at!r} is already used by ladder[{first[at]}]"
+                )
+            else:
+                first[at] = i
+    return problems
+
+
+def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Policy:
+    """Build a Policy from a schema-valid table (TOML numbers are coerced)."""
+    budgets = table.get("budgets", {})
+    tpm = budgets.get("tokens_per_minute")
+    outcome = table.get("cost_per_outcome", {})
+    target = outcome.get("target_usd")
+    detectors = {
+        kind: DetectorSetting(
+            enabled=bool(setting.get("enabled", True)),
+            sensitivity=float(setting.get("sensitivity", 1.0)),
+        )
+        for kind, setting in table.get("detectors", {}).items()
+    }
+    ladder = DEFAULT_LADDER
+    if "ladder" in table:
+        ladder = tuple(_ladder_step(step) for step in table["ladder"])
+    return Policy(
+        use_case=use_case,
+        owner=table.get("owner"),
+        team=table.get("team"),
+        tier=table.get("tier", "production"),
+        auto_throttle=table.get("auto_throttle", "dry_run"),
+        budgets=Budgets(
+            cost_per_hour_usd=_opt_float(budgets.get("cost_per_hour_usd")),
+            cost_per_day_usd=_opt_float(budgets.get("cost_per_day_usd")),
+            cost_per_month_usd=_opt_float(budgets.get("cost_per_month_usd")),
+            tokens_per_minute=None if tpm is None else int(tpm),
+        ),
+        outcome=outcome.get("outcome"),
+        cost_per_outcome_target_usd=None if target is None else float(target),
+        detectors=detectors,
+        ladder=ladder,
+        cooldown_s=float(table.get("cooldown_s", 600.0)),
+        max_duration_s=float(table.get("max_duration_s", 3600.0)),
+        explicit=explicit,
+    )
+
+
+def _ladder_step(step: Mapping[str, Any]) -> LadderStep:
+    def opt_int(name: str) -> int | None:
+        value = step.get(name)
+        return None if value is None else int(value)
+
+    return LadderStep(
+        at=step["at"],
+        action=step["action"],
+        requests_per_minute=opt_int("requests_per_minute"),
+        tokens_per_minute=opt_int("tokens_per_minute"),
+        target_model=step.get("target_model"),
+        max_input_tokens=opt_int("max_input_tokens"),
+    )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _key(name: str) -> str:
+    return key_path("", [name])
