@@ -165,6 +165,7 @@ class UseCaseState:
             embeddings=bucket.embeddings,
             input_tokens=bucket.input_tokens,
             llm_input_tokens=bucket.llm_input_tokens,
+            llm_log_input=bucket.llm_log_input,
             output_tokens=bucket.output_tokens,
             cost=bucket.cost / NANO,
             unpriced=bucket.unpriced,

@@ -7,6 +7,7 @@ sensitivity (2.0 = twice as sensitive).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from spendsentry.alerts import Finding, severity_rank
@@ -16,11 +17,11 @@ from spendsentry.detectors.monitors import (
     ChatterMonitor,
     CostSpikeMonitor,
     RatioMonitor,
-    cost_per_mtok,
     cost_per_outcome,
     duplicate_share,
     fallback_share,
-    input_tokens_per_call,
+    log_input_tokens_per_call,
+    price_tier,
     retrievals_per_request,
     small_calls_on_large_models,
 )
@@ -51,27 +52,33 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
     """The monitors for one use case, honouring its policy's detector settings."""
     monitors: list[Monitor] = []
 
+    # Experiments are erratic by design: half as sensitive, and info only (engine).
+    tier_factor = 0.5 if policy.tier == "experiment" else 1.0
+
     def enabled(kind: str) -> float | None:
         setting = policy.detector(kind)
-        return setting.sensitivity if setting.enabled else None
+        return setting.sensitivity * tier_factor if setting.enabled else None
 
     if (s := enabled("prompt_inflation")) is not None:
         monitors.append(
             RatioMonitor(
                 "prompt_inflation",
-                "input_tokens_per_call",
+                "input_tokens_per_call_geomean",
                 "tokens",
-                input_tokens_per_call,
+                log_input_tokens_per_call,
                 describe_prompt_inflation,
+                # ln-space: min_delta ln(1.35) is a 1.35x growth of the geometric mean.
                 RatioShiftDetector(
                     window=5,
                     half_life=360,
                     warmup=300,
-                    min_ratio=_ratio(1.35, s),
+                    min_ratio=0.0,
+                    min_delta=math.log(_ratio(1.35, s)),
                     z_threshold=6.0 / s,
                     min_den=15,
                 ),
                 critical_ratio=2.0,
+                log_scale=True,
             )
         )
     if (s := enabled("retrieval_amplification")) is not None:
@@ -114,19 +121,21 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
         )
         silent = RatioMonitor(
             "fallback_drift",
-            "cost_per_mtok",
-            "USD/Mtok",
-            cost_per_mtok,
+            "price_tier_ln_usd_per_mtok",
+            "USD/Mtok input",
+            price_tier,
             describe_fallback_silent,
             RatioShiftDetector(
                 window=5,
                 half_life=360,
-                warmup=0.5,
-                min_ratio=_ratio(1.8, s),
+                warmup=300,
+                min_ratio=0.0,
+                min_delta=math.log(_ratio(1.8, s)),
                 z_threshold=6.0 / s,
-                min_den=0.02,
+                min_den=15,
             ),
             critical_ratio=4.0,
+            log_scale=True,
         )
         # Flagged (fallback / re-routed calls) or silent (a pricier default model).
         monitors.append(AnyOf("fallback_drift", [flagged, silent]))
@@ -192,15 +201,20 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                 persistence=3,
             )
         )
-    if (s := enabled("cost_spike")) is not None:
+    # Experiments change volume on purpose: no volume alerts, budgets only when spent.
+    experiment = policy.tier == "experiment"
+    if (s := enabled("cost_spike")) is not None and not experiment:
         monitors.append(
             CostSpikeMonitor(
                 RateSpikeDetector(
                     window=5,
                     min_ratio_level=_ratio(3.0, s),
                     min_ratio_peak=_ratio(1.5, s),
+                    # $0.50/h: below that, a spike costs less than looking at it.
+                    min_excess=0.5 / 60 / s,
                     warmup=90,
-                )
+                ),
+                persistence=3,
             )
         )
     if (s := enabled("agent_chatter")) is not None:
@@ -208,7 +222,7 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
             ChatterMonitor(SessionLengthDetector(factor=_ratio(3.0, s), min_calls=25, warmup=30))
         )
     if enabled("budget_burn") is not None:
-        monitors.append(BudgetBurnMonitor())
+        monitors.append(BudgetBurnMonitor(projections=not experiment))
     return monitors
 
 
@@ -237,11 +251,11 @@ def describe_fallback_flagged(sh: Shift, sig: MinuteSignals) -> str:
 
 
 def describe_fallback_silent(sh: Shift, sig: MinuteSignals) -> str:
+    top = max(sig.models, key=lambda m: (sig.models[m].calls, m), default="?")
     return (
-        f"{sig.use_case}: the model mix got pricier: ${sh.observed:.2f} per million "
-        f"tokens, {sh.ratio:.1f}x the usual ${sh.baseline:.2f} (top model now "
-        f"{max(sig.models, key=lambda m: sig.models[m].calls, default='?')}); check "
-        f"whether a fallback model became the default."
+        f"{sig.use_case}: the model mix got pricier: {sh.ratio:.1f}x the usual price per "
+        f"input token (top model now {top}); check whether a fallback or larger model "
+        f"became the default."
     )
 
 

@@ -9,16 +9,34 @@ human reads. The statistics live in the River-style detectors of
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
+
+from river import stats
 
 from spendsentry.alerts import Finding
 from spendsentry.detectors.base import UseCaseContext
 from spendsentry.detectors.sessions import SessionLengthDetector
 from spendsentry.detectors.shift import RateSpikeDetector, RatioShiftDetector, Shift
+from spendsentry.pricing import PriceBook
+from spendsentry.timeutil import format_ts
 from spendsentry.windows import MinuteSignals
 
-#: Blended $/Mtok at or above which a model counts as "large" for routine requests.
-LARGE_MODEL_USD_PER_MTOK = 1.0
+#: Input $/Mtok at or above which a model counts as "large" (gpt-4o, Sonnet, Opus,
+#: gpt-4.1 are; the -mini, Haiku and Flash tiers are not).
+LARGE_MODEL_INPUT_USD_PER_MTOK = 2.0
+
+_CATALOGUE = PriceBook()
+
+
+def is_large_model(model: str) -> bool:
+    """Whether the catalogue prices ``model`` as a large (expensive) model.
+
+    >>> is_large_model("gpt-4o"), is_large_model("gpt-4o-mini")
+    (True, False)
+    """
+    rates = _CATALOGUE.rates(model)
+    return rates is not None and rates.input * 1e6 >= LARGE_MODEL_INPUT_USD_PER_MTOK
 
 
 def _excess_from_ratio(ctx: UseCaseContext, ratio: float) -> float:
@@ -77,6 +95,7 @@ class RatioMonitor:
         critical_ratio: float,
         persistence: int = 2,
         cost_scales: bool = True,
+        log_scale: bool = False,
     ) -> None:
         self.kind = kind
         self.metric = metric
@@ -87,6 +106,8 @@ class RatioMonitor:
         self.critical_ratio = critical_ratio
         self.persistence = _Persistence(persistence)
         self.cost_scales = cost_scales
+        #: The detector watches ln(1 + x); findings speak in x (geometric means).
+        self.log_scale = log_scale
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         num, den = self.extract(signals)
@@ -94,6 +115,14 @@ class RatioMonitor:
         self.detector.learn_one(num, den)
         if not self.persistence.update(shift is not None, signals.start) or shift is None:
             return None
+        if self.log_scale:
+            shift = Shift(
+                math.expm1(shift.observed),
+                math.expm1(shift.baseline),
+                math.exp(shift.observed - shift.baseline),
+                shift.z,
+                shift.sample,
+            )
         severity = "critical" if shift.ratio >= self.critical_ratio else "warning"
         excess = (
             _excess_from_ratio(ctx, shift.ratio) if self.cost_scales else _excess_over_hour(ctx)
@@ -127,14 +156,19 @@ class CostSpikeMonitor:
 
     kind = "cost_spike"
 
-    def __init__(self, detector: RateSpikeDetector, persistence: int = 2) -> None:
+    def __init__(
+        self, detector: RateSpikeDetector, persistence: int = 2, min_calls: int = 30
+    ) -> None:
         self.detector = detector
         self.persistence = _Persistence(persistence)
+        self.min_calls = min_calls
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         score, observed, level, peak = self.detector.measure(signals.cost)
         self.detector.learn_one(signals.cost)
-        if not self.persistence.update(score >= 1.0, signals.start):
+        # A handful of calls is never a spike, whatever the ratio (sparse use cases).
+        enough = ctx.last_5m.calls >= self.min_calls
+        if not self.persistence.update(score >= 1.0 and enough, signals.start):
             return None
         ratio = observed / level if level > 0 else math.inf
         severity = "critical" if score >= 2.0 else "warning"
@@ -220,97 +254,142 @@ class ChatterMonitor:
 class BudgetBurnMonitor:
     """Projects spend to the end of the hour, day and month against the policy budgets.
 
-    Fires when the current rate, held, exhausts a budget before its period
-    ends *and* that rate alone is above the budget's rate: a budget nearly
-    spent by a normal day does not page at 23:00, a 3x burn does at 10:00.
+    A budget already spent always fires. A projected overrun fires only while
+    the burn rate is abnormal: above ``abnormal_ratio`` x the typical rate
+    (River ``stats.EWMean``) *and* ``peak_ratio`` x the usual peak rate of the
+    last 12 h (River ``stats.RollingQuantile``), both frozen while abnormal.
+    A flat projection of the 10:00 peak, or of a nightly batch job, over the
+    whole day would overrun any sensible daily budget, which is noise.
+
+    Parameters
+    ----------
+    window
+        Minutes averaged into the current burn rate.
+    abnormal_ratio
+        Current rate / typical rate beyond which projections are trusted.
+    fading
+        Fading factor of the typical rate (0.01: a half-life of about 70 minutes).
+    warmup
+        Minutes of history before projecting.
     """
 
     kind = "budget_burn"
 
-    def __init__(self, persistence: int = 3) -> None:
+    def __init__(
+        self,
+        window: int = 15,
+        abnormal_ratio: float = 1.8,
+        peak_ratio: float = 1.3,
+        fading: float = 0.002,
+        peak_window: int = 720,
+        warmup: int = 60,
+        persistence: int = 3,
+        projections: bool = True,
+    ) -> None:
+        self.window = window
+        #: False: fire only on a budget already spent (experiments burn erratically).
+        self.projections = projections
+        self.abnormal_ratio = abnormal_ratio
+        self.peak_ratio = peak_ratio
+        self.warmup = warmup
+        self._ring: deque[float] = deque(maxlen=window)
+        self._typical = stats.EWMean(fading_factor=fading)
+        self._peak = stats.RollingQuantile(q=0.99, window_size=peak_window)
+        self._n = 0
         self.persistence = _Persistence(persistence)
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
-        b = ctx.policy.budgets
-        now_min = signals.minute + 1
-        rate_15 = ctx.last_5m.cost / max(ctx.last_5m.minutes_filled, 1)
-        rate_60 = ctx.last_1h.cost / max(ctx.last_1h.minutes_filled, 1)
-        checks: list[tuple[str, float, float, float, float]] = []
-        if b.cost_per_hour_usd:
-            left = 60 - now_min % 60 if now_min % 60 else 0
-            checks.append(("hour", b.cost_per_hour_usd, ctx.periods.cost_hour, rate_15, left))
-        if b.cost_per_day_usd:
-            left = (1440 - now_min % 1440) % 1440
-            checks.append(("day", b.cost_per_day_usd, ctx.periods.cost_day, rate_60, left))
-        if b.cost_per_month_usd:
-            checks.append(
-                (
-                    "month",
-                    b.cost_per_month_usd,
-                    ctx.periods.cost_month,
-                    rate_60,
-                    _minutes_left_in_month(now_min),
-                )
-            )
-        worst: tuple[float, str, float, float, float, float] | None = None
-        for period, budget, spent, rate, left in checks:
-            period_minutes = {"hour": 60, "day": 1440}.get(period, 30 * 1440)
-            over_rate = rate * period_minutes > budget
-            projected = spent + rate * left
-            if (over_rate and projected > budget) or spent > budget:
-                exhaust_in = max(0.0, (budget - spent) / rate) if rate > 0 else 0.0
-                score = projected / budget
-                if worst is None or score > worst[0]:
-                    worst = (score, period, budget, spent, projected, exhaust_in)
+        self._ring.append(signals.cost)
+        rate = sum(self._ring) / len(self._ring)
+        typical = self._typical.get() or 0.0
+        peak = self._peak.get() or 0.0
+        abnormal = (
+            self.projections
+            and self._n >= self.warmup
+            and rate > self.abnormal_ratio * max(typical, 1e-9)
+            and rate > self.peak_ratio * peak
+        )
+        if not abnormal:
+            self._typical.update(signals.cost)
+            self._peak.update(rate)
+        self._n += 1
+        worst = self._worst_budget(signals, ctx, rate, abnormal)
         tokens_over = None
-        if b.tokens_per_minute:
-            tokens = signals.input_tokens + signals.output_tokens
-            if tokens > b.tokens_per_minute:
-                tokens_over = tokens
-        if not self.persistence.update(worst is not None or tokens_over is not None, signals.start):
+        tpm = ctx.policy.budgets.tokens_per_minute
+        if tpm and signals.input_tokens + signals.output_tokens > tpm:
+            tokens_over = signals.input_tokens + signals.output_tokens
+        anomalous = worst is not None or tokens_over is not None
+        if not self.persistence.update(anomalous, signals.start):
             return None
-        from spendsentry.timeutil import format_ts
-
         if worst is None:
-            assert tokens_over is not None and b.tokens_per_minute
+            assert tokens_over is not None and tpm
             return Finding(
                 kind=self.kind,
                 severity="warning",
-                score=tokens_over / b.tokens_per_minute,
+                score=tokens_over / tpm,
                 metric="tokens_per_minute",
-                baseline=float(b.tokens_per_minute),
+                baseline=float(tpm),
                 observed=float(tokens_over),
                 window_s=60.0,
                 summary=(
                     f"{ctx.use_case} used {tokens_over:,} tokens in a minute, over its "
-                    f"budget of {b.tokens_per_minute:,}/min."
+                    f"budget of {tpm:,}/min; find the caller before raising the budget."
                 ),
                 unit="tokens/min",
                 onset=self.persistence.onset,
             )
-        score, period, budget, spent, projected, exhaust_in = worst
+        period, budget, spent, projected, exhaust_in = worst
         when = format_ts(signals.end + exhaust_in * 60.0)
-        severity = "critical" if spent >= budget or exhaust_in < 60 else "warning"
+        severity = "critical" if spent >= budget or exhaust_in < 120 else "warning"
+        if spent >= budget:
+            what = f"has spent ${spent:,.2f}, over its ${budget:,.2f}/{period} budget"
+        else:
+            what = f"will exhaust its ${budget:,.2f}/{period} budget at {when}"
         return Finding(
             kind=self.kind,
             severity=severity,
-            score=score,
+            score=projected / budget,
             metric=f"projected_cost_per_{period}_usd",
             baseline=budget,
             observed=projected,
-            window_s=3600.0 if period != "hour" else 300.0,
+            window_s=60.0 * self.window,
             summary=(
-                f"{ctx.use_case} will exhaust its ${budget:,.0f}/{period} budget at {when} "
-                f"(spent ${spent:,.2f}, projected ${projected:,.2f} this {period}); find "
-                f"what drives the burn before raising the budget."
+                f"{ctx.use_case} {what} (burning ${rate * 60:,.2f}/h, typically "
+                f"${typical * 60:,.2f}/h; projected ${projected:,.2f} this {period}); find what "
+                f"drives the burn before raising the budget."
             ),
             unit="USD",
-            excess_cost_per_hour_usd=max(
-                0.0, (rate_60 - budget / {"hour": 60, "day": 1440}.get(period, 43200)) * 60.0
-            ),
-            details={"period": period, "spent_usd": round(spent, 4), "exhausted_at": when},
+            excess_cost_per_hour_usd=max(0.0, rate - typical) * 60.0,
+            details={
+                "period": period,
+                "spent_usd": round(spent, 4),
+                "budget_usd": budget,
+                "exhausted_at": when,
+            },
             onset=self.persistence.onset,
         )
+
+    @staticmethod
+    def _worst_budget(
+        signals: MinuteSignals, ctx: UseCaseContext, rate: float, abnormal: bool
+    ) -> tuple[str, float, float, float, float] | None:
+        b = ctx.policy.budgets
+        end = signals.minute + 1
+        periods = (
+            ("hour", b.cost_per_hour_usd, ctx.periods.cost_hour, (60 - end % 60) % 60),
+            ("day", b.cost_per_day_usd, ctx.periods.cost_day, (1440 - end % 1440) % 1440),
+            ("month", b.cost_per_month_usd, ctx.periods.cost_month, _minutes_left_in_month(end)),
+        )
+        worst = None
+        for period, budget, spent, left in periods:
+            if not budget:
+                continue
+            projected = spent + rate * left
+            if spent >= budget or (abnormal and projected > budget):
+                exhaust_in = max(0.0, (budget - spent) / rate) if rate > 0 else 0.0
+                if worst is None or projected / budget > worst[3] / worst[1]:
+                    worst = (period, budget, spent, projected, exhaust_in)
+        return worst
 
 
 def _minutes_left_in_month(now_min: int) -> float:
@@ -327,6 +406,11 @@ def _minutes_left_in_month(now_min: int) -> float:
 
 def input_tokens_per_call(s: MinuteSignals) -> tuple[float, float]:
     return float(s.llm_input_tokens), float(s.llm_calls)
+
+
+def log_input_tokens_per_call(s: MinuteSignals) -> tuple[float, float]:
+    """Sum of ln(1 + input tokens) and LLM calls: a geometric mean of prompt sizes."""
+    return s.llm_log_input / 1e6, float(s.llm_calls)
 
 
 def retrievals_per_request(s: MinuteSignals) -> tuple[float, float]:
@@ -351,11 +435,28 @@ def duplicate_share(s: MinuteSignals) -> tuple[float, float]:
     return float(s.embedding_duplicates), float(s.embeddings)
 
 
+def price_tier(s: MinuteSignals) -> tuple[float, float]:
+    """Sum over priced LLM calls of ln(input $/Mtok), and those calls.
+
+    The mean is the model mix's price tier: a switch from gpt-4o-mini to
+    gpt-4o moves it by ln(16.7) whatever the prompt sizes do, and the log
+    keeps one stray premium call from dominating a quiet minute.
+    """
+    total = 0.0
+    calls = 0
+    for name, m in s.models.items():
+        rates = _CATALOGUE.rates(name)
+        if rates is None or rates.input <= 0:
+            continue
+        total += m.calls * math.log(rates.input * 1e6)
+        calls += m.calls
+    return total, float(calls)
+
+
 def small_calls_on_large_models(s: MinuteSignals) -> tuple[float, float]:
     large = total = 0
-    for m in s.models.values():
+    for name, m in s.models.items():
         total += m.small_calls
-        tokens = m.input_tokens + m.output_tokens
-        if tokens and m.cost / tokens * 1e6 >= LARGE_MODEL_USD_PER_MTOK:
+        if m.small_calls and is_large_model(name):
             large += m.small_calls
     return float(large), float(total)

@@ -127,8 +127,12 @@ class RatioShiftDetector:
         prior = self._mean
         self._w += weight
         self._mean += (value - prior) * weight / self._w
-        # Per-unit variance: (x_bar - mu)^2 * n estimates sigma^2 for a mean of n units.
-        self._var_unit += ((value - prior) ** 2 * den - self._var_unit) * weight / self._w
+        # Per-unit variance from the *window* mean: (x_bar_w - mu)^2 * n_w estimates
+        # sigma^2 including the correlation between minutes (turns of one chat
+        # session, calls of one batch), which a per-minute estimate would miss.
+        n_w, d_w = sum(i[0] for i in self._ring), sum(i[1] for i in self._ring)
+        sq = (n_w / d_w - prior) ** 2 * d_w
+        self._var_unit += (sq - self._var_unit) * weight / self._w
         self._learned += den
 
     def score_one(self, num: float, den: float) -> float:
@@ -181,9 +185,12 @@ class RateSpikeDetector:
         follows daily ramps and growth within an hour or so.
     peak_window
         Minutes of observed rates whose ``peak_quantile`` is the "usual peak"
-        (12 h: a batch job that runs every few hours stays a usual peak).
+        (24 h: a batch job that runs every few hours stays a usual peak).
     min_ratio_level, min_ratio_peak
         The observed rate must exceed both level x ratio and peak x ratio.
+    min_excess
+        ... and the level by at least this much (a 6x spike of a use case that
+        spends a cent an hour is noise, not an incident).
     warmup
         Minutes before scoring.
 
@@ -204,10 +211,11 @@ class RateSpikeDetector:
         self,
         window: int = 5,
         level_fading: float = 0.03,
-        peak_window: int = 720,
-        peak_quantile: float = 0.99,
+        peak_window: int = 1440,
+        peak_quantile: float = 0.995,
         min_ratio_level: float = 3.0,
         min_ratio_peak: float = 1.5,
+        min_excess: float = 0.0,
         warmup: int = 90,
     ) -> None:
         self.window = window
@@ -216,6 +224,7 @@ class RateSpikeDetector:
         self.peak_quantile = peak_quantile
         self.min_ratio_level = min_ratio_level
         self.min_ratio_peak = min_ratio_peak
+        self.min_excess = min_excess
         self.warmup = warmup
         self._ring: deque[float] = deque(maxlen=window)
         self._level = stats.EWMean(fading_factor=level_fading)
@@ -248,5 +257,7 @@ class RateSpikeDetector:
         avg = (sum(items) + x) / (len(items) + 1)
         level = self._level.get() or 0.0
         peak = self._peak.get() or 0.0
-        threshold = max(level * self.min_ratio_level, peak * self.min_ratio_peak, 1e-9)
+        threshold = max(
+            level * self.min_ratio_level, peak * self.min_ratio_peak, level + self.min_excess, 1e-9
+        )
         return avg / threshold, avg, level, peak
