@@ -295,12 +295,14 @@ class BudgetBurnMonitor:
         self._ring: deque[float] = deque(maxlen=window)
         self._typical = stats.EWMean(fading_factor=fading)
         self._peak = stats.RollingQuantile(q=0.99, window_size=peak_window)
+        self._streak = 0
         self._n = 0
         self.persistence = _Persistence(persistence)
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         self._ring.append(signals.cost)
         rate = sum(self._ring) / len(self._ring)
+        rate_60 = ctx.last_1h.cost / max(ctx.last_1h.minutes_filled, 1)
         typical = self._typical.get() or 0.0
         peak = self._peak.get() or 0.0
         abnormal = (
@@ -308,12 +310,17 @@ class BudgetBurnMonitor:
             and self._n >= self.warmup
             and rate > self.abnormal_ratio * max(typical, 1e-9)
             and rate > self.peak_ratio * peak
+            # Sustained, not a batch job's few minutes.
+            and rate_60 > self.peak_ratio * typical
         )
         if not abnormal:
             self._typical.update(signals.cost)
             self._peak.update(rate)
+            self._streak = 0
+        else:
+            self._streak += 1
         self._n += 1
-        worst = self._worst_budget(signals, ctx, rate, abnormal)
+        worst = self._worst_budget(signals, ctx, rate, rate_60, self._streak)
         tokens_over = None
         tpm = ctx.policy.budgets.tokens_per_minute
         if tpm and signals.input_tokens + signals.output_tokens > tpm:
@@ -371,21 +378,38 @@ class BudgetBurnMonitor:
 
     @staticmethod
     def _worst_budget(
-        signals: MinuteSignals, ctx: UseCaseContext, rate: float, abnormal: bool
+        signals: MinuteSignals, ctx: UseCaseContext, rate_15: float, rate_60: float, streak: int
     ) -> tuple[str, float, float, float, float] | None:
         b = ctx.policy.budgets
         end = signals.minute + 1
+        # Each period projects with a rate as long-sighted as the period: the
+        # hour with the last 15 minutes, the day and month with the last hour;
+        # a month's projection needs the burn to have lasted an hour.
         periods = (
-            ("hour", b.cost_per_hour_usd, ctx.periods.cost_hour, (60 - end % 60) % 60),
-            ("day", b.cost_per_day_usd, ctx.periods.cost_day, (1440 - end % 1440) % 1440),
-            ("month", b.cost_per_month_usd, ctx.periods.cost_month, _minutes_left_in_month(end)),
+            ("hour", b.cost_per_hour_usd, ctx.periods.cost_hour, (60 - end % 60) % 60, rate_15, 1),
+            (
+                "day",
+                b.cost_per_day_usd,
+                ctx.periods.cost_day,
+                (1440 - end % 1440) % 1440,
+                rate_60,
+                1,
+            ),
+            (
+                "month",
+                b.cost_per_month_usd,
+                ctx.periods.cost_month,
+                _minutes_left_in_month(end),
+                rate_60,
+                60,
+            ),
         )
         worst = None
-        for period, budget, spent, left in periods:
+        for period, budget, spent, left, rate, needed in periods:
             if not budget:
                 continue
             projected = spent + rate * left
-            if spent >= budget or (abnormal and projected > budget):
+            if spent >= budget or (streak >= needed and projected > budget):
                 exhaust_in = max(0.0, (budget - spent) / rate) if rate > 0 else 0.0
                 if worst is None or projected / budget > worst[3] / worst[1]:
                     worst = (period, budget, spent, projected, exhaust_in)

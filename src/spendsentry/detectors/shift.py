@@ -188,6 +188,9 @@ class RateSpikeDetector:
         (24 h: a batch job that runs every few hours stays a usual peak).
     min_ratio_level, min_ratio_peak
         The observed rate must exceed both level x ratio and peak x ratio.
+    volatility_z
+        ... and the level by ``exp(volatility_z x sigma)``, sigma being the
+        standard deviation of the log rate (a noisy use case needs a higher bar).
     min_excess
         ... and the level by at least this much (a 6x spike of a use case that
         spends a cent an hour is noise, not an incident).
@@ -216,6 +219,7 @@ class RateSpikeDetector:
         min_ratio_level: float = 3.0,
         min_ratio_peak: float = 1.5,
         min_excess: float = 0.0,
+        volatility_z: float = 3.5,
         warmup: int = 90,
     ) -> None:
         self.window = window
@@ -225,10 +229,15 @@ class RateSpikeDetector:
         self.min_ratio_level = min_ratio_level
         self.min_ratio_peak = min_ratio_peak
         self.min_excess = min_excess
+        self.volatility_z = volatility_z
         self.warmup = warmup
         self._ring: deque[float] = deque(maxlen=window)
         self._level = stats.EWMean(fading_factor=level_fading)
         self._peak = stats.RollingQuantile(q=peak_quantile, window_size=peak_window)
+        # Volatility of the log rate: a use case whose minutes swing 3x on
+        # their own (the Azure code trace does) needs a higher bar than one
+        # whose rate is smooth.
+        self._log_var = stats.EWVar(fading_factor=level_fading)
         self._n = 0
 
     def learn_one(self, x: float) -> None:
@@ -242,6 +251,8 @@ class RateSpikeDetector:
             # spike does not teach the detector that spikes are normal.
             self._level.update(avg)
             self._peak.update(avg)
+            # The floor keeps idle minutes (avg 0) from reading as infinitely volatile.
+            self._log_var.update(math.log(avg + max(self.min_excess, 1e-6)))
 
     def score_one(self, x: float) -> float:
         """Observed / threshold: 1.0 or more is a spike; pure."""
@@ -257,7 +268,7 @@ class RateSpikeDetector:
         avg = (sum(items) + x) / (len(items) + 1)
         level = self._level.get() or 0.0
         peak = self._peak.get() or 0.0
-        threshold = max(
-            level * self.min_ratio_level, peak * self.min_ratio_peak, level + self.min_excess, 1e-9
-        )
+        sigma = math.sqrt(max(self._log_var.get() or 0.0, 0.0))
+        ratio = max(self.min_ratio_level, math.exp(self.volatility_z * sigma))
+        threshold = max(level * ratio, peak * self.min_ratio_peak, level + self.min_excess, 1e-9)
         return avg / threshold, avg, level, peak
