@@ -1,0 +1,54 @@
+"""``spendsentry evaluate``: score alerts against incident labels (and a static baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from spendsentry.evaluate import evaluate, format_report
+
+DEFAULT_POLICIES = Path("streams/policies")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("labels", metavar="LABELS", help="labels.json from spendsentry simulate")
+    parser.add_argument("alerts", metavar="ALERTS", help="alerts as JSON Lines")
+    parser.add_argument(
+        "--events",
+        metavar="EVENTS",
+        help="the events.jsonl the alerts came from: adds the static-threshold baseline",
+    )
+    parser.add_argument(
+        "--policies",
+        metavar="DIR",
+        help=f"policy directory for the baseline's hourly budgets (default {DEFAULT_POLICIES})",
+    )
+    parser.add_argument(
+        "--baseline-k",
+        type=float,
+        default=1.0,
+        metavar="K",
+        help="baseline fires above K x the hourly budget (default 1.0)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    policies = args.policies
+    if policies is None and DEFAULT_POLICIES.is_dir():
+        policies = DEFAULT_POLICIES
+    try:
+        report = evaluate(args.labels, args.alerts, args.events, policies, k=args.baseline_k)
+    except (OSError, ValueError) as exc:
+        print(f"spendsentry evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_bytes(
+            orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+        )
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,521 @@
+"""Score alerts against incident labels, and against a static-threshold baseline.
+
+Rules (``spendsentry evaluate``):
+
+* Only the first ``firing`` record of each ``alert_id`` counts as an alert;
+  later updates (``escalated``, ``resolved``, repeats) are ignored.
+* An incident is *diagnosed* when an alert of its kind on its use case is
+  detected between the incident's start and its end + 15 min (the grace);
+  the detection delay is ``detected_at - start`` in event time.
+* An alert that diagnoses nothing is *collateral* when its span
+  ``[started_at, detected_at]`` overlaps an incident (with grace) on the same
+  use case (another kind, or too late), and *false* otherwise. False alerts are
+  also given per 100 use-case-hours (use cases x hours of the labels).
+* The baseline is how gateways alert today: per use case, the cost of the last
+  60 minutes (evaluated at the end of every minute) over K x the policy's
+  ``cost_per_hour_usd``, or, without one, over K x twice the mean hourly cost
+  of the first 2 h, fires a ``cost_spike`` alert (once per excursion). It cannot
+  tell kinds apart, so its alert diagnoses any incident on its use case.
+
+>>> from datetime import UTC, datetime
+>>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+>>> labels = Labels(t0, 24.0, ["support_chat"], [Incident(
+...     "i1", "cost_spike", "support_chat", "step", t0, t0 + timedelta(minutes=30))])
+>>> alert = Alert("a1", "cost_spike", "support_chat", "warning",
+...               t0 + timedelta(minutes=4), t0 + timedelta(minutes=1))
+>>> s = score(labels, [alert])
+>>> s.total.diagnosed, s.total.median_delay_min, s.total.false_alerts
+(1, 4.0, 0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import tomllib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from spendsentry.pricing import PriceBook
+from spendsentry.simulate.incidents import KINDS, Incident, parse_rfc3339, rfc3339
+from spendsentry.timeutil import parse_ts
+
+__all__ = [
+    "GRACE",
+    "Alert",
+    "EvaluationReport",
+    "KindRow",
+    "Labels",
+    "Score",
+    "evaluate",
+    "format_report",
+    "read_alerts",
+    "read_hourly_budgets",
+    "read_labels",
+    "score",
+    "static_threshold_alerts",
+]
+
+#: How long after an incident's end a detection still counts.
+GRACE = timedelta(minutes=15)
+BASELINE_NAME = "static-threshold baseline"
+_REQUIRED = ("alert_id", "kind", "use_case", "severity", "status", "detected_at", "started_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """What ``labels.json`` says: the run window, its use cases and incidents."""
+
+    start: datetime
+    hours: float
+    use_cases: list[str]
+    incidents: list[Incident]
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(hours=self.hours)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert as scored: its first ``firing`` record."""
+
+    alert_id: str
+    kind: str
+    use_case: str
+    severity: str
+    detected_at: datetime
+    started_at: datetime
+
+
+@dataclass(slots=True)
+class KindRow:
+    """Per-kind (or total) tally of one detector's results."""
+
+    kind: str
+    incidents: int = 0
+    diagnosed: int = 0
+    median_delay_min: float | None = None
+    max_delay_min: float | None = None
+    false_alerts: int = 0
+    collateral_alerts: int = 0
+
+
+@dataclass(slots=True)
+class IncidentResult:
+    incident_id: str
+    kind: str
+    use_case: str
+    diagnosed: bool
+    alert_id: str | None = None
+    delay_min: float | None = None
+
+
+@dataclass(slots=True)
+class AlertVerdict:
+    alert_id: str
+    kind: str
+    use_case: str
+    detected_at: str
+    verdict: str  # diagnosis | collateral | false
+    incident_id: str | None = None
+
+
+@dataclass(slots=True)
+class Score:
+    """How one detector (the engine or the baseline) did against the labels."""
+
+    detector: str
+    names_kind: bool
+    rows: list[KindRow]
+    total: KindRow
+    incidents: list[IncidentResult]
+    alerts: list[AlertVerdict]
+    use_case_hours: float
+    false_alerts_per_100_use_case_hours: float
+
+
+@dataclass(slots=True)
+class EvaluationReport:
+    engine: Score
+    baseline: Score | None = None
+    #: Per use case: the baseline threshold (USD per rolling hour) and its source.
+    baseline_thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped_alert_records: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def read_labels(path: str | Path) -> Labels:
+    """Parse a ``labels.json`` as written by ``spendsentry simulate``."""
+    data = orjson.loads(Path(path).read_bytes())
+    try:
+        return Labels(
+            start=parse_rfc3339(data["start"]),
+            hours=float(data["hours"]),
+            use_cases=[str(u) for u in data["use_cases"]],
+            incidents=[Incident.from_label(i) for i in data.get("incidents") or []],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a labels file ({exc!r})") from None
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromtimestamp(parse_ts(value), tz=UTC)
+
+
+def parse_alerts(records: Iterable[Any]) -> tuple[list[Alert], int]:
+    """The first ``firing`` record of each alert_id, in order; and how many were unusable.
+
+    >>> recs = [{"alert_id": "a", "kind": "cost_spike", "use_case": "u", "severity": "info",
+    ...          "status": "firing", "detected_at": "2026-11-02T09:00:00Z",
+    ...          "started_at": "2026-11-02T08:58:00Z"}]
+    >>> alerts, bad = parse_alerts(recs + [dict(recs[0], status="resolved"), recs[0], {}])
+    >>> len(alerts), bad
+    (1, 1)
+    """
+    seen: set[str] = set()
+    alerts: list[Alert] = []
+    skipped = 0
+    for rec in records:
+        if not isinstance(rec, dict) or any(rec.get(k) is None for k in _REQUIRED):
+            skipped += 1
+            continue
+        if rec["status"] != "firing" or rec["alert_id"] in seen:
+            continue
+        try:
+            alert = Alert(
+                alert_id=str(rec["alert_id"]),
+                kind=str(rec["kind"]),
+                use_case=str(rec["use_case"]),
+                severity=str(rec["severity"]),
+                detected_at=_time(rec["detected_at"]),
+                started_at=_time(rec["started_at"]),
+            )
+        except (TypeError, ValueError):
+            skipped += 1
+            continue
+        seen.add(alert.alert_id)
+        alerts.append(alert)
+    return alerts, skipped
+
+
+def read_alerts(path: str | Path) -> tuple[list[Alert], int]:
+    """Read a JSON Lines alert file (see :func:`parse_alerts`)."""
+
+    def records() -> Iterable[Any]:
+        with Path(path).open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        yield orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        yield None
+
+    return parse_alerts(records())
+
+
+def read_hourly_budgets(
+    policies_dir: str | Path | None, use_cases: Sequence[str]
+) -> dict[str, float]:
+    """``cost_per_hour_usd`` per use case from ``*.toml`` policy files.
+
+    Read with :mod:`tomllib` directly: ``[use_cases.<name>.budgets]``, and
+    ``[defaults.budgets]`` for use cases with no policy table of their own.
+    """
+    budgets: dict[str, float] = {}
+    if policies_dir is None or not Path(policies_dir).is_dir():
+        return budgets
+    default: float | None = None
+    with_policy: set[str] = set()
+    for path in sorted(Path(policies_dir).glob("*.toml")):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        for name, table in (data.get("use_cases") or {}).items():
+            with_policy.add(name)
+            value = ((table or {}).get("budgets") or {}).get("cost_per_hour_usd")
+            if value is not None:
+                budgets[name] = float(value)
+        value = (((data.get("defaults") or {}).get("budgets")) or {}).get("cost_per_hour_usd")
+        if value is not None:
+            default = float(value)
+    if default is not None:
+        for name in use_cases:
+            if name not in with_policy:
+                budgets.setdefault(name, default)
+    return budgets
+
+
+# -- scoring -------------------------------------------------------------------
+
+
+def _minutes(delta: timedelta) -> float:
+    return round(delta.total_seconds() / 60.0, 2)
+
+
+def score(
+    labels: Labels,
+    alerts: Sequence[Alert],
+    *,
+    names_kind: bool = True,
+    detector: str = "engine",
+) -> Score:
+    """Match alerts to incidents (see the module rules)."""
+    by_use_case: dict[str, list[Incident]] = defaultdict(list)
+    for inc in labels.incidents:
+        by_use_case[inc.use_case].append(inc)
+    first: dict[str, tuple[datetime, str]] = {}  # incident_id -> (detected_at, alert_id)
+    verdicts: list[AlertVerdict] = []
+    for alert in sorted(alerts, key=lambda a: (a.detected_at, a.alert_id)):
+        verdict, matched = "false", None
+        for inc in by_use_case.get(alert.use_case, ()):
+            in_window = inc.start <= alert.detected_at <= inc.end + GRACE
+            if in_window and (not names_kind or alert.kind == inc.kind):
+                verdict, matched = "diagnosis", inc.incident_id
+                first.setdefault(inc.incident_id, (alert.detected_at, alert.alert_id))
+                if names_kind:
+                    break
+        if verdict == "false":
+            began = min(alert.started_at, alert.detected_at)
+            for inc in by_use_case.get(alert.use_case, ()):
+                if began <= inc.end + GRACE and alert.detected_at >= inc.start:
+                    verdict, matched = "collateral", inc.incident_id
+                    break
+        verdicts.append(
+            AlertVerdict(
+                alert.alert_id,
+                alert.kind,
+                alert.use_case,
+                rfc3339(alert.detected_at),
+                verdict,
+                matched,
+            )
+        )
+
+    results: list[IncidentResult] = []
+    for inc in labels.incidents:
+        hit = first.get(inc.incident_id)
+        results.append(
+            IncidentResult(
+                inc.incident_id,
+                inc.kind,
+                inc.use_case,
+                hit is not None,
+                hit[1] if hit else None,
+                _minutes(hit[0] - inc.start) if hit else None,
+            )
+        )
+
+    extra = sorted({a.kind for a in alerts} - set(KINDS))
+    rows = {kind: KindRow(kind) for kind in (*KINDS, *extra)}
+    delays: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        rows[r.kind].incidents += 1
+        if r.diagnosed and r.delay_min is not None:
+            rows[r.kind].diagnosed += 1
+            delays[r.kind].append(r.delay_min)
+    for v in verdicts:
+        if v.verdict == "false":
+            rows[v.kind].false_alerts += 1
+        elif v.verdict == "collateral":
+            rows[v.kind].collateral_alerts += 1
+    for kind, row in rows.items():
+        _set_delays(row, delays[kind])
+    total = KindRow(
+        "total",
+        incidents=sum(r.incidents for r in rows.values()),
+        diagnosed=sum(r.diagnosed for r in rows.values()),
+        false_alerts=sum(r.false_alerts for r in rows.values()),
+        collateral_alerts=sum(r.collateral_alerts for r in rows.values()),
+    )
+    _set_delays(total, [d for ds in delays.values() for d in ds])
+    use_case_hours = len(labels.use_cases) * labels.hours
+    per_100 = total.false_alerts / use_case_hours * 100 if use_case_hours else 0.0
+    return Score(
+        detector=detector,
+        names_kind=names_kind,
+        rows=list(rows.values()),
+        total=total,
+        incidents=results,
+        alerts=verdicts,
+        use_case_hours=use_case_hours,
+        false_alerts_per_100_use_case_hours=round(per_100, 3),
+    )
+
+
+def _set_delays(row: KindRow, delays: list[float]) -> None:
+    if delays:
+        row.median_delay_min = round(statistics.median(delays), 2)
+        row.max_delay_min = round(max(delays), 2)
+
+
+# -- the static-threshold baseline ------------------------------------------------
+
+
+def minute_costs(
+    events_path: str | Path, labels: Labels, prices: PriceBook | None = None
+) -> dict[str, list[float]]:
+    """Cost per use case per run minute (usage events, priced like the engine)."""
+    prices = prices or PriceBook()
+    start = labels.start.timestamp()
+    total = round(labels.hours * 60)
+    costs: dict[str, list[float]] = {}
+    with Path(events_path).open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            event = orjson.loads(line)
+            if not isinstance(event, dict) or event.get("type", "usage") != "usage":
+                continue
+            try:
+                minute = int((parse_ts(event["ts"]) - start) // 60)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not 0 <= minute < total:
+                continue
+            cost = event.get("cost_usd")
+            if cost is None:
+                cost = prices.cost(
+                    event.get("model"),
+                    event.get("provider"),
+                    int(event.get("input_tokens") or 0),
+                    int(event.get("output_tokens") or 0),
+                    int(event.get("cached_input_tokens") or 0),
+                )
+            use_case = str(event.get("use_case"))
+            row = costs.get(use_case)
+            if row is None:
+                row = costs[use_case] = [0.0] * total
+            row[minute] += float(cost or 0.0)
+    return costs
+
+
+def static_threshold_alerts(
+    costs: dict[str, list[float]],
+    labels: Labels,
+    hourly_budgets: dict[str, float],
+    k: float = 1.0,
+) -> tuple[list[Alert], dict[str, dict[str, Any]]]:
+    """Alerts of the static hourly-cost threshold, and the threshold per use case.
+
+    >>> from datetime import UTC, datetime
+    >>> labels = Labels(datetime(2026, 11, 2, tzinfo=UTC), 3.0, ["u"], [])
+    >>> costs = {"u": [0.01] * 150 + [0.055] * 30}
+    >>> alerts, th = static_threshold_alerts(costs, labels, {})
+    >>> th["u"]["usd_per_hour"], [a.detected_at.strftime("%H:%M") for a in alerts]
+    (1.2, ['02:44'])
+    """
+    alerts: list[Alert] = []
+    thresholds: dict[str, dict[str, Any]] = {}
+    warmup = 120
+    for use_case in labels.use_cases:
+        row = costs.get(use_case, [])
+        if use_case in hourly_budgets:
+            threshold = k * hourly_budgets[use_case]
+            source, first_minute = f"{k:g} x policy cost_per_hour_usd", 0
+        else:
+            # Mean hourly cost of the first 2 h, doubled: a 2x-normal rule of thumb.
+            threshold = k * 2.0 * sum(row[:warmup]) / (warmup / 60)
+            source, first_minute = f"{k:g} x 2 x mean hourly cost of the first 2 h", warmup
+        entry: dict[str, Any] = {"usd_per_hour": round(threshold, 6), "source": source}
+        thresholds[use_case] = entry
+        if threshold <= 0:
+            entry["note"] = "no spend to set a threshold from: not evaluated"
+            continue
+        rolling = 0.0
+        firing = False
+        for minute, cost in enumerate(row):
+            rolling += cost
+            if minute >= 60:
+                rolling -= row[minute - 60]
+            if minute < first_minute:
+                continue
+            if not firing and rolling > threshold:
+                firing = True
+                at = labels.start + timedelta(minutes=minute + 1)
+                digest = hashlib.sha256(f"baseline|{use_case}|{minute}".encode()).hexdigest()
+                alerts.append(Alert(digest[:16], "cost_spike", use_case, "warning", at, at))
+            elif firing and rolling <= threshold:
+                firing = False
+    return alerts, thresholds
+
+
+# -- the whole evaluation ------------------------------------------------------
+
+
+def evaluate(
+    labels_path: str | Path,
+    alerts_path: str | Path,
+    events_path: str | Path | None = None,
+    policies_dir: str | Path | None = None,
+    *,
+    k: float = 1.0,
+) -> EvaluationReport:
+    """Score the alerts file against the labels; add the baseline when events are given."""
+    labels = read_labels(labels_path)
+    alerts, skipped = read_alerts(alerts_path)
+    report = EvaluationReport(engine=score(labels, alerts), skipped_alert_records=skipped)
+    if events_path is not None:
+        budgets = read_hourly_budgets(policies_dir, labels.use_cases)
+        costs = minute_costs(events_path, labels)
+        baseline_alerts, thresholds = static_threshold_alerts(costs, labels, budgets, k)
+        report.baseline = score(labels, baseline_alerts, names_kind=False, detector=BASELINE_NAME)
+        report.baseline_thresholds = thresholds
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_score(s: Score) -> str:
+    """A per-kind text table of one detector's score."""
+    header = (
+        f"{'kind':26s} {'incidents':>9s} {'diagnosed':>9s} {'median min':>10s} "
+        f"{'max min':>8s} {'false':>6s} {'collateral':>10s}"
+    )
+    lines = [f"== {s.detector} ==", header, "-" * len(header)]
+    for row in [*s.rows, s.total]:
+        if row is s.total:
+            lines.append("-" * len(header))
+        lines.append(
+            f"{row.kind:26s} {row.incidents:9d} {row.diagnosed:9d} "
+            f"{_fmt(row.median_delay_min):>10s} {_fmt(row.max_delay_min):>8s} "
+            f"{row.false_alerts:6d} {row.collateral_alerts:10d}"
+        )
+    lines.append(
+        f"false alerts per 100 use-case-hours: {s.false_alerts_per_100_use_case_hours:.2f} "
+        f"({s.total.false_alerts} over {s.use_case_hours:g} use-case-hours)"
+    )
+    missed = [r for r in s.incidents if not r.diagnosed]
+    if missed:
+        lines.append("missed: " + ", ".join(f"{r.incident_id} ({r.use_case})" for r in missed))
+    if not s.names_kind:
+        lines.append(
+            "note: the baseline cannot name the kind; its cost_spike alerts count as "
+            "diagnosing any incident on their use case"
+        )
+    return "\n".join(lines)
+
+
+def format_report(report: EvaluationReport) -> str:
+    parts = [format_score(report.engine)]
+    if report.skipped_alert_records:
+        parts.append(f"skipped {report.skipped_alert_records} unusable alert records")
+    if report.baseline is not None:
+        parts.append("")
+        parts.append(format_score(report.baseline))
+        parts.append("baseline thresholds (USD per rolling hour):")
+        for use_case, t in report.baseline_thresholds.items():
+            note = f"  [{t['note']}]" if "note" in t else ""
+            parts.append(f"  {use_case:22s} {t['usd_per_hour']:10.4f}  {t['source']}{note}")
+    return "\n".join(parts)

@@ -1,0 +1,483 @@
+"""Labelled incidents: what goes wrong, where, when, and how it changes the traffic.
+
+An :class:`Incident` is one labelled anomaly on one use case. :func:`plan_incidents`
+places a run's incidents (after a warm-up, non-overlapping per use case, spread
+over different use cases); :func:`incident_effects` says how an incident of each
+kind bends that use case's traffic at a given intensity, as an :class:`Effects`
+value the traffic generator consults per arrival and per call.
+
+Effect sizes (drawn per incident, recorded in ``params``):
+
+===========================  ===================================================
+prompt_inflation             input tokens per llm call x2-3 (step) or ramping to
+                             x2.5 over 20-40 min (chat and RAG use cases)
+agent_chatter                30-60 % of new agent runs loop with x5-20 the steps
+                             (``loop``), or one run calls every 4-10 s for the
+                             whole incident (``runaway``)
+fallback_drift               ``flagged``: 30-60 % of calls served by the bigger
+                             model with ``fallback: true``; ``silent``: the
+                             default model itself becomes the bigger one
+retrieval_amplification      retrievals per RAG request x3-6
+cost_spike                   arrival rate x4-8 of the normal mix
+budget_burn                  arrival rate x3 (steady, 60-90 min)
+cost_per_outcome             ``outcome_drop``: outcomes x0.3-0.5, usage as usual;
+                             ``cost_per_call``: input and output tokens x2
+embedding_duplication        3-12 content hashes re-embedded over and over: extra
+                             embedding calls at x1.5-3 the normal rate
+model_oversizing             70-100 % of the routine small llm calls (< 300 input
+                             and < 100 output tokens; 15-30 % of normal calls) go
+                             to the big model instead of the small one
+===========================  ===================================================
+
+>>> from datetime import UTC, datetime, timedelta
+>>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+>>> inc = Incident("inc-01", "prompt_inflation", "support_chat", "ramp", t0,
+...                t0 + timedelta(minutes=60), t0 + timedelta(minutes=20), {"factor": 2.5})
+>>> incident_effects(inc, 0.5).input_tokens
+1.75
+>>> incident_effects(inc, 1.0).input_tokens
+2.5
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = [
+    "BIG_MODELS",
+    "DURATION_MINUTES",
+    "ELIGIBLE",
+    "KINDS",
+    "NORMAL",
+    "Effects",
+    "Incident",
+    "incident_effects",
+    "intensity",
+    "plan_incidents",
+]
+
+#: The fixed vocabulary of incident (and alert) kinds.
+KINDS: tuple[str, ...] = (
+    "prompt_inflation",
+    "agent_chatter",
+    "fallback_drift",
+    "retrieval_amplification",
+    "cost_spike",
+    "budget_burn",
+    "cost_per_outcome",
+    "embedding_duplication",
+    "model_oversizing",
+)
+
+#: Which use cases each kind may hit (the shapes where it makes sense).
+ELIGIBLE: dict[str, tuple[str, ...]] = {
+    "prompt_inflation": ("support_chat", "underwriting_rag", "kb_search_rag"),
+    "agent_chatter": ("research_agent", "ops_agent"),
+    "fallback_drift": (
+        "support_chat", "claims_triage", "underwriting_rag", "code_assistant",
+        "kb_search_rag", "ops_agent", "research_agent",
+    ),
+    "retrieval_amplification": ("underwriting_rag", "kb_search_rag"),
+    "cost_spike": ("support_chat", "claims_triage", "code_assistant", "kb_search_rag",
+                   "underwriting_rag", "research_agent"),
+    # The use cases whose policies carry budgets.
+    "budget_burn": ("support_chat", "claims_triage", "underwriting_rag"),
+    "cost_per_outcome": ("support_chat", "claims_triage", "underwriting_rag", "kb_search_rag"),
+    "embedding_duplication": ("doc_embeddings",),
+    "model_oversizing": ("claims_triage", "code_assistant", "sales_email_drafts"),
+}  # fmt: skip
+
+#: The bigger, pricier model a use case drifts or is oversized to.
+BIG_MODELS: dict[str, str] = {
+    "support_chat": "gpt-4o",
+    "claims_triage": "claude-sonnet-4-0",
+    "sales_email_drafts": "gpt-4o",
+    "underwriting_rag": "gpt-4.1",
+    "code_assistant": "gpt-4.1",
+    "kb_search_rag": "gpt-4o",
+    "ops_agent": "gpt-4.1",
+    "research_agent": "claude-opus-4-0",
+}
+
+#: Inclusive duration range of each kind, in minutes.
+DURATION_MINUTES: dict[str, tuple[int, int]] = {
+    "prompt_inflation": (40, 90),
+    "agent_chatter": (30, 60),
+    "fallback_drift": (40, 90),
+    "retrieval_amplification": (30, 75),
+    "cost_spike": (30, 60),
+    "budget_burn": (60, 90),
+    "cost_per_outcome": (60, 90),  # outcomes are sparse: give the ratio time to move
+    "embedding_duplication": (30, 60),
+    "model_oversizing": (40, 90),
+}
+_RAMP_KINDS = {"prompt_inflation": 0.5, "fallback_drift": 0.3, "cost_per_outcome": 0.3}
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """How the traffic of one use case deviates from normal in one minute.
+
+    Multipliers are 1 and shares 0 when nothing is going on (:data:`NORMAL`).
+    """
+
+    incident_id: str | None = None
+    rate: float = 1.0  # arrivals (sessions, requests, calls) per minute
+    input_tokens: float = 1.0  # per llm call
+    output_tokens: float = 1.0
+    retrievals: float = 1.0  # per RAG request
+    fallback_share: float = 0.0  # calls re-routed to big_model with fallback: true
+    switch_share: float = 0.0  # calls whose default model silently became big_model
+    oversize_share: float = 0.0  # routine small calls served by big_model instead
+    big_model: str | None = None
+    outcomes: float = 1.0  # probability multiplier of a business outcome
+    loop_share: float = 0.0  # share of new agent runs that loop
+    loop_calls: float = 1.0  # step multiplier of a looping run
+    runaway_interval_s: float = 0.0  # > 0: one run calls every ~interval until the end
+    duplicate_share: float = 0.0  # embedding calls that re-embed duplicate_hashes
+    duplicate_hashes: tuple[str, ...] = ()
+
+
+NORMAL = Effects()
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One labelled anomaly: ``kind`` on ``use_case`` from ``start`` to ``end``.
+
+    A ``ramp`` reaches full strength at ``ramp_end``; a ``step`` is at full
+    strength from ``start``. ``params`` holds the drawn effect sizes.
+    """
+
+    incident_id: str
+    kind: str
+    use_case: str
+    shape: str
+    start: datetime
+    end: datetime
+    ramp_end: datetime | None = None
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown incident kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.shape not in ("step", "ramp"):
+            raise ValueError(f"incident shape must be 'step' or 'ramp', not {self.shape!r}")
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("incident times must be timezone-aware")
+        if not self.start < self.end:
+            raise ValueError(f"incident {self.incident_id} ends before it starts")
+        if self.shape == "ramp" and (
+            self.ramp_end is None or not self.start < self.ramp_end <= self.end
+        ):
+            raise ValueError(f"ramp incident {self.incident_id} needs start < ramp_end <= end")
+
+    def to_label(self) -> dict[str, Any]:
+        """The incident as a labels.json entry."""
+        return {
+            "incident_id": self.incident_id,
+            "kind": self.kind,
+            "use_case": self.use_case,
+            "shape": self.shape,
+            "start": rfc3339(self.start),
+            "ramp_end": rfc3339(self.ramp_end) if self.ramp_end else None,
+            "end": rfc3339(self.end),
+            "params": dict(self.params),
+        }
+
+    @classmethod
+    def from_label(cls, label: Mapping[str, Any]) -> Incident:
+        """Read a labels.json entry back (``params`` is optional)."""
+        ramp_end = label.get("ramp_end")
+        return cls(
+            incident_id=str(label["incident_id"]),
+            kind=str(label["kind"]),
+            use_case=str(label["use_case"]),
+            shape=str(label.get("shape") or "step"),
+            start=parse_rfc3339(label["start"]),
+            end=parse_rfc3339(label["end"]),
+            ramp_end=parse_rfc3339(ramp_end) if ramp_end else None,
+            params=dict(label.get("params") or {}),
+        )
+
+
+def rfc3339(when: datetime) -> str:
+    """UTC RFC 3339 with a ``Z``; milliseconds only when there are any.
+
+    >>> rfc3339(datetime(2026, 11, 2, 9, 30, tzinfo=UTC))
+    '2026-11-02T09:30:00Z'
+    """
+    when = when.astimezone(UTC)
+    if when.microsecond:
+        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 time; a missing offset means UTC.
+
+    >>> parse_rfc3339("2026-11-02T09:30:00Z").isoformat()
+    '2026-11-02T09:30:00+00:00'
+    """
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def intensity(incident: Incident, when: datetime) -> float:
+    """How strong the incident is at ``when``: 0 outside it, ramping 0 to 1, else 1.
+
+    >>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    >>> inc = Incident("i", "cost_spike", "claims_triage", "step", t0, t0 + timedelta(hours=1))
+    >>> intensity(inc, t0 - timedelta(seconds=1)), intensity(inc, t0)
+    (0.0, 1.0)
+    """
+    if not incident.start <= when < incident.end:
+        return 0.0
+    if incident.shape == "ramp" and incident.ramp_end is not None and when < incident.ramp_end:
+        span = (incident.ramp_end - incident.start).total_seconds()
+        return max(0.0, min(1.0, (when - incident.start).total_seconds() / span))
+    return 1.0
+
+
+def incident_effects(incident: Incident, level: float) -> Effects:
+    """The traffic change of ``incident`` at intensity ``level`` (0 to 1).
+
+    Parameters missing from ``incident.params`` take middle-of-the-range defaults.
+    """
+    p = {**default_params(incident), **incident.params}
+    kind = incident.kind
+    iid = incident.incident_id
+    if level <= 0.0:
+        return NORMAL
+    if kind == "prompt_inflation":
+        return Effects(iid, input_tokens=1.0 + (float(p["factor"]) - 1.0) * level)
+    if kind == "agent_chatter":
+        if p.get("variant") == "runaway":
+            return Effects(iid, runaway_interval_s=float(p["interval_s"]))
+        return Effects(iid, loop_share=float(p["share"]), loop_calls=float(p["call_factor"]))
+    if kind == "fallback_drift":
+        share = float(p["share"]) * level
+        if p.get("variant") == "silent":
+            return Effects(iid, switch_share=share, big_model=str(p["model"]))
+        return Effects(iid, fallback_share=share, big_model=str(p["model"]))
+    if kind == "retrieval_amplification":
+        return Effects(iid, retrievals=float(p["factor"]))
+    if kind in ("cost_spike", "budget_burn"):
+        return Effects(iid, rate=float(p["factor"]))
+    if kind == "cost_per_outcome":
+        if p.get("variant") == "cost_per_call":
+            factor = 1.0 + (float(p["cost_factor"]) - 1.0) * level
+            return Effects(iid, input_tokens=factor, output_tokens=factor)
+        return Effects(iid, outcomes=1.0 - (1.0 - float(p["outcome_factor"])) * level)
+    if kind == "embedding_duplication":
+        extra = float(p["extra_rate"])
+        return Effects(
+            iid,
+            rate=1.0 + extra,
+            duplicate_share=extra / (1.0 + extra),
+            duplicate_hashes=tuple(p["hashes"]),
+        )
+    if kind == "model_oversizing":
+        return Effects(iid, oversize_share=float(p["share"]), big_model=str(p["model"]))
+    raise ValueError(f"unknown incident kind {kind!r}")  # pragma: no cover - checked in Incident
+
+
+def default_params(incident: Incident) -> dict[str, Any]:
+    """Middle-of-the-range parameters for an incident given without them.
+
+    >>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    >>> inc = Incident("x", "cost_spike", "claims_triage", "step", t0, t0 + timedelta(hours=1))
+    >>> default_params(inc)
+    {'factor': 6.0}
+    """
+    big = BIG_MODELS.get(incident.use_case, "gpt-4o")
+    defaults: dict[str, dict[str, Any]] = {
+        "prompt_inflation": {"factor": 2.5},
+        "agent_chatter": {"variant": "loop", "share": 0.5, "call_factor": 10.0, "interval_s": 6.0},
+        "fallback_drift": {"variant": "flagged", "share": 0.5, "model": big},
+        "retrieval_amplification": {"factor": 4.0},
+        "cost_spike": {"factor": 6.0},
+        "budget_burn": {"factor": 3.0},
+        "cost_per_outcome": {"variant": "outcome_drop", "outcome_factor": 0.4, "cost_factor": 2.0},
+        "embedding_duplication": {
+            "hashes": [
+                hashlib.sha256(f"{incident.incident_id}:{i}".encode()).hexdigest()[:32]
+                for i in range(6)
+            ],
+            "extra_rate": 2.0,
+        },
+        "model_oversizing": {"share": 0.9, "model": big},
+    }
+    return defaults[incident.kind]
+
+
+def draw_params(rng: random.Random, kind: str, use_case: str, shape: str) -> dict[str, Any]:
+    """Draw the effect sizes of one incident (see the module table)."""
+    big = BIG_MODELS.get(use_case, "gpt-4o")
+    if kind == "prompt_inflation":
+        return {"factor": 2.5 if shape == "ramp" else round(rng.uniform(2.0, 3.0), 2)}
+    if kind == "agent_chatter":
+        if rng.random() < 0.3:
+            return {"variant": "runaway", "interval_s": round(rng.uniform(4.0, 10.0), 1)}
+        return {
+            "variant": "loop",
+            "share": round(rng.uniform(0.3, 0.6), 2),
+            "call_factor": round(rng.uniform(5.0, 20.0), 1),
+        }
+    if kind == "fallback_drift":
+        if rng.random() < 0.5:
+            return {"variant": "silent", "share": 1.0, "model": big}
+        return {"variant": "flagged", "share": round(rng.uniform(0.3, 0.6), 2), "model": big}
+    if kind == "retrieval_amplification":
+        return {"factor": round(rng.uniform(3.0, 6.0), 1)}
+    if kind == "cost_spike":
+        return {"factor": round(rng.uniform(4.0, 8.0), 1)}
+    if kind == "budget_burn":
+        return {"factor": 3.0}
+    if kind == "cost_per_outcome":
+        if shape == "step" and rng.random() < 0.4:
+            return {"variant": "cost_per_call", "cost_factor": 2.0}
+        return {"variant": "outcome_drop", "outcome_factor": round(rng.uniform(0.3, 0.5), 2)}
+    if kind == "embedding_duplication":
+        hashes = [f"{rng.getrandbits(128):032x}" for _ in range(rng.randint(3, 12))]
+        return {"hashes": hashes, "extra_rate": round(rng.uniform(1.5, 3.0), 2)}
+    if kind == "model_oversizing":
+        return {
+            "share": round(rng.uniform(0.7, 1.0), 2),
+            "model": big,
+            "max_input": 299,
+            "max_output": 99,
+        }
+    raise ValueError(f"unknown incident kind {kind!r}")
+
+
+def plan_incidents(
+    rng: random.Random,
+    start: datetime,
+    hours: float,
+    kinds: Iterable[str] | None = None,
+    *,
+    use_cases: Sequence[str] | None = None,
+    warmup_minutes: int = 120,
+    tail_minutes: int = 15,
+    gap_minutes: int = 30,
+    active: Callable[[str, int, int], bool] | None = None,
+) -> list[Incident]:
+    """Place one incident of each kind (all kinds by default) in the run.
+
+    Incidents start on whole minutes no earlier than ``warmup_minutes`` into the
+    run, end ``tail_minutes`` before it ends (the evaluation's grace period), keep
+    ``gap_minutes`` apart on one use case and prefer use cases not hit yet. A
+    kind that does not fit (a short run) is left out. Ids follow start order.
+    ``active(use_case, first_minute, end_minute)``, when given, rejects windows in
+    which the use case has no traffic (an office-hours use case at night).
+
+    >>> t0 = datetime(2026, 11, 2, tzinfo=UTC)
+    >>> plan = plan_incidents(random.Random(7), t0, 24)
+    >>> sorted(i.kind for i in plan) == sorted(KINDS)
+    True
+    >>> min(i.start for i in plan) >= t0 + timedelta(hours=2)
+    True
+    >>> plan_incidents(random.Random(7), t0, 2)
+    []
+    """
+    wanted = list(KINDS if kinds is None else kinds)
+    unknown = [k for k in wanted if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown incident kinds {unknown}; known: {', '.join(KINDS)}")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError("each incident kind may be asked for once")
+    available = set(use_cases) if use_cases is not None else None
+    total = round(hours * 60)
+    # Most constrained kinds first, so they get their only use cases.
+    order = sorted(wanted, key=lambda k: (len(ELIGIBLE[k]), rng.random()))
+    placed: list[tuple[str, str, int, int, int | None]] = []  # kind, uc, start, end, ramp_end
+    used: dict[str, int] = {}
+    for kind in order:
+        candidates = [u for u in ELIGIBLE[kind] if available is None or u in available]
+        rng.shuffle(candidates)
+        candidates.sort(key=lambda u: used.get(u, 0))  # least-hit use cases first (stable)
+        for use_case in candidates:
+            slot = _find_slot(
+                rng,
+                kind,
+                use_case,
+                placed,
+                total,
+                warmup_minutes,
+                tail_minutes,
+                gap_minutes,
+                active,
+                start.hour * 60 + start.minute,
+            )
+            if slot is not None:
+                placed.append((kind, use_case, *slot))
+                used[use_case] = used.get(use_case, 0) + 1
+                break
+    placed.sort(key=lambda p: (p[2], p[1]))
+    incidents = []
+    for n, (kind, use_case, begin, end, ramp_end) in enumerate(placed, 1):
+        shape = "ramp" if ramp_end is not None else "step"
+        incidents.append(
+            Incident(
+                incident_id=f"inc-{n:02d}-{kind}",
+                kind=kind,
+                use_case=use_case,
+                shape=shape,
+                start=start + timedelta(minutes=begin),
+                end=start + timedelta(minutes=end),
+                ramp_end=start + timedelta(minutes=ramp_end) if ramp_end is not None else None,
+                params=draw_params(rng, kind, use_case, shape),
+            )
+        )
+    return incidents
+
+
+#: Kinds whose label is only true at some times of day (UTC minutes): a x3 burn
+#: exhausts a daily budget before the day ends only if enough of the day is left.
+_TIME_OF_DAY: dict[str, tuple[int, int]] = {"budget_burn": (6 * 60, 14 * 60)}
+
+
+def _find_slot(
+    rng: random.Random,
+    kind: str,
+    use_case: str,
+    placed: list[tuple[str, str, int, int, int | None]],
+    total: int,
+    warmup: int,
+    tail: int,
+    gap: int,
+    active: Callable[[str, int, int], bool] | None,
+    day_offset: int = 0,
+) -> tuple[int, int, int | None] | None:
+    low, high = DURATION_MINUTES[kind]
+    for _ in range(60):
+        duration = rng.randint(low, high)
+        latest = total - tail - duration
+        if latest < warmup:
+            # Shorter is better than nothing in a short run, down to the minimum.
+            duration = max(low, total - tail - warmup)
+            latest = total - tail - duration
+            if latest < warmup:
+                return None
+        begin = rng.randint(warmup, latest)
+        end = begin + duration
+        if any(u == use_case and begin < e + gap and end + gap > b for _, u, b, e, _r in placed):
+            continue
+        if active is not None and not active(use_case, begin, end):
+            continue
+        window = _TIME_OF_DAY.get(kind)
+        if window is not None and not window[0] <= (day_offset + begin) % 1440 <= window[1]:
+            continue
+        ramp_end = None
+        if kind in _RAMP_KINDS and rng.random() < _RAMP_KINDS[kind]:
+            ramp_end = begin + min(rng.randint(20, 40), duration - 15)
+            if ramp_end <= begin:
+                ramp_end = None
+        return begin, end, ramp_end
+    return None
