@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("spendsentry.commands.policy", "validate per-use-case policy files"),
     "simulate": ("spendsentry.commands.simulate", "write labelled synthetic traffic"),
     "evaluate": ("spendsentry.commands.evaluate", "score alerts against incident labels"),
+    "worker": ("spendsentry.commands.worker", "run the stream processor on Kafka"),
 }
 
 

@@ -1,0 +1,156 @@
+"""``spendsentry worker``: the stream processor on Kafka.
+
+Consumes ``ai.usage`` and ``ai.outcomes``, runs the engine, publishes alerts and
+dead letters, and serves ``/metrics`` and ``/status`` on the web port. With no
+broker (``--broker`` or ``SPENDSENTRY_BROKER``) it starts the embedded broker and
+prints ``bootstrap=HOST:PORT``. SIGINT or SIGTERM stop it cleanly within a
+bounded time; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``worker`` command's options to ``parser``."""
+    parser.add_argument(
+        "--broker",
+        metavar="HOST:PORT",
+        default=os.environ.get("SPENDSENTRY_BROKER"),
+        help="Kafka bootstrap (default: $SPENDSENTRY_BROKER, else an embedded broker)",
+    )
+    parser.add_argument("--web-port", type=int, default=6066, metavar="N", help="default 6066")
+    parser.add_argument(
+        "--web-host", default="127.0.0.1", metavar="ADDR", help="web bind address (loopback)"
+    )
+    parser.add_argument(
+        "--policies", metavar="DIR", help="policy directory (default: streams/policies if present)"
+    )
+    parser.add_argument("--prices", metavar="FILE", help="price overrides TOML")
+    parser.add_argument(
+        "--topics", metavar="FILE", help="topics TOML (default: streams/topics.toml if present)"
+    )
+    parser.add_argument("--group", default="spendsentry", metavar="ID", help="consumer group id")
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("SPENDSENTRY_STATE_DIR", ".spendsentry-state"),
+        metavar="DIR",
+        help="snapshot directory (default: .spendsentry-state)",
+    )
+    parser.add_argument(
+        "--allowed-lateness",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="event-time lateness tolerated behind the watermark (default 120)",
+    )
+    parser.add_argument(
+        "--idle-partition",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a partition silent this long stops holding the watermark back (default 30)",
+    )
+    parser.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between state snapshots (and offset commits) (default 5)",
+    )
+    parser.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=10_000,
+        metavar="MS",
+        help="consumer group session timeout (default 10000)",
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=5_000, metavar="N", help="records per batch"
+    )
+    parser.add_argument("--log-level", default="INFO", help="default INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the worker until SIGINT/SIGTERM; 0 on a clean stop."""
+    from spendsentry.broker import EmbeddedBroker
+    from spendsentry.errors import SpendSentryError
+
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.broker:
+            return asyncio.run(_main(args, args.broker))
+        with EmbeddedBroker() as broker:
+            print(f"bootstrap={broker.bootstrap}", flush=True)
+            return asyncio.run(_main(args, broker.bootstrap))
+    except SpendSentryError as exc:
+        print(f"spendsentry worker: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _main(args: argparse.Namespace, bootstrap: str) -> int:
+    from spendsentry.commands.replay import default_policies_dir
+    from spendsentry.engine import Engine, EngineConfig
+    from spendsentry.policy import PolicySet
+    from spendsentry.pricing import PriceBook
+    from spendsentry.worker.app import run_worker
+    from spendsentry.worker.service import WorkerConfig
+    from spendsentry.worker.topics import TopicsConfig
+
+    policy_dir = args.policies or default_policies_dir()
+    policies = PolicySet.load(policy_dir) if policy_dir else PolicySet.empty()
+    prices_path = args.prices or (
+        "streams/prices.toml" if os.path.exists("streams/prices.toml") else None
+    )
+    engine_config = EngineConfig(allowed_lateness_s=args.allowed_lateness)
+    engine = Engine(policies, config=engine_config, prices=PriceBook.from_file(prices_path))
+    config = WorkerConfig(
+        bootstrap=bootstrap,
+        group_id=args.group,
+        topics=TopicsConfig.load(args.topics),
+        state_dir=Path(args.state_dir),
+        engine_config=engine_config,
+        max_batch=args.max_batch,
+        idle_partition_s=args.idle_partition,
+        snapshot_interval_s=args.snapshot_interval,
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            # The operator asked twice: do not wait for a slow shutdown.
+            os._exit(130)
+        stop.set()
+
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal)
+
+    def announce(service: object) -> None:
+        print(f"web=http://{args.web_host}:{args.web_port}", flush=True)
+
+    return await run_worker(
+        config,
+        engine,
+        stop,
+        web_port=args.web_port,
+        web_host=args.web_host,
+        on_started=announce,
+    )

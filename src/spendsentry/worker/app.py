@@ -1,0 +1,115 @@
+"""The worker's Faust app: lifecycle and the web server (``/metrics``, ``/status``).
+
+Faust's own Kafka consumer, producer, tables and agents are switched off (see
+:mod:`spendsentry.worker.service` for why the hot path is an aiokafka consumer);
+the app serves the web views and runs the :class:`IngestService`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import faust
+from faust.app.base import BootStrategy
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from spendsentry.engine import Engine
+from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.service import IngestService, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+class _WebOnly(BootStrategy):
+    # Faust starts no Kafka client of its own: the IngestService owns them.
+    enable_kafka = False
+
+
+class WorkerApp(faust.App):
+    """A Faust app that boots only sensors and the web server."""
+
+    BootStrategy = _WebOnly
+
+
+def build_app(
+    config: WorkerConfig,
+    service: IngestService,
+    registry: CollectorRegistry,
+    *,
+    web_port: int = 6066,
+    web_host: str = "127.0.0.1",
+) -> WorkerApp:
+    """Create the Faust app with the ``/metrics`` and ``/status`` pages."""
+    # Faust creates its data directory with a non-recursive mkdir.
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    app = WorkerApp(
+        config.group_id,
+        broker=f"kafka://{config.bootstrap}",
+        web_enabled=True,
+        web_port=web_port,
+        web_bind=web_host,
+        web_host=web_host,
+        datadir=str(config.state_dir / "faust"),
+        autodiscover=False,
+    )
+
+    @app.page("/metrics")
+    async def metrics(self: Any, request: Any) -> Any:
+        # As a header: aiohttp refuses a content_type argument with a charset.
+        return self.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/status")
+    async def status(self: Any, request: Any) -> Any:
+        return self.json(service.status())
+
+    return app
+
+
+async def run_worker(
+    config: WorkerConfig,
+    engine: Engine,
+    stop: asyncio.Event,
+    *,
+    web_port: int = 6066,
+    web_host: str = "127.0.0.1",
+    registry: CollectorRegistry | None = None,
+    shutdown_timeout_s: float = 20.0,
+    on_started: Any = None,
+) -> int:
+    """Run the worker until ``stop`` is set or the consume loop fails.
+
+    Returns
+    -------
+    int
+        0 after a clean stop, 1 when the consume loop failed.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WorkerMetrics.create(registry, use_case_limit=config.use_case_label_limit)
+    service = IngestService(config, engine, metrics)
+    app = build_app(config, service, registry, web_port=web_port, web_host=web_host)
+    await app.start()
+    code = 0
+    try:
+        await service.start()
+        if on_started is not None:
+            on_started(service)
+        assert service.failed is not None
+        failed: asyncio.Future[Any] = service.failed
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if failed.done():
+            code = 1
+    finally:
+        # Bounded: a Faust worker has been seen hanging in shutdown for minutes.
+        try:
+            await asyncio.wait_for(service.stop(), shutdown_timeout_s)
+        except TimeoutError:
+            log.error("the ingest service did not stop within %.0fs", shutdown_timeout_s)
+            code = code or 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app.stop(), 5.0)
+    return code

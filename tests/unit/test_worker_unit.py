@@ -1,0 +1,250 @@
+"""The worker's pure parts: metrics, watermarks, the batch pipeline, snapshots, topics."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from spendsentry.engine import Engine, EngineConfig
+from spendsentry.policy import PolicySet
+from spendsentry.worker import (
+    PartitionWatermarks,
+    Pipeline,
+    SnapshotStore,
+    TopicsConfig,
+    UseCaseLabels,
+    WorkerMetrics,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+NOW = float(int(time.time()) // 60 * 60)
+
+
+@dataclass
+class Rec:
+    """Stands in for an aiokafka ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def usage(n: int, ts: float, use_case: str = "support", **extra: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "event_id": f"e{n}",
+        "ts": ts,
+        "use_case": use_case,
+        "input_tokens": 100,
+        "output_tokens": 10,
+        "cost_usd": 0.5,
+    }
+    doc.update(extra)
+    return doc
+
+
+def batch(*records: Rec) -> dict[tuple[str, int], list[Rec]]:
+    out: dict[tuple[str, int], list[Rec]] = {}
+    for r in records:
+        out.setdefault((r.topic, r.partition), []).append(r)
+    return out
+
+
+def new_pipeline(registry: CollectorRegistry | None = None, limit: int = 50) -> Pipeline:
+    metrics = WorkerMetrics.create(registry, use_case_limit=limit) if registry else None
+    engine = Engine(PolicySet.empty(), config=EngineConfig(allowed_lateness_s=120.0))
+    return Pipeline(engine, metrics=metrics, idle_after_s=10.0)
+
+
+# -- metrics --------------------------------------------------------------------
+
+
+def test_metrics_count_events_tokens_cost_rejections_and_duplicates() -> None:
+    registry = CollectorRegistry()
+    p = new_pipeline(registry)
+    start = NOW - 3600
+    records = [
+        Rec("u", 0, 0, json.dumps(usage(1, start)).encode()),
+        Rec("u", 0, 1, json.dumps([usage(2, start + 1), usage(3, start + 2)]).encode()),
+        Rec("u", 0, 2, json.dumps(usage(1, start)).encode()),  # duplicate
+        Rec("u", 0, 3, b"{oops"),
+        Rec(
+            "o",
+            0,
+            0,
+            json.dumps(
+                {
+                    "type": "outcome",
+                    "event_id": "o1",
+                    "ts": start + 3,
+                    "use_case": "support",
+                    "outcome": "resolved",
+                }
+            ).encode(),
+        ),
+    ]
+    p.handle(batch(*records), now=NOW)
+    get = registry.get_sample_value
+    assert get("spendsentry_events_total", {"use_case": "support", "kind": "llm_call"}) == 3
+    assert get("spendsentry_events_total", {"use_case": "support", "kind": "outcome"}) == 1
+    assert get("spendsentry_tokens_total", {"use_case": "support", "direction": "input"}) == 300
+    assert get("spendsentry_tokens_total", {"use_case": "support", "direction": "output"}) == 30
+    assert get("spendsentry_cost_usd_total", {"use_case": "support"}) == pytest.approx(1.5)
+    assert get("spendsentry_duplicates_total") == 1
+    assert get("spendsentry_rejected_total", {"reason": "not_json"}) == 1
+    assert get("spendsentry_records_total", {"topic": "u"}) == 4
+    assert get("spendsentry_batch_seconds_count") == 1
+    assert get("spendsentry_processing_lag_seconds_count") == 2  # one per partition
+    # A second batch adds deltas, it does not recount the totals.
+    p.handle(batch(Rec("u", 0, 4, json.dumps(usage(4, start + 4)).encode())), now=NOW)
+    assert get("spendsentry_events_total", {"use_case": "support", "kind": "llm_call"}) == 4
+    assert get("spendsentry_cost_usd_total", {"use_case": "support"}) == pytest.approx(2.0)
+
+
+def test_use_case_label_cardinality_is_capped() -> None:
+    registry = CollectorRegistry()
+    p = new_pipeline(registry, limit=2)
+    start = NOW - 3600
+    records = [
+        Rec("u", 0, i, json.dumps(usage(i, start + i, use_case=f"uc{i % 4}")).encode())
+        for i in range(8)
+    ]
+    p.handle(batch(*records), now=NOW)
+    samples = [
+        s
+        for metric in registry.collect()
+        if metric.name == "spendsentry_events"
+        for s in metric.samples
+        if s.name == "spendsentry_events_total"
+    ]
+    labels = {s.labels["use_case"] for s in samples}
+    assert len(labels) == 3 and "other" in labels
+    assert sum(s.value for s in samples) == 8
+    assert (
+        registry.get_sample_value(
+            "spendsentry_events_total", {"use_case": "other", "kind": "llm_call"}
+        )
+        == 4
+    )
+
+
+def test_rerank_moves_a_label_to_a_much_busier_use_case_and_drops_its_series() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics.create(registry, use_case_limit=1)
+    metrics.count_use_case("quiet", {"llm_call": 1}, 10, 1, 0.1)
+    metrics.count_use_case("busy", {"llm_call": 50}, 500, 50, 5.0)
+    get = registry.get_sample_value
+    assert get("spendsentry_events_total", {"use_case": "other", "kind": "llm_call"}) == 50
+    assert metrics.rerank_use_cases() == ["quiet"]
+    assert get("spendsentry_events_total", {"use_case": "quiet", "kind": "llm_call"}) is None
+    metrics.count_use_case("busy", {"llm_call": 5}, 0, 0, 0.0)
+    assert get("spendsentry_events_total", {"use_case": "busy", "kind": "llm_call"}) == 5
+
+
+def test_use_case_labels_do_not_flap_between_similar_volumes() -> None:
+    cap = UseCaseLabels(limit=1)
+    cap.count("a", 10)
+    assert cap.label("a") == "a"
+    cap.count("b", 15)  # busier, but not twice as busy
+    assert cap.label("b") == "other"
+    assert cap.rerank() == []
+
+
+# -- watermarks and event time --------------------------------------------------
+
+
+def test_watermark_waits_for_every_active_partition_and_skips_idle_ones() -> None:
+    w = PartitionWatermarks(idle_after_s=5.0)
+    w.assign(["a", "b"], now=0.0)
+    w.observe("a", 500.0, now=1.0)
+    assert w.current(now=1.0) == -math.inf
+    w.observe("b", 300.0, now=2.0)
+    assert w.current(now=2.0) == 300.0
+    w.observe("a", 900.0, now=8.0)
+    assert w.current(now=8.0, pending={"b"}) == 300.0  # b has a backlog: never idle
+    assert w.current(now=8.0) == 900.0
+    w.observe("b", 400.0, now=9.0)
+    assert w.current(now=9.0) == 900.0  # never backwards
+
+
+def test_pipeline_dead_letters_events_behind_the_watermark_as_late() -> None:
+    p = new_pipeline()
+    p.watermarks.assign([("u", 0), ("u", 1)], now=NOW)
+    start = NOW - 7200
+    recs0 = [Rec("u", 0, i, json.dumps(usage(i, start + 30 * i)).encode()) for i in range(40)]
+    recs1 = [
+        Rec("u", 1, i, json.dumps(usage(100 + i, start + 30 * i, "b")).encode()) for i in range(40)
+    ]
+    out = p.handle(batch(*recs0), now=NOW)
+    assert p.engine.closed_until is not None and not p.closing_started  # waits for partition 1
+    out = p.handle(batch(*recs1), now=NOW)
+    assert p.closing_started
+    assert p.engine.closed_until * 60 <= p.watermark - 120
+    late = Rec("u", 1, 40, json.dumps(usage(999, start)).encode())
+    out = p.handle(batch(late), now=NOW)
+    assert [d.reason.value for d in out.dead_letters] == ["late"]
+    assert p.engine.stats.late == 1 and p.engine.stats.accepted == 80
+
+
+def test_an_older_minute_on_a_partition_read_later_is_not_late_before_closing_starts() -> None:
+    p = new_pipeline()
+    p.watermarks.assign([("u", 0), ("u", 1)], now=NOW)
+    start = NOW - 7200
+    p.handle(batch(Rec("u", 0, 0, json.dumps(usage(1, start + 600)).encode())), now=NOW)
+    out = p.handle(batch(Rec("u", 1, 0, json.dumps(usage(2, start)).encode())), now=NOW)
+    assert out.dead_letters == [] and p.engine.stats.accepted == 2
+    assert p.engine.closed_until is not None and p.engine.closed_until * 60 <= start
+
+
+# -- snapshots and alert dedupe -------------------------------------------------
+
+
+def test_snapshot_round_trip_restores_engine_offsets_and_published_keys(tmp_path: Path) -> None:
+    p = new_pipeline()
+    p.watermarks.assign([("u", 0)], now=NOW)
+    start = NOW - 3600
+    p.handle(batch(*[Rec("u", 0, i, json.dumps(usage(i, start + i)).encode()) for i in range(5)]))
+    assert p.mark_published("a1:firing:warning:1")
+    store = SnapshotStore(tmp_path, "group/1")
+    store.save(p.snapshot_state())
+    assert store.path.name == "group_1.snapshot.pickle"
+    assert not list(tmp_path.glob("*.tmp"))
+
+    q = new_pipeline()
+    state = store.load()
+    assert state is not None
+    q.restore_state(state, now=NOW)
+    assert q.offsets == {("u", 0): 5}
+    assert q.engine.stats.accepted == 5
+    assert q.watermarks.max_ts == {("u", 0): start + 4}
+    assert not q.mark_published("a1:firing:warning:1")  # already published: suppressed
+    assert q.mark_published("a1:resolved:warning:1")
+
+
+def test_snapshot_of_another_version_is_ignored(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, "g")
+    store.path.write_bytes(pickle.dumps({"version": -1, "state": {}}))
+    assert store.load() is None
+
+
+def test_topics_file_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "topics.toml"
+    path.write_text(
+        '[topics.usage]\nname = "x.usage"\npartitions = 2\n'
+        '[topics.notifier]\nname = "ignored"\npartitions = 1\n'
+    )
+    topics = TopicsConfig.load(path)
+    assert (topics.usage.name, topics.usage.partitions) == ("x.usage", 2)
+    assert topics.alerts.name == "ai.alerts"
+    assert topics.throttle.config["cleanup.policy"] == "compact"
+    assert [s.name for s in topics.specs()] == [
+        "x.usage", "ai.outcomes", "ai.alerts", "ai.throttle", "ai.deadletter", "ai.control",
+    ]  # fmt: skip
