@@ -251,6 +251,10 @@ class ChatterMonitor:
         )
 
 
+#: $0.50/h in $/min: rates below this are "idle" for the volatility estimate.
+_RATE_FLOOR = 0.5 / 60
+
+
 class BudgetBurnMonitor:
     """Projects spend to the end of the hour, day and month against the policy budgets.
 
@@ -295,6 +299,7 @@ class BudgetBurnMonitor:
         self._ring: deque[float] = deque(maxlen=window)
         self._typical = stats.EWMean(fading_factor=fading)
         self._peak = stats.RollingQuantile(q=0.99, window_size=peak_window)
+        self._log_var = stats.EWVar(fading_factor=fading)
         self._streak = 0
         self._n = 0
         self.persistence = _Persistence(persistence)
@@ -305,17 +310,20 @@ class BudgetBurnMonitor:
         rate_60 = ctx.last_1h.cost / max(ctx.last_1h.minutes_filled, 1)
         typical = self._typical.get() or 0.0
         peak = self._peak.get() or 0.0
+        # A use case whose rate swings on its own (batch jobs) needs a higher
+        # bar before its current rate is projected over a whole day.
+        sigma = math.sqrt(max(self._log_var.get() or 0.0, 0.0))
+        ratio = max(self.abnormal_ratio, math.exp(3.0 * sigma))
         abnormal = (
             self.projections
             and self._n >= self.warmup
-            and rate > self.abnormal_ratio * max(typical, 1e-9)
+            and rate > ratio * max(typical, 1e-9)
             and rate > self.peak_ratio * peak
-            # Sustained, not a batch job's few minutes.
-            and rate_60 > self.peak_ratio * typical
         )
         if not abnormal:
             self._typical.update(signals.cost)
             self._peak.update(rate)
+            self._log_var.update(math.log(rate + _RATE_FLOOR))
             self._streak = 0
         else:
             self._streak += 1
@@ -382,9 +390,8 @@ class BudgetBurnMonitor:
     ) -> tuple[str, float, float, float, float] | None:
         b = ctx.policy.budgets
         end = signals.minute + 1
-        # Each period projects with a rate as long-sighted as the period: the
-        # hour with the last 15 minutes, the day and month with the last hour;
-        # a month's projection needs the burn to have lasted an hour.
+        # The hour and day project the last 15 minutes; the month projects the
+        # last hour, and only once the burn has lasted an hour.
         periods = (
             ("hour", b.cost_per_hour_usd, ctx.periods.cost_hour, (60 - end % 60) % 60, rate_15, 1),
             (
@@ -392,7 +399,7 @@ class BudgetBurnMonitor:
                 b.cost_per_day_usd,
                 ctx.periods.cost_day,
                 (1440 - end % 1440) % 1440,
-                rate_60,
+                rate_15,
                 1,
             ),
             (

@@ -1,0 +1,179 @@
+"""Detection quality over many seeds: the engine against a static-threshold baseline.
+
+For each seed: simulate labelled traffic (``spendsentry simulate``), replay it
+through the engine, score the alerts against the labels, and score the
+static-threshold baseline (cost over K x the hourly budget, the way gateways
+alert today) on the same events. Prints per kind: incidents diagnosed,
+median and max detection delay (event time), false alerts per 100 use-case
+hours, engine and baseline side by side; plus runs with no incidents at all.
+
+    python benchmarks/bench_detection.py --seeds 1-8 --hours 24 --quiet-seeds 101-102
+
+Not part of the test run (it takes minutes); the README's table comes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def run_seed(seed: int, hours: float, no_incidents: bool) -> dict[str, Any]:
+    from spendsentry.engine import Engine
+    from spendsentry.evaluate import evaluate
+    from spendsentry.policy import PolicySet
+    from spendsentry.replay import Sinks, replay
+    from spendsentry.simulate.scenario import Scenario
+
+    policies_dir = ROOT / "streams" / "policies"
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = Scenario(seed=seed, hours=hours, no_incidents=no_incidents)
+        events_path, labels_path = scenario.write(tmp)
+        alerts_path = Path(tmp) / "alerts.jsonl"
+        engine = Engine(PolicySet.load(policies_dir))
+        sinks = Sinks(alerts=str(alerts_path))
+        try:
+            replay([str(events_path)], engine, sinks)
+        finally:
+            sinks.close()
+        report = evaluate(labels_path, alerts_path, events_path, policies_dir)
+    out: dict[str, Any] = {"seed": seed, "no_incidents": no_incidents}
+    for name in ("engine", "baseline"):
+        s = getattr(report, name)
+        out[name] = {
+            "incidents": [
+                {"kind": i.kind, "use_case": i.use_case, "diagnosed": i.diagnosed,
+                 "delay": i.delay_min, "id": i.incident_id}
+                for i in s.incidents
+            ],
+            "false": [
+                {"kind": a.kind, "use_case": a.use_case, "at": a.detected_at}
+                for a in s.alerts if a.verdict == "false"
+            ],
+            "use_case_hours": s.use_case_hours,
+        }
+    return out
+
+
+def aggregate(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    kinds: dict[str, dict[str, Any]] = {}
+    hours = 0.0
+    false_total = 0
+    delays_all: list[float] = []
+    for r in results:
+        part = r[name]
+        hours += part["use_case_hours"]
+        false_total += len(part["false"])
+        for inc in part["incidents"]:
+            row = kinds.setdefault(inc["kind"], {"incidents": 0, "diagnosed": 0, "delays": []})
+            row["incidents"] += 1
+            if inc["diagnosed"]:
+                row["diagnosed"] += 1
+                row["delays"].append(inc["delay"])
+                delays_all.append(inc["delay"])
+        for f in part["false"]:
+            row = kinds.setdefault(f["kind"], {"incidents": 0, "diagnosed": 0, "delays": []})
+            row["false"] = row.get("false", 0) + 1
+    return {
+        "kinds": kinds,
+        "use_case_hours": hours,
+        "false_alerts": false_total,
+        "false_per_100h": 100.0 * false_total / hours if hours else 0.0,
+        "median_delay": statistics.median(delays_all) if delays_all else None,
+        "diagnosed": sum(k["diagnosed"] for k in kinds.values()),
+        "incidents": sum(k["incidents"] for k in kinds.values()),
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def print_table(engine: dict[str, Any], baseline: dict[str, Any], quiet: dict[str, Any]) -> None:
+    print(f"{'kind':<24} {'diagnosed':>10} {'median':>7} {'max':>6} {'false':>6} |"
+          f" {'baseline':>9} {'median':>7} {'false':>6}")
+    for kind in sorted(engine["kinds"]):
+        e = engine["kinds"][kind]
+        b = baseline["kinds"].get(kind, {"incidents": 0, "diagnosed": 0, "delays": []})
+        print(
+            f"{kind:<24} {e['diagnosed']:>4}/{e['incidents']:<5} "
+            f"{_fmt(statistics.median(e['delays']) if e['delays'] else None):>7} "
+            f"{_fmt(max(e['delays']) if e['delays'] else None):>6} {e.get('false', 0):>6} |"
+            f" {b['diagnosed']:>4}/{b['incidents']:<4} "
+            f"{_fmt(statistics.median(b['delays']) if b['delays'] else None):>7}"
+            f" {b.get('false', 0):>6}"
+        )
+    print(
+        f"{'total':<24} {engine['diagnosed']:>4}/{engine['incidents']:<5} "
+        f"{_fmt(engine['median_delay']):>7} {'':>6} {engine['false_alerts']:>6} |"
+        f" {baseline['diagnosed']:>4}/{baseline['incidents']:<4} "
+        f"{_fmt(baseline['median_delay']):>7} {baseline['false_alerts']:>6}"
+    )
+    print(
+        f"false alerts per 100 use-case-hours: engine {engine['false_per_100h']:.2f}, "
+        f"baseline {baseline['false_per_100h']:.2f} "
+        f"({engine['use_case_hours']:.0f} use-case-hours with incidents)"
+    )
+    if quiet["use_case_hours"]:
+        print(
+            f"runs with no incidents: engine {quiet['false_alerts']} false alerts "
+            f"({quiet['false_per_100h']:.2f} per 100 use-case-hours over "
+            f"{quiet['use_case_hours']:.0f})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="1-8")
+    parser.add_argument("--quiet-seeds", default="101-102", help="runs with --no-incidents")
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", help="write the per-seed results here")
+    parser.add_argument("--verbose", action="store_true", help="list misses and false alerts")
+    args = parser.parse_args(argv)
+    jobs = [(s, args.hours, False) for s in _seeds(args.seeds)]
+    jobs += [(s, args.hours, True) for s in _seeds(args.quiet_seeds)]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        results = list(pool.map(run_seed, *zip(*jobs, strict=True)))
+    noisy = [r for r in results if not r["no_incidents"]]
+    quiet = [r for r in results if r["no_incidents"]]
+    engine = aggregate(noisy, "engine")
+    baseline = aggregate(noisy, "baseline")
+    print(f"seeds {args.seeds} ({args.hours:g} h each), quiet seeds {args.quiet_seeds}")
+    print_table(engine, baseline, aggregate(quiet, "engine"))
+    if args.verbose:
+        for r in results:
+            for inc in r["engine"]["incidents"]:
+                if not inc["diagnosed"]:
+                    print(f"  missed seed {r['seed']}: {inc['id']} {inc['use_case']}")
+                elif inc["delay"] > 5:
+                    print(f"  slow   seed {r['seed']}: {inc['id']} {inc['use_case']} "
+                          f"{inc['delay']:.0f} min")
+            for f in r["engine"]["false"]:
+                print(f"  false  seed {r['seed']}: {f['kind']} {f['use_case']} {f['at']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
