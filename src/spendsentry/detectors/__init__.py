@@ -156,7 +156,8 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                     min_den=15,
                 ),
                 critical_ratio=2.5,
-                persistence=3,
+                persistence=2,
+                num_cap=3.0,
             )
         )
     if (s := enabled("embedding_duplication")) is not None:
@@ -189,7 +190,7 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                 small_calls_on_large_models,
                 describe_oversizing,
                 RatioShiftDetector(
-                    window=10,
+                    window=5,
                     half_life=480,
                     warmup=200,
                     min_ratio=1.5,
@@ -198,7 +199,7 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                     min_den=15,
                 ),
                 critical_ratio=float("inf"),
-                persistence=3,
+                persistence=2,
             )
         )
     # Experiments change volume on purpose: no volume alerts, budgets only when spent.
@@ -206,20 +207,25 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
     if (s := enabled("cost_spike")) is not None and not experiment:
         monitors.append(
             CostSpikeMonitor(
+                # 10 minutes: long enough that one minute of a few huge calls
+                # (the Azure code trace has them hourly) or a benign 3-minute
+                # burst stays under 3x, short enough to catch a spike in ~5.
                 RateSpikeDetector(
-                    window=5,
+                    window=10,
                     min_ratio_level=_ratio(3.0, s),
                     min_ratio_peak=_ratio(1.5, s),
                     # $0.50/h: below that, a spike costs less than looking at it.
                     min_excess=0.5 / 60 / s,
                     warmup=90,
                 ),
-                persistence=3,
+                persistence=2,
             )
         )
     if (s := enabled("agent_chatter")) is not None:
         monitors.append(
-            ChatterMonitor(SessionLengthDetector(factor=_ratio(3.0, s), min_calls=25, warmup=30))
+            ChatterMonitor(
+                SessionLengthDetector(quantile=0.99, factor=_ratio(2.0, s), min_calls=20, warmup=30)
+            )
         )
     if enabled("budget_burn") is not None:
         monitors.append(BudgetBurnMonitor(projections=not experiment))

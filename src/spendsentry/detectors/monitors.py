@@ -96,6 +96,7 @@ class RatioMonitor:
         persistence: int = 2,
         cost_scales: bool = True,
         log_scale: bool = False,
+        num_cap: float | None = None,
     ) -> None:
         self.kind = kind
         self.metric = metric
@@ -108,9 +109,20 @@ class RatioMonitor:
         self.cost_scales = cost_scales
         #: The detector watches ln(1 + x); findings speak in x (geometric means).
         self.log_scale = log_scale
+        #: Cap one minute's numerator at this many times its typical value: a
+        #: minute in which a few huge calls land must not read as a regression.
+        self.num_cap = num_cap
+        self._num_level = stats.EWMean(fading_factor=0.02)
+        self._minutes = 0
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         num, den = self.extract(signals)
+        if self.num_cap is not None:
+            typical = self._num_level.get() or 0.0
+            self._num_level.update(num)
+            self._minutes += 1
+            if self._minutes > 30 and typical > 0:
+                num = min(num, self.num_cap * typical)
         shift = self.detector.check(num, den)
         self.detector.learn_one(num, den)
         if not self.persistence.update(shift is not None, signals.start) or shift is None:
@@ -287,7 +299,7 @@ class BudgetBurnMonitor:
         fading: float = 0.002,
         peak_window: int = 720,
         warmup: int = 60,
-        persistence: int = 3,
+        persistence: int = 2,
         projections: bool = True,
     ) -> None:
         self.window = window

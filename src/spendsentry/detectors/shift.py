@@ -173,6 +173,15 @@ class RatioShiftDetector:
         return Shift(observed, base, ratio, z, d)
 
 
+def _trimmed_mean(values: deque[float] | list[float]) -> float:
+    """Mean without the largest value: one minute in which a few huge calls
+    landed (the Azure code trace has them hourly) must not read as a spike."""
+    n = len(values)
+    if n < 3:
+        return sum(values) / n
+    return (sum(values) - max(values)) / (n - 1)
+
+
 class RateSpikeDetector:
     """Detects a sustained rate far above both the recent level and recent peaks.
 
@@ -188,6 +197,9 @@ class RateSpikeDetector:
         (24 h: a batch job that runs every few hours stays a usual peak).
     min_ratio_level, min_ratio_peak
         The observed rate must exceed both level x ratio and peak x ratio.
+    ambiguous, defer
+        A window scoring between ``ambiguous`` and 1 is learned only if no
+        spike is confirmed within ``defer`` minutes.
     volatility_z
         ... and the level by ``exp(volatility_z x sigma)``, sigma being the
         standard deviation of the log rate (a noisy use case needs a higher bar).
@@ -221,6 +233,8 @@ class RateSpikeDetector:
         min_excess: float = 0.0,
         volatility_z: float = 3.5,
         warmup: int = 90,
+        ambiguous: float = 0.5,
+        defer: int = 30,
     ) -> None:
         self.window = window
         self.level_fading = level_fading
@@ -231,6 +245,9 @@ class RateSpikeDetector:
         self.min_excess = min_excess
         self.volatility_z = volatility_z
         self.warmup = warmup
+        self.ambiguous = ambiguous
+        self.defer = defer
+        self._pending: deque[tuple[int, float]] = deque()
         self._ring: deque[float] = deque(maxlen=window)
         self._level = stats.EWMean(fading_factor=level_fading)
         self._peak = stats.RollingQuantile(q=peak_quantile, window_size=peak_window)
@@ -242,17 +259,34 @@ class RateSpikeDetector:
 
     def learn_one(self, x: float) -> None:
         """Add one minute's rate."""
-        anomalous = self.score_one(x) >= 1.0
+        score = self.score_one(x)
         self._ring.append(x)
         self._n += 1
-        avg = sum(self._ring) / len(self._ring)
-        if not anomalous:
+        observed = _trimmed_mean(self._ring)
+        if score >= 1.0:
             # An incident's minutes are kept out of the baselines, so a long
-            # spike does not teach the detector that spikes are normal.
-            self._level.update(avg)
-            self._peak.update(avg)
-            # The floor keeps idle minutes (avg 0) from reading as infinitely volatile.
-            self._log_var.update(math.log(avg + max(self.min_excess, 1e-6)))
+            # spike does not teach the detector that spikes are normal; nor
+            # is the rise that led to it.
+            self._pending.clear()
+            return
+        if self._n <= self.warmup or score < self.ambiguous:
+            self._learn(observed)
+        else:
+            # Between clearly normal and a spike: decide later. If no spike is
+            # confirmed within ``defer`` minutes this was a usual peak (a batch
+            # job, a busy hour) and is learned as such.
+            self._pending.append((self._n, observed))
+        while self._pending and self._pending[0][0] <= self._n - self.defer:
+            self._learn(self._pending.popleft()[1])
+
+    def _learn(self, observed: float) -> None:
+        level = self._level.get() or 0.0
+        # The level learns a rise clipped: it follows growth and daily ramps,
+        # not the next hour's incident. Peaks and volatility learn it as it is.
+        self._level.update(min(observed, 2.0 * level) if level > 0 else observed)
+        self._peak.update(observed)
+        # The floor keeps idle minutes (rate 0) from reading as infinitely volatile.
+        self._log_var.update(math.log(observed + max(self.min_excess, 1e-6)))
 
     def score_one(self, x: float) -> float:
         """Observed / threshold: 1.0 or more is a spike; pure."""
@@ -265,10 +299,10 @@ class RateSpikeDetector:
         items = list(self._ring)
         if len(items) == self.window:
             items = items[1:]
-        avg = (sum(items) + x) / (len(items) + 1)
+        observed = _trimmed_mean([*items, x])
         level = self._level.get() or 0.0
         peak = self._peak.get() or 0.0
         sigma = math.sqrt(max(self._log_var.get() or 0.0, 0.0))
         ratio = max(self.min_ratio_level, math.exp(self.volatility_z * sigma))
         threshold = max(level * ratio, peak * self.min_ratio_peak, level + self.min_excess, 1e-9)
-        return avg / threshold, avg, level, peak
+        return observed / threshold, observed, level, peak
