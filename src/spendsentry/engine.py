@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from spendsentry.alerts import Alert, IncidentTracker, severity_rank
+from spendsentry.dedupe import EventIdIndex
 from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext, build_monitors
 from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
@@ -222,8 +223,7 @@ class Engine:
         #: Every minute before this one is closed (None until the first event).
         self.closed_until: int | None = None
         self.max_ts: float = -math.inf
-        #: event_id -> minute, in arrival order (for deduplication).
-        self._seen_ids: dict[str, int] = {}
+        self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
 
     # -- ingest -------------------------------------------------------------
 
@@ -305,25 +305,11 @@ class Engine:
         )
 
     def _is_duplicate(self, event_id: str, minute: int) -> bool:
-        seen = self._seen_ids
-        if event_id in seen:
-            return True
-        seen[event_id] = minute
-        if len(seen) > self.config.max_dedupe_ids:
-            # Oldest arrival first: a dict iterates in insertion order.
-            del seen[next(iter(seen))]
-            self.stats.evicted_dedupe_ids += 1
-        return False
-
-    def _expire_ids(self, before_minute: int) -> None:
-        seen = self._seen_ids
-        # Arrival order is close to event-time order; an id that arrived out
-        # of order lingers a little longer, which is harmless.
-        while seen:
-            first = next(iter(seen))
-            if seen[first] >= before_minute:
-                break
-            del seen[first]
+        index = self._seen_ids
+        before = index.evicted
+        duplicate = index.seen(event_id, minute)
+        self.stats.evicted_dedupe_ids += index.evicted - before
+        return duplicate
 
     def _new_use_case(self, use_case: str) -> UseCaseState:
         if len(self.use_cases) >= self.config.max_use_cases:
@@ -376,7 +362,7 @@ class Engine:
             signals = state.close(minute)
             out.closed.append(signals)
             self._detect(state, signals, out)
-        self._expire_ids(minute - self.config.dedupe_minutes)
+        self._seen_ids.expire(minute - self.config.dedupe_minutes)
 
     def _detect(self, state: UseCaseState, signals: MinuteSignals, out: EngineOutput) -> None:
         at = signals.end

@@ -12,7 +12,7 @@ order within the allowed lateness: replay and Kafka give the same alerts.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from spendsentry.events import OutcomeEvent, UsageEvent
@@ -247,8 +247,10 @@ class SessionTracker:
     def __init__(self, idle_minutes: int = 30, max_sessions: int = 50_000) -> None:
         self.idle_minutes = idle_minutes
         self.max_sessions = max_sessions
-        # Insertion order == recency order: touched sessions are re-inserted.
-        self._sessions: dict[str, SessionState] = {}
+        # Recency order: touched sessions move to the end. An OrderedDict, not
+        # a dict: next(iter(d)) on a dict whose front was deleted rescans the
+        # deleted slots, which made expiry quadratic under churn.
+        self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -266,23 +268,23 @@ class SessionTracker:
         counts = []
         top_id, top = None, 0
         for sid in sorted(calls):  # sorted: ties resolve the same way everywhere
-            state = sessions.pop(sid, None)
+            state = sessions.get(sid)
             if state is None:
-                state = SessionState(0, minute, minute)
+                state = sessions[sid] = SessionState(0, minute, minute)
+            else:
+                sessions.move_to_end(sid)
             state.calls += calls[sid]
             state.last_minute = minute
-            sessions[sid] = state
             counts.append(state.calls)
             if state.calls > top:
                 top_id, top = sid, state.calls
         ended = []
         horizon = minute - self.idle_minutes
         while sessions:
-            sid = next(iter(sessions))
-            state = sessions[sid]
+            sid, state = next(iter(sessions.items()))
             if state.last_minute > horizon and len(sessions) <= self.max_sessions:
                 break
-            del sessions[sid]
+            sessions.popitem(last=False)
             if state.last_minute > horizon:
                 self.evicted += 1
             else:
@@ -296,7 +298,7 @@ class ContentTracker:
     def __init__(self, ttl_minutes: int = 24 * 60, max_hashes: int = 200_000) -> None:
         self.ttl_minutes = ttl_minutes
         self.max_hashes = max_hashes
-        self._seen: dict[str, int] = {}
+        self._seen: OrderedDict[str, int] = OrderedDict()  # recency order, see SessionTracker
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -308,17 +310,19 @@ class ContentTracker:
         duplicates = 0
         for h in sorted(hashes):
             n = hashes[h]
-            if seen.pop(h, None) is not None:
+            if h in seen:
                 duplicates += n
+                seen.move_to_end(h)
             else:
                 duplicates += n - 1
             seen[h] = minute
         horizon = minute - self.ttl_minutes
         while seen:
-            h = next(iter(seen))
-            if seen[h] > horizon and len(seen) <= self.max_hashes:
+            h, last = next(iter(seen.items()))
+            if last > horizon and len(seen) <= self.max_hashes:
                 break
-            if seen.pop(h) > horizon:
+            seen.popitem(last=False)
+            if last > horizon:
                 self.evicted += 1
         return duplicates
 
