@@ -52,6 +52,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "throttle-command",
     "dead-letter",
     "policy",
+    "control-action",
 )
 
 # The enums other modules need, spelled once in Python. tests/unit/test_schemas.py

@@ -21,10 +21,11 @@ So within the allowed lateness, arrival order does not change any result.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from spendsentry.actions import Baseline, ControlAction, ThrottleCommand, ThrottlePlanner
 from spendsentry.alerts import Alert, IncidentTracker, severity_rank
 from spendsentry.dedupe import EventIdIndex
 from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext, build_monitors
@@ -117,11 +118,14 @@ class EngineOutput:
     alerts: list[Alert] = field(default_factory=list)
     rejected: list[DeadLetter] = field(default_factory=list)
     closed: list[MinuteSignals] = field(default_factory=list)
+    #: Throttle commands, unsigned: the shell signs them (keys stay out of snapshots).
+    commands: list[ThrottleCommand] = field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> EngineOutput:
         self.alerts.extend(other.alerts)
         self.rejected.extend(other.rejected)
         self.closed.extend(other.closed)
+        self.commands.extend(other.commands)
         return self
 
 
@@ -224,6 +228,8 @@ class Engine:
         self.closed_until: int | None = None
         self.max_ts: float = -math.inf
         self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
+        #: The action ladder, operator actions and command versions.
+        self.planner = ThrottlePlanner()
 
     # -- ingest -------------------------------------------------------------
 
@@ -374,9 +380,31 @@ class Engine:
             for alert in state.trackers[monitor.kind].observe(finding, at):
                 alert.owner = state.policy.owner
                 alert.tier = state.policy.tier
+                if alert.status != "resolved" and self.planner.snoozed(
+                    alert.use_case, alert.kind, at
+                ):
+                    continue  # an operator snoozed it: no alert, no throttle
+                command = self.planner.plan(alert, state.policy, _baseline(state))
+                if command is not None:
+                    out.commands.append(command)
                 out.alerts.append(alert)
                 if alert.status == "firing":
                     self.stats.alerts[alert.kind] = self.stats.alerts.get(alert.kind, 0) + 1
+
+    # -- operators ----------------------------------------------------------
+
+    def apply_control(self, action: ControlAction | Mapping[str, Any] | bytes) -> EngineOutput:
+        """Apply an operator action from ``ai.control`` (ack, release, snooze).
+
+        Raises
+        ------
+        spendsentry.actions.ControlError
+            The message is not a valid control action (the reason says why).
+        """
+        if not isinstance(action, ControlAction):
+            action = ControlAction.parse(action)
+        policy = self.policies.for_use_case(action.use_case)
+        return EngineOutput(commands=self.planner.apply_control(action, policy))
 
     # -- introspection ------------------------------------------------------
 
@@ -388,6 +416,20 @@ class Engine:
                 if tracker.open_alert_id:
                     found.append((name, kind, tracker.open_alert_id))
         return found
+
+
+def _baseline(state: UseCaseState) -> Baseline | None:
+    """Calls and tokens per minute over the hour before the last 5 minutes.
+
+    The last 5 minutes are left out: they are usually the anomaly itself.
+    """
+    hour, recent = state.ctx.last_1h, state.ctx.last_5m
+    minutes = hour.minutes_filled - recent.minutes_filled
+    if minutes <= 0:
+        return None
+    calls = hour.calls - recent.calls
+    tokens = hour.input_tokens + hour.output_tokens - recent.input_tokens - recent.output_tokens
+    return Baseline(calls / minutes, tokens / minutes)
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import orjson
 
+from spendsentry.actions import ThrottleKeys
 from spendsentry.engine import Engine, EngineOutput
 from spendsentry.errors import InputFileError
 from spendsentry.events import Event
@@ -36,7 +37,10 @@ class ReplayResult:
     alerts_written: int = 0
     commands_written: int = 0
     elapsed_s: float = 0.0
+    #: Decoded events per source format (native, otlp, litellm).
     formats: dict[str, int] = field(default_factory=dict)
+    #: Foreign records that hold nothing to count (non-GenAI spans, ...).
+    skipped: int = 0
 
     def count_rejected(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
@@ -140,6 +144,7 @@ class _Reader:
         decode = self.decoder.decode
         now = time.time()
         seq = 0
+        formats = self.result.formats
         try:
             for line_no, line in enumerate(self.stream, start=1):
                 self.bytes_read += len(line)
@@ -150,9 +155,11 @@ class _Reader:
                 source = SourcePosition(self.name, line=line_no)
                 decoded = decode(line.rstrip(b"\r\n"), source, now=now)
                 self.result.events_read += len(decoded.events) + len(decoded.rejected)
+                self.result.skipped += decoded.skipped
                 if decoded.rejected:
                     self.rejected.extend(decoded.rejected)
                 for event in decoded.events:
+                    formats[event.source_format] = formats.get(event.source_format, 0) + 1
                     seq += 1
                     yield event.ts, seq, event, source
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -169,6 +176,7 @@ def replay(
     *,
     decoder: Decoder | None = None,
     progress: Progress | None = None,
+    keys: ThrottleKeys | None = None,
 ) -> ReplayResult:
     """Run ``paths`` through ``engine`` in event-time order, writing to ``sinks``.
 
@@ -176,6 +184,10 @@ def replay(
     rough event-time order, as logs are); within a file, disorder up to the
     engine's allowed lateness is absorbed, beyond it events are dead-lettered
     as ``late``.
+
+    Throttle commands are signed with ``keys``' signing key; without one they
+    are written with ``"signature": ""`` (unsigned: a backtest of what would
+    have been sent, which gateways reject).
     """
     decoder = decoder or Decoder()
     result = ReplayResult()
@@ -193,7 +205,7 @@ def replay(
     def run_batch() -> None:
         out = engine.process(events, sources)
         out.extend(engine.advance())
-        _emit(out, rejected, result, sinks)
+        _emit(out, rejected, result, sinks, keys)
         events.clear()
         sources.clear()
         if progress is not None:
@@ -205,7 +217,7 @@ def replay(
         if len(events) >= BATCH_SIZE:
             run_batch()
     run_batch()
-    _emit(engine.flush(), rejected, result, sinks)
+    _emit(engine.flush(), rejected, result, sinks, keys)
     result.elapsed_s = time.perf_counter() - started
     if progress is not None:
         progress.done()
@@ -213,7 +225,11 @@ def replay(
 
 
 def _emit(
-    out: EngineOutput, rejected: list[DeadLetter], result: ReplayResult, sinks: Sinks
+    out: EngineOutput,
+    rejected: list[DeadLetter],
+    result: ReplayResult,
+    sinks: Sinks,
+    keys: ThrottleKeys | None = None,
 ) -> None:
     letters = rejected + out.rejected
     rejected.clear()
@@ -221,6 +237,8 @@ def _emit(
     sinks.write("deadletter", [d.to_dict() for d in letters])
     sinks.write("alerts", [a.to_dict() for a in out.alerts])
     result.alerts_written += len(out.alerts)
+    sinks.write("commands", [c.to_dict(keys) for c in out.commands])
+    result.commands_written += len(out.commands)
 
 
 def summary(result: ReplayResult, engine: Engine) -> dict[str, Any]:
@@ -232,6 +250,8 @@ def summary(result: ReplayResult, engine: Engine) -> dict[str, Any]:
         "accepted": stats.accepted,
         "rejected": dict(sorted(result.rejected.items())),
         "duplicates": stats.duplicates,
+        "formats": dict(sorted(result.formats.items())),
+        "skipped": result.skipped,
         "unpriced": stats.unpriced,
         "unpriced_models": dict(sorted(stats.unpriced_models.items())),
         "use_cases": {name: t.to_dict() for name, t in sorted(stats.use_cases.items())},

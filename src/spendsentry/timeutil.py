@@ -50,7 +50,9 @@ def parse_ts(value: object) -> float:
             # every gateway we know of means by it.
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
-    raise TypeError(f"timestamp must be an RFC 3339 string or epoch number, got {type(value).__name__}")
+    raise TypeError(
+        f"timestamp must be an RFC 3339 string or epoch number, got {type(value).__name__}"
+    )
 
 
 def format_ts(ts: float) -> str:

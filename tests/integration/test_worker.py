@@ -417,7 +417,7 @@ def test_worker_matches_replay_and_serves_metrics(
     names = write_topics_file(tmp_path / "topics.toml", unique_name("w"))
     worker = worker_factory(broker.bootstrap, tmp_path / "topics.toml", unique_name("g"))
     # Topics exist (created by the worker, with their partition counts) once it serves.
-    worker.wait_for(lambda s: len(s["assignment"]) == 6, 90, "the group join")
+    worker.wait_for(lambda s: len(s["assignment"]) == 7, 90, "the group join")  # 6 + ai.control
     asyncio.run(produce(broker.bootstrap, names, main))
     worker.wait_for(lambda s: caught_up(s, len(main)), 90, "the main records")
     asyncio.run(produce(broker.bootstrap, names, late))
@@ -458,7 +458,7 @@ def test_worker_survives_sigkill_without_duplicate_alerts(
     names = write_topics_file(tmp_path / "topics.toml", unique_name("k"))
     group = unique_name("g")
     first = worker_factory(broker.bootstrap, tmp_path / "topics.toml", group, snapshot_interval)
-    first.wait_for(lambda s: len(s["assignment"]) == 6, 90, "the group join")
+    first.wait_for(lambda s: len(s["assignment"]) == 7, 90, "the group join")  # 6 + ai.control
     asyncio.run(produce(broker.bootstrap, names, main[:cut]))
     first.wait_for(lambda s: caught_up(s, cut), 60, "the first part")
     published_before = asyncio.run(read_all(broker.bootstrap, names["alerts"], 2))

@@ -120,7 +120,9 @@ POLICY: dict[str, Any] = {
         }
     },
 }
+CONTROL: dict[str, Any] = load_schema("control-action")["examples"][1]
 BASES = {
+    "control-action": CONTROL,
     "usage-event": USAGE,
     "outcome-event": OUTCOME,
     "alert": ALERT,
@@ -211,6 +213,19 @@ VALID: list[tuple[str, str, Callable[[], Any]]] = [
         lambda: changed(COMMAND, action="limit_rate", params={"tokens_per_minute": 50000}),
     ),
     ("throttle-command", "release", lambda: changed(COMMAND, action="release", params={})),
+    ("throttle-command", "unsigned (replay without a key)", lambda: changed(COMMAND, signature="")),
+    # control-action
+    ("control-action", "release", lambda: CONTROL),
+    (
+        "control-action",
+        "release from the command line",
+        lambda: changed(CONTROL, alert_id=None, kind=None, version=8),
+    ),
+    (
+        "control-action",
+        "snooze",
+        lambda: changed(CONTROL, action="snooze", until="2026-11-02T13:00:00Z"),
+    ),
     ("throttle-command", "block", lambda: changed(COMMAND, action="block", params={})),
     (
         "throttle-command",
@@ -410,6 +425,19 @@ INVALID: list[tuple[str, str, Callable[[], Any], str]] = [
         "dry_run as string",
         lambda: changed(COMMAND, dry_run="false"),
         "$.dry_run",
+    ),
+    # control-action
+    ("control-action", "unknown action", lambda: changed(CONTROL, action="mute"), "$.action"),
+    ("control-action", "user missing", lambda: changed(CONTROL, user=DROP), "$.user"),
+    ("control-action", "at not RFC 3339", lambda: changed(CONTROL, at="now"), "$.at"),
+    ("control-action", "unknown kind", lambda: changed(CONTROL, kind="spend"), "$.kind"),
+    ("control-action", "version 0", lambda: changed(CONTROL, version=0), "$.version"),
+    ("control-action", "unknown key", lambda: changed(CONTROL, note="x"), "$.note"),
+    (
+        "throttle-command",
+        "signature too short",
+        lambda: changed(COMMAND, signature="abc123"),
+        "$.signature",
     ),
     # dead-letter
     ("dead-letter", "unknown reason", lambda: changed(DEAD_LETTER, reason="bad"), "$.reason"),

@@ -39,6 +39,7 @@ def default_policies_dir() -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spendsentry.actions import ThrottleKeys
     from spendsentry.engine import Engine, EngineConfig
     from spendsentry.ingest import Decoder, IngestLimits
     from spendsentry.policy import PolicySet
@@ -48,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy_dir = args.policies or default_policies_dir()
         policies = PolicySet.load(policy_dir) if policy_dir else PolicySet.empty()
-        prices_path = args.prices or ("streams/prices.toml" if os.path.exists("streams/prices.toml") else None)
+        prices_path = args.prices or (
+            "streams/prices.toml" if os.path.exists("streams/prices.toml") else None
+        )
         engine = Engine(
             policies,
             config=EngineConfig(allowed_lateness_s=args.allowed_lateness),
@@ -59,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         progress = None if args.quiet else Progress(total)
         sinks = Sinks(args.alerts_out, args.commands_out, args.deadletter_out)
         try:
-            result = replay(args.files, engine, sinks, decoder=decoder, progress=progress)
+            result = replay(
+                args.files, engine, sinks, decoder=decoder, progress=progress,
+                keys=ThrottleKeys.from_env(),
+            )
         finally:
             sinks.close()
     except (SpendSentryError, ValueError) as exc:

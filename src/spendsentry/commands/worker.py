@@ -17,6 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
+from spendsentry.commands.notify import add_worker_flag as add_notify_flag
+
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -78,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batch", type=int, default=5_000, metavar="N", help="records per batch"
     )
     parser.add_argument("--log-level", default="INFO", help="default INFO")
+    add_notify_flag(parser)  # --notify/--no-notify: the Slack notifier in this process
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, bootstrap: str) -> int:
+    from spendsentry.actions import ThrottleKeys
     from spendsentry.commands.replay import default_policies_dir
     from spendsentry.engine import Engine, EngineConfig
     from spendsentry.policy import PolicySet
@@ -127,6 +131,8 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
         snapshot_interval_s=args.snapshot_interval,
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
+        # Keys come from the environment (or SPENDSENTRY_THROTTLE_KEY_FILE) only.
+        throttle_keys=ThrottleKeys.from_env(),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,7 +152,10 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     def announce(service: object) -> None:
         print(f"web=http://{args.web_host}:{args.web_port}", flush=True)
 
-    return await run_worker(
+    from spendsentry.commands.notify import start_in_worker
+
+    notifier = start_in_worker(args, bootstrap, config.topics.alerts, config.state_dir, args.group)
+    code = await run_worker(
         config,
         engine,
         stop,
@@ -154,3 +163,6 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
         web_host=args.web_host,
         on_started=announce,
     )
+    if notifier is not None:
+        await notifier.stop()
+    return code

@@ -6,7 +6,7 @@ it is either an event or a :class:`DeadLetter` with a reason.
 """
 
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
-from spendsentry.ingest.decoder import DecodeResult, Decoder, IngestLimits
+from spendsentry.ingest.decoder import Decoder, DecodeResult, IngestLimits
 
 __all__ = [
     "DeadLetter",

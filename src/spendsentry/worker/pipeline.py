@@ -16,10 +16,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from spendsentry.actions import ControlError, ThrottleCommand
 from spendsentry.alerts import Alert
 from spendsentry.engine import Engine
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
+from spendsentry.ingest.deadletter import RejectReason
 from spendsentry.windows import MINUTE
 from spendsentry.worker.metrics import WorkerMetrics
 from spendsentry.worker.watermarks import PartitionWatermarks
@@ -42,11 +44,13 @@ class RecordLike(Protocol):
 
 @dataclass(slots=True)
 class BatchOutput:
-    """What one batch produced: alerts to publish (already deduplicated) and dead letters."""
+    """What one batch produced: alerts to publish (already deduplicated), dead
+    letters and throttle commands (unsigned)."""
 
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     suppressed: int = 0
+    commands: list[ThrottleCommand] = field(default_factory=list)
 
 
 class Pipeline:
@@ -62,6 +66,10 @@ class Pipeline:
         Where to count; nothing is counted without it.
     idle_after_s : float
         See :class:`PartitionWatermarks`.
+    control_topic : str, optional
+        Records of this topic are operator actions for
+        :meth:`Engine.apply_control`, not events; their offsets are tracked
+        with the others, so a snapshot reflects them too.
     """
 
     def __init__(
@@ -71,8 +79,10 @@ class Pipeline:
         metrics: WorkerMetrics | None = None,
         *,
         idle_after_s: float = 30.0,
+        control_topic: str | None = None,
     ) -> None:
         self.engine = engine
+        self.control_topic = control_topic
         self.decoder = decoder or Decoder()
         self.metrics = metrics
         self.watermarks = PartitionWatermarks(idle_after_s)
@@ -122,8 +132,13 @@ class Pipeline:
         # engine in the same order, whatever order the fetcher returned it in.
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         newest: dict[TP, float] = {}
+        control: list[RecordLike] = []
         for r in records:
             tp = (r.topic, r.partition)
+            if r.topic == self.control_topic:
+                control.append(r)
+                self.offsets[tp] = r.offset + 1
+                continue
             source = SourcePosition(r.topic, partition=r.partition, offset=r.offset)
             decoded = decode(r.value or b"", source, now=now)
             out.dead_letters.extend(decoded.rejected)
@@ -140,6 +155,8 @@ class Pipeline:
                 metrics.processing_lag.observe(max(0.0, now - ts))
         if events:
             self._process(events, sources, out)
+        for r in control:
+            self._control(r, out)
         self._advance(now, pending, out)
         if metrics is not None:
             by_topic: dict[str, int] = {}
@@ -174,6 +191,19 @@ class Pipeline:
         result = engine.process(events, sources)
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
+        out.commands.extend(result.commands)
+
+    def _control(self, record: RecordLike, out: BatchOutput) -> None:
+        """Apply one operator action; a bad one is dead-lettered with the reason."""
+        try:
+            result = self.engine.apply_control(record.value or b"")
+        except ControlError as exc:
+            source = SourcePosition(record.topic, partition=record.partition, offset=record.offset)
+            out.dead_letters.append(
+                DeadLetter(RejectReason.INVALID_VALUE, str(exc), source, record.value or b"")
+            )
+            return
+        out.commands.extend(result.commands)
 
     def _advance(self, now: float, pending: Collection[TP], out: BatchOutput) -> None:
         engine = self.engine
@@ -186,6 +216,7 @@ class Pipeline:
             self.closing_started = True
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
+        out.commands.extend(result.commands)
         if self.metrics is not None:
             self.metrics.watermark_lag.set(max(0.0, now - self.watermark))
 

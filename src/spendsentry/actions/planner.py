@@ -1,0 +1,342 @@
+"""The action ladder: from alerts to throttle commands, with hysteresis.
+
+:class:`ThrottlePlanner` is pure and deterministic (event time only, no I/O):
+the engine owns one and pickles it in its snapshots, and replay gets the same
+commands as the worker. Rules, per scope (the alert's use case):
+
+* Nothing when the use case is an experiment, its ``auto_throttle`` is "off",
+  its ladder step for the alert's severity is "none" or missing, or the alert's
+  (use case, kind) is snoozed.
+* ``dry_run`` marks the command when ``auto_throttle`` is "dry_run".
+* ``issued_at`` is the alert's ``detected_at``; ``expires_at`` is ``issued_at``
+  plus the policy's ``max_duration_s`` (at most :data:`MAX_COMMAND_S`).
+* ``version`` grows by one per command on a scope.
+* Cooldown: no new command on a scope within ``cooldown_s`` of its last change
+  (a release is always allowed). A command identical to the one in force is
+  not repeated, and an alert of lower severity than the one that set the
+  command in force does not replace it.
+* The incident that set the command in force releases it when it resolves.
+* A ``limit_rate`` step without numbers limits to the scope's baseline rate.
+
+>>> from spendsentry.alerts import Alert
+>>> from spendsentry.policy import LadderStep, Policy
+>>> policy = Policy("support_chat", auto_throttle="on",
+...                 ladder=(LadderStep("critical", "block"),))
+>>> alert = Alert("ab" * 8, "cost_spike", "support_chat", "critical", "firing",
+...               1793610000.0, 1793609700.0, "cost x9", {}, 4.0)
+>>> planner = ThrottlePlanner()
+>>> cmd = planner.plan(alert, policy)
+>>> cmd.action, cmd.version, alert.action["type"], alert.action["command_id"] == cmd.command_id
+('block', 1, 'throttle', True)
+>>> alert.status, alert.detected_at = "resolved", 1793610600.0
+>>> planner.plan(alert, policy).action
+'release'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from spendsentry.actions.commands import CommandReason, Scope, ThrottleCommand
+from spendsentry.actions.control import ControlAction, ControlError
+
+if TYPE_CHECKING:
+    from spendsentry.alerts import Alert
+    from spendsentry.policy import Policy
+
+__all__ = ["MAX_COMMAND_S", "Baseline", "ThrottlePlanner", "action_of"]
+
+#: No command lasts longer than a day, whatever a policy says.
+MAX_COMMAND_S = 24 * 3600.0
+_SEVERITY = {"info": 0, "warning": 1, "critical": 2}
+_SUMMARY_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """A scope's normal rate, per minute (what a numberless ``limit_rate`` means).
+
+    >>> Baseline(41.2, 90_000.4).limits()
+    {'requests_per_minute': 42, 'tokens_per_minute': 90001}
+    >>> Baseline(0.0, 0.0).limits()
+    {}
+    """
+
+    calls_per_minute: float
+    tokens_per_minute: float
+
+    def limits(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        if self.calls_per_minute > 0:
+            out["requests_per_minute"] = max(1, math.ceil(self.calls_per_minute))
+            if self.tokens_per_minute > 0:
+                out["tokens_per_minute"] = max(1, math.ceil(self.tokens_per_minute))
+        return out
+
+
+@dataclass(slots=True)
+class _ScopeState:
+    version: int = 0
+    #: issued_at of the last command (cooldown counts from here).
+    changed_at: float = -math.inf
+    #: The latest command (a release too); None after a release from the CLI.
+    current: ThrottleCommand | None = None
+    #: alert_id of the incident that set ``current`` (it may release it).
+    owner: str | None = None
+    #: Severity rank of that alert.
+    severity: int = -1
+
+
+def action_of(cmd: ThrottleCommand | None) -> dict[str, Any]:
+    """The ``action`` object of an alert that issued (or points at) ``cmd``."""
+    if cmd is None:
+        return {"type": "none"}
+    return {
+        "type": "dry_run" if cmd.dry_run else "throttle",
+        "command_id": cmd.command_id,
+        "throttle_action": cmd.action,
+    }
+
+
+class ThrottlePlanner:
+    """Turns alerts and operator actions into throttle commands (see the module doc).
+
+    Parameters
+    ----------
+    max_scopes, max_snoozes, max_acks
+        Memory bounds; beyond them the oldest inactive entries are forgotten.
+    """
+
+    def __init__(
+        self, *, max_scopes: int = 50_000, max_snoozes: int = 10_000, max_acks: int = 10_000
+    ) -> None:
+        self.max_scopes = max_scopes
+        self.max_snoozes = max_snoozes
+        self.max_acks = max_acks
+        self._scopes: dict[str, _ScopeState] = {}
+        #: (use_case, kind or "*") -> snoozed until (epoch seconds).
+        self.snoozes: dict[tuple[str, str], float] = {}
+        #: alert_id -> who acknowledged it and when.
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.issued = 0
+
+    # -- alerts ---------------------------------------------------------------
+
+    def plan(
+        self, alert: Alert, policy: Policy, baseline: Baseline | None = None
+    ) -> ThrottleCommand | None:
+        """The command ``alert`` causes, if any; sets ``alert.action`` either way."""
+        alert.action = {"type": "none"}
+        scope = Scope(alert.use_case)
+        at = alert.detected_at
+        state = self._scopes.get(scope.key)
+        if alert.status == "resolved":
+            if (
+                state is not None
+                and state.current is not None
+                and state.owner == alert.alert_id
+                and state.current.active_at(at)
+            ):
+                reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
+                cmd = self._issue(
+                    state,
+                    scope,
+                    "release",
+                    {},
+                    at,
+                    policy,
+                    reason,
+                    dry_run=state.current.dry_run,
+                    owner=None,
+                    severity=-1,
+                )
+                alert.action = action_of(cmd)
+                return cmd
+            return None
+        if policy.tier == "experiment" or policy.auto_throttle == "off":
+            return None
+        if self.snoozed(alert.use_case, alert.kind, at):
+            return None
+        step = policy.step_for(alert.severity)
+        if step is None or not step.throttles:
+            return None
+        params = step.params()
+        if step.action == "limit_rate" and not params:
+            params = baseline.limits() if baseline is not None else {}
+            if not params:
+                return None  # no traffic learned yet: no defensible number
+        dry_run = policy.auto_throttle == "dry_run"
+        severity = _SEVERITY.get(alert.severity, 0)
+        current = state.current if state is not None else None
+        in_force = current if current is not None and current.active_at(at) else None
+        if state is not None and in_force is not None:
+            same = (in_force.action, in_force.params, in_force.dry_run) == (
+                step.action,
+                params,
+                dry_run,
+            )
+            if same or severity < state.severity:
+                alert.action = action_of(in_force)
+                return None
+        if state is not None and at - state.changed_at < policy.cooldown_s:
+            alert.action = action_of(in_force)
+            return None
+        if state is None:
+            state = self._new_scope(scope.key)
+        reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
+        cmd = self._issue(
+            state,
+            scope,
+            step.action,
+            params,
+            at,
+            policy,
+            reason,
+            dry_run=dry_run,
+            owner=alert.alert_id,
+            severity=severity,
+        )
+        alert.action = action_of(cmd)
+        return cmd
+
+    def snoozed(self, use_case: str, kind: str, at: float) -> bool:
+        """Whether alerts of (``use_case``, ``kind``) are snoozed at ``at``."""
+        if not self.snoozes:
+            return False
+        for key in ((use_case, kind), (use_case, "*")):
+            until = self.snoozes.get(key)
+            if until is None:
+                continue
+            if at < until:
+                return True
+            del self.snoozes[key]
+        return False
+
+    # -- operators ------------------------------------------------------------
+
+    def apply_control(self, action: ControlAction, policy: Policy) -> list[ThrottleCommand]:
+        """Apply one operator action; the commands it causes (a release, or none).
+
+        Raises
+        ------
+        ControlError
+            A release whose scope_key is malformed.
+        """
+        if action.action == "ack":
+            if action.alert_id:
+                self.acks[action.alert_id] = {"user": action.user, "at": action.at}
+                _trim(self.acks, self.max_acks)
+            return []
+        if action.action == "snooze":
+            assert action.until is not None  # ControlAction.parse checks it
+            self.snoozes[(action.use_case, action.kind or "*")] = action.until
+            _trim(self.snoozes, self.max_snoozes)
+            return []
+        try:
+            scope = Scope.parse(action.target_scope)
+        except ValueError as exc:
+            raise ControlError(f"cannot release: {exc}") from None
+        state = self._scopes.get(scope.key)
+        if action.version is not None:
+            # The release is already on ai.throttle (the CLI published it):
+            # remember its version so the next command here is newer.
+            if state is None:
+                state = self._new_scope(scope.key)
+            state.version = max(state.version, action.version)
+            state.current, state.owner, state.severity = None, None, -1
+            state.changed_at = max(state.changed_at, action.at)
+            return []
+        if state is None or state.current is None or not state.current.active_at(action.at):
+            return []
+        summary = _short(f"released by {action.user}")
+        reason = CommandReason(action.alert_id, action.kind, summary)
+        cmd = self._issue(
+            state,
+            scope,
+            "release",
+            {},
+            action.at,
+            policy,
+            reason,
+            dry_run=state.current.dry_run,
+            owner=None,
+            severity=-1,
+        )
+        return [cmd]
+
+    def observe_version(self, scope_key: str, version: int) -> None:
+        """A command with ``version`` exists on ai.throttle (seen at start-up).
+
+        Keeps versions monotonic when the engine starts without its snapshot.
+        """
+        state = self._scopes.get(scope_key)
+        if state is None:
+            state = self._new_scope(scope_key)
+        state.version = max(state.version, int(version))
+
+    # -- queries --------------------------------------------------------------
+
+    def active(self, now: float) -> list[ThrottleCommand]:
+        """Commands in force at ``now`` (not expired, not released), by scope key."""
+        return [
+            s.current
+            for _, s in sorted(self._scopes.items())
+            if s.current is not None and s.current.active_at(now)
+        ]
+
+    def version(self, scope_key: str) -> int:
+        """The last version issued (or seen) for ``scope_key``; 0 if none."""
+        state = self._scopes.get(scope_key)
+        return 0 if state is None else state.version
+
+    # -- internals ------------------------------------------------------------
+
+    def _issue(
+        self,
+        state: _ScopeState,
+        scope: Scope,
+        action: str,
+        params: dict[str, Any],
+        at: float,
+        policy: Policy,
+        reason: CommandReason,
+        *,
+        dry_run: bool,
+        owner: str | None,
+        severity: int,
+    ) -> ThrottleCommand:
+        state.version += 1
+        duration = min(policy.max_duration_s, MAX_COMMAND_S)
+        cmd = ThrottleCommand.build(
+            scope,
+            action,
+            params,
+            version=state.version,
+            issued_at=at,
+            expires_at=at + duration,
+            reason=reason,
+            dry_run=dry_run,
+        )
+        state.current, state.owner, state.severity, state.changed_at = cmd, owner, severity, at
+        self.issued += 1
+        return cmd
+
+    def _new_scope(self, key: str) -> _ScopeState:
+        if len(self._scopes) >= self.max_scopes:
+            # Forget the scope changed longest ago; a version restarting from
+            # zero there is harmless once its last command has expired.
+            victim = min(self._scopes, key=lambda k: self._scopes[k].changed_at)
+            del self._scopes[victim]
+        state = self._scopes[key] = _ScopeState()
+        return state
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _SUMMARY_CHARS else text[: _SUMMARY_CHARS - 3] + "..."
+
+
+def _trim(mapping: dict[Any, Any], limit: int) -> None:
+    while len(mapping) > limit:
+        del mapping[next(iter(mapping))]

@@ -1,0 +1,26 @@
+"""The gateway side of spendsentry: obey throttle commands, report usage.
+
+* :class:`ThrottleGuard` reads ``ai.throttle``, verifies each command's
+  signature and answers "may this call go ahead, and how?".
+* :class:`UsageReporter` publishes usage events to ``ai.usage`` in batches,
+  without ever blocking or failing the caller.
+* :class:`TokenBucket`, the rate limiter behind ``limit_rate``.
+
+See docs/throttling.md.
+"""
+
+from __future__ import annotations
+
+from spendsentry.actions.signing import ThrottleKeys
+from spendsentry.client.buckets import TokenBucket
+from spendsentry.client.guard import Decision, ThrottleGuard, read_latest
+from spendsentry.client.reporter import UsageReporter
+
+__all__ = [
+    "Decision",
+    "ThrottleGuard",
+    "ThrottleKeys",
+    "TokenBucket",
+    "UsageReporter",
+    "read_latest",
+]
