@@ -27,6 +27,8 @@ import orjson
 
 from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
+from spendsentry.ingest.litellm import LiteLLMMapping, is_litellm_payload, map_payload
+from spendsentry.ingest.otlp import MappingError, OtlpMapping, is_otlp_traces, map_traces
 from spendsentry.timeutil import parse_ts
 
 
@@ -59,6 +61,9 @@ class _Reject(Exception):
 class DecodeResult:
     events: list[Event] = field(default_factory=list)
     rejected: list[DeadLetter] = field(default_factory=list)
+    #: Foreign records that are not operations spendsentry counts (OTLP spans
+    #: without GenAI attributes, LiteLLM file/batch calls): skipped, not errors.
+    skipped: int = 0
 
 
 _USAGE_FIELDS = frozenset(
@@ -116,10 +121,23 @@ class Decoder:
 
     Stateless apart from its configuration, so one decoder serves every
     partition. Duplicates are not its business: the engine drops them.
+
+    Besides native events it recognises, per JSON object, an OTLP JSON trace
+    batch (``resourceSpans``) and a LiteLLM ``StandardLoggingPayload``; their
+    mappings default to the ``SPENDSENTRY_OTLP_*`` / ``SPENDSENTRY_LITELLM_*``
+    environment variables (see docs/integrations.md).
     """
 
-    def __init__(self, limits: IngestLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: IngestLimits | None = None,
+        *,
+        otlp: OtlpMapping | None = None,
+        litellm: LiteLLMMapping | None = None,
+    ) -> None:
         self.limits = limits or IngestLimits()
+        self.otlp = otlp or OtlpMapping.from_env()
+        self.litellm = litellm or LiteLLMMapping.from_env()
 
     def decode(
         self, raw: bytes, source: SourcePosition, *, now: float | None = None
@@ -170,6 +188,10 @@ class Decoder:
                     RejectReason.NOT_OBJECT,
                     f"expected a JSON object, got {_json_type(doc)}",
                 )
+            # Native events always carry event_id, foreign shapes never do: one
+            # key check is all the native hot path pays for shape recognition.
+            if "event_id" not in doc and self._decode_foreign(doc, source, index, raw, now, result):
+                return
             result.events.append(self.event_from_dict(doc, now))
         except _Reject as rej:
             original = raw if raw is not None else orjson.dumps(doc)
@@ -189,6 +211,95 @@ class Decoder:
                     field=rej.field_name,
                 )
             )
+
+    def _decode_foreign(
+        self,
+        doc: dict[str, Any],
+        source: SourcePosition,
+        index: int | None,
+        raw: bytes | None,
+        now: float,
+        result: DecodeResult,
+    ) -> bool:
+        """Decode an OTLP batch or LiteLLM payload; False when ``doc`` is neither.
+
+        The adapters build contract-shaped dicts and the native validator
+        checks them, so every limit applies alike. A dead letter keeps the
+        foreign original: the span (``index`` counts spans across the batch)
+        or the payload.
+        """
+        if is_otlp_traces(doc):
+            try:
+                traces = map_traces(doc, self.otlp)
+            except MappingError as exc:
+                self._reject_foreign(exc, doc, source, index, raw, result)
+                return True
+            result.skipped += traces.skipped
+            for item in traces.items:
+                self._append_foreign(
+                    item.event, item.error, "otlp", item.span, source, item.index, None, now, result
+                )
+            return True
+        if is_litellm_payload(doc):
+            try:
+                event = map_payload(doc, self.litellm)
+            except MappingError as exc:
+                self._reject_foreign(exc, doc, source, index, raw, result)
+                return True
+            if event is None:
+                result.skipped += 1
+            else:
+                self._append_foreign(event, None, "litellm", doc, source, index, raw, now, result)
+            return True
+        return False
+
+    def _append_foreign(
+        self,
+        event: dict[str, Any] | None,
+        error: MappingError | None,
+        source_format: str,
+        original: Any,
+        source: SourcePosition,
+        index: int | None,
+        raw: bytes | None,
+        now: float,
+        result: DecodeResult,
+    ) -> None:
+        if error is not None or event is None:
+            problem = error or MappingError(RejectReason.INVALID_VALUE, "not an event")
+            self._reject_foreign(problem, original, source, index, raw, result)
+            return
+        try:
+            built = self.event_from_dict(event, now)
+        except _Reject as rej:
+            self._reject_foreign(rej, original, source, index, raw, result, event)
+            return
+        built.source_format = source_format
+        result.events.append(built)
+
+    @staticmethod
+    def _reject_foreign(
+        exc: MappingError | _Reject,
+        original: Any,
+        source: SourcePosition,
+        index: int | None,
+        raw: bytes | None,
+        result: DecodeResult,
+        event: dict[str, Any] | None = None,
+    ) -> None:
+        event = event or {}
+        result.rejected.append(
+            DeadLetter(
+                exc.reason,
+                exc.message,
+                source,
+                raw if raw is not None else orjson.dumps(original),
+                index=index,
+                event_id=event.get("event_id"),
+                use_case=event.get("use_case"),
+                field=exc.field_name,
+            )
+        )
 
     def event_from_dict(self, doc: dict[str, Any], now: float) -> Event:
         """Validate one JSON object and build its event (raises ``_Reject``)."""

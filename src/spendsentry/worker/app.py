@@ -1,4 +1,4 @@
-"""The worker's Faust app: lifecycle and the web server (``/metrics``, ``/status``).
+"""The worker's Faust app: lifecycle and the web server (``/``, ``/metrics``, ``/status``).
 
 Faust's own Kafka consumer, producer, tables and agents are switched off (see
 :mod:`spendsentry.worker.service` for why the hot path is an aiokafka consumer);
@@ -17,8 +17,10 @@ from faust.app.base import BootStrategy
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from spendsentry.engine import Engine
+from spendsentry.slack.interactions import register_from_env as register_slack_interactions
 from spendsentry.worker.metrics import WorkerMetrics
 from spendsentry.worker.service import IngestService, WorkerConfig
+from spendsentry.worker.status_page import render as render_status_page
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,12 @@ def build_app(
     async def status(self: Any, request: Any) -> Any:
         return self.json(service.status())
 
+    @app.page("/")
+    async def page(self: Any, request: Any) -> Any:
+        return self.html(render_status_page(service.page_snapshot()))
+
+    # POST /slack/interactions (Slack buttons -> ai.control), only with SLACK_SIGNING_SECRET.
+    register_slack_interactions(app.web, lambda: service.producer, config.topics.control.name)
     return app
 
 

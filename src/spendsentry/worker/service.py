@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,14 @@ import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from spendsentry.actions import ThrottleCommand, ThrottleKeys
 from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
 from spendsentry.worker.metrics import WorkerMetrics
 from spendsentry.worker.pipeline import Pipeline
 from spendsentry.worker.state import SnapshotStore
+from spendsentry.worker.status_page import StatusBoard, build_snapshot
 from spendsentry.worker.topics import TopicsConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class WorkerConfig:
     use_case_label_limit: int = 50
     #: Seconds allowed for reading back published alerts on restart.
     readback_timeout_s: float = 30.0
+    #: Signs throttle commands; without a signing key none is published.
+    throttle_keys: ThrottleKeys = field(default_factory=ThrottleKeys)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -101,7 +106,16 @@ class IngestService(faust.Service):
         super().__init__(**kwargs)
         self.config = config
         self.metrics = metrics
-        self.pipeline = Pipeline(engine, decoder, metrics, idle_after_s=config.idle_partition_s)
+        self.pipeline = Pipeline(
+            engine,
+            decoder,
+            metrics,
+            idle_after_s=config.idle_partition_s,
+            control_topic=config.topics.control.name,
+        )
+        #: Throttle commands not published for want of a signing key.
+        self.commands_unpublished = 0
+        self.commands_published = 0
         self.store = SnapshotStore(config.state_dir, config.group_id)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -112,6 +126,8 @@ class IngestService(faust.Service):
         self.last_snapshot_at: float | None = None
         self.last_snapshot_bytes = 0
         self.started_at = time.time()
+        #: Open incidents with evidence, recent alerts, throttles: the status page's data.
+        self.board = StatusBoard()
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -137,6 +153,7 @@ class IngestService(faust.Service):
             bootstrap_servers=cfg.bootstrap, acks="all", linger_ms=5, client_id=cfg.group_id
         )
         await self.producer.start()
+        await self._seed_throttle_versions()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap,
             group_id=cfg.group_id,
@@ -154,7 +171,10 @@ class IngestService(faust.Service):
             # alerts topic ended: a crash before the first periodic snapshot
             # then reads back (and does not repeat) what this run published.
             await self.checkpoint()
-        self.consumer.subscribe(list(cfg.topics.inputs), listener=_Rebalance(self))
+        # ai.control rides along: its offsets are snapshotted and committed with
+        # the inputs', so an operator action is applied exactly once per state.
+        topics = [*cfg.topics.inputs, cfg.topics.control.name]
+        self.consumer.subscribe(topics, listener=_Rebalance(self))
         self._loop_task = asyncio.create_task(self._consume_loop(), name="spendsentry-consume")
 
     async def on_stop(self) -> None:
@@ -192,8 +212,8 @@ class IngestService(faust.Service):
                         self._dirty = True
                     else:
                         out = self.pipeline.tick(pending=pending)
-                    if out.alerts or out.dead_letters:
-                        await self._publish(out.alerts, out.dead_letters)
+                    if out.alerts or out.dead_letters or out.commands:
+                        await self._publish(out.alerts, out.dead_letters, out.commands)
                         self._dirty = True
                 if (
                     self._dirty
@@ -231,16 +251,41 @@ class IngestService(faust.Service):
         self.metrics.set_consumer_lag(lags)
         return pending
 
-    async def _publish(self, alerts: list[Any], letters: list[DeadLetter]) -> None:
+    async def _publish(
+        self,
+        alerts: list[Any],
+        letters: list[DeadLetter],
+        commands: Sequence[ThrottleCommand] = (),
+    ) -> None:
         producer = self.producer
         assert producer is not None
         topics = self.config.topics
         for alert in alerts:
+            doc = alert.to_dict()
+            self.board.observe_alert(doc)
             await producer.send(
-                topics.alerts.name,
-                value=orjson.dumps(alert.to_dict()),
-                key=alert.use_case.encode(),
+                topics.alerts.name, value=orjson.dumps(doc), key=alert.use_case.encode()
             )
+        keys = self.config.throttle_keys
+        for command in commands:
+            if not keys.can_sign:
+                if self.commands_unpublished == 0:
+                    log.warning(
+                        "no throttle signing key (SPENDSENTRY_THROTTLE_KEY): throttle commands "
+                        "are not published; /status counts them"
+                    )
+                self.commands_unpublished += 1
+                continue
+            doc = command.to_dict(keys)
+            self.board.observe_throttle(doc)
+            # Re-processing after a restart re-emits identical commands (same
+            # version): gateways ignore them, and compaction keeps one.
+            await producer.send(
+                topics.throttle.name, value=orjson.dumps(doc), key=command.scope_key.encode()
+            )
+            self.commands_published += 1
+        if commands:
+            self._count_throttles()
         for letter in letters:
             await producer.send(
                 topics.deadletter.name,
@@ -277,7 +322,28 @@ class IngestService(faust.Service):
         self.last_snapshot_at = time.time()
         self.metrics.snapshots.inc()
         self.metrics.snapshot_latency.observe(time.perf_counter() - started)
+        self._count_throttles()
         self.metrics.rerank_use_cases()
+
+    def _count_throttles(self) -> None:
+        # Gateways expire commands by wall clock, so "active" is judged by it too.
+        self.metrics.active_throttles.set(len(self.pipeline.engine.planner.active(time.time())))
+
+    async def _seed_throttle_versions(self) -> None:
+        """Make versions continue from what ai.throttle holds (a lost snapshot,
+        or releases from ``spendsentry throttle release``)."""
+        from spendsentry.client.guard import read_latest
+
+        try:
+            latest = await read_latest(
+                self.config.bootstrap, self.config.topics.throttle.name, timeout_s=20.0
+            )
+        except Exception as exc:
+            log.warning("could not read %s for versions: %s", self.config.topics.throttle.name, exc)
+            return
+        planner = self.pipeline.engine.planner
+        for scope_key, (doc, _) in latest.items():
+            planner.observe_version(scope_key, int(doc["version"]))
 
     async def _alerts_end_offsets(self) -> dict[int, int]:
         consumer = self.consumer
@@ -347,7 +413,11 @@ class IngestService(faust.Service):
         consumer = self.consumer
         assert consumer is not None
         now = time.time()
-        self.pipeline.watermarks.assign([(tp.topic, tp.partition) for tp in assigned], now=now)
+        control = self.config.topics.control.name
+        # Operator actions carry no event time: they must not hold the watermark.
+        self.pipeline.watermarks.assign(
+            [(tp.topic, tp.partition) for tp in assigned if tp.topic != control], now=now
+        )
         for tp in assigned:
             offset = self.pipeline.offsets.get((tp.topic, tp.partition))
             if offset is not None:
@@ -386,6 +456,27 @@ class IngestService(faust.Service):
             "firing": [{"use_case": u, "kind": k, "alert_id": a} for u, k, a in engine.firing()],
             "published_alert_keys": len(p.published),
             "alerts_suppressed": p.suppressed,
+            "throttle": {
+                "active": [c.body() for c in engine.planner.active(time.time())],
+                "published": self.commands_published,
+                "unpublished_no_key": self.commands_unpublished,
+                "signing_key": self.config.throttle_keys.can_sign,
+            },
             "last_snapshot_at": self.last_snapshot_at,
             "last_snapshot_bytes": self.last_snapshot_bytes,
+            "view": self.page_snapshot(),
         }
+
+    def page_snapshot(self) -> dict[str, Any]:
+        """What the status page at ``/`` shows (see :mod:`.status_page`)."""
+        p = self.pipeline
+        return build_snapshot(
+            p.engine,
+            self.board,
+            watermark=None if p.watermark == -math.inf else p.watermark,
+            header={
+                "group_id": self.config.group_id,
+                "accepted": p.engine.stats.accepted,
+                "records": p.records,
+            },
+        )

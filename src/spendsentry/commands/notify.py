@@ -1,0 +1,146 @@
+"""``spendsentry notify``: post the alerts on ``ai.alerts`` to Slack.
+
+Runs the Slack notifier on its own (the worker can also run it in-process with
+``--notify``). Where alerts go comes from the environment: ``SLACK_BOT_TOKEN``
+(channel per use case from its policy's owner, else ``SLACK_DEFAULT_CHANNEL``),
+else ``SLACK_WEBHOOK_URL``, else the log only. SIGINT/SIGTERM stop it; what was
+not delivered yet is not committed and goes out on the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spendsentry.broker import TopicSpec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``notify`` command's options to ``parser``."""
+    parser.add_argument(
+        "--broker",
+        metavar="HOST:PORT",
+        default=os.environ.get("SPENDSENTRY_BROKER"),
+        help="Kafka bootstrap (default: $SPENDSENTRY_BROKER)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("SPENDSENTRY_STATE_DIR", ".spendsentry-state"),
+        metavar="DIR",
+        help="where delivered alerts and threads are remembered (default: .spendsentry-state)",
+    )
+    parser.add_argument(
+        "--group", default="spendsentry-notifier", metavar="ID", help="consumer group id"
+    )
+    parser.add_argument(
+        "--topics", metavar="FILE", help="topics TOML (default: streams/topics.toml if present)"
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=86_400.0,
+        metavar="SECONDS",
+        help="alerts older than this are logged, not posted; 0 posts all (default 86400)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="default INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the notifier until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings."""
+    from spendsentry.errors import SpendSentryError
+
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.broker:
+        print("spendsentry notify: no broker (--broker or SPENDSENTRY_BROKER)", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main(args))
+    except SpendSentryError as exc:
+        print(f"spendsentry notify: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from spendsentry.slack.notifier import NotifierConfig, SlackNotifier, SlackSettings
+    from spendsentry.worker.topics import TopicsConfig
+
+    config = NotifierConfig(
+        bootstrap=args.broker,
+        alerts=TopicsConfig.load(args.topics).alerts,
+        group_id=args.group,
+        state_dir=Path(args.state_dir),
+        max_age_s=args.max_age or None,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await SlackNotifier(config, SlackSettings.from_env()).run(stop)
+    return 0
+
+
+def add_worker_flag(parser: argparse.ArgumentParser) -> None:
+    """``--notify/--no-notify`` for ``spendsentry worker``."""
+    parser.add_argument(
+        "--notify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the Slack notifier in this process (default: when SLACK_BOT_TOKEN or "
+        "SLACK_WEBHOOK_URL is set)",
+    )
+
+
+class EmbeddedNotifier:
+    """The notifier running as a task inside the worker process."""
+
+    def __init__(self, task: asyncio.Task[None], stop_event: asyncio.Event) -> None:
+        self.task = task
+        self.stop_event = stop_event
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop it (what is not delivered yet stays uncommitted for the next start)."""
+        self.stop_event.set()
+        try:
+            await asyncio.wait_for(self.task, timeout_s)
+        except TimeoutError:
+            logging.getLogger(__name__).error("the Slack notifier did not stop in time")
+
+
+def start_in_worker(
+    args: argparse.Namespace, bootstrap: str, alerts: TopicSpec, state_dir: Path, group: str
+) -> EmbeddedNotifier | None:
+    """Start the notifier next to the worker, or return None when it is not wanted.
+
+    It uses its own consumer group (``<group>-notifier``): the engine's offsets
+    and snapshots never depend on Slack being up.
+    """
+    from spendsentry.slack.notifier import NotifierConfig, SlackNotifier, SlackSettings
+
+    settings = SlackSettings.from_env()
+    flag = getattr(args, "notify", None)
+    if not (settings.mode != "log" if flag is None else flag):
+        return None
+    config = NotifierConfig(
+        bootstrap=bootstrap, alerts=alerts, group_id=f"{group}-notifier", state_dir=state_dir
+    )
+    stop = asyncio.Event()
+    log = logging.getLogger(__name__)
+
+    async def run() -> None:
+        try:
+            await SlackNotifier(config, settings).run(stop)
+        except Exception:
+            # Slack trouble must not take the engine down; alerts stay on the topic.
+            log.exception("the Slack notifier stopped; alerts are still on %s", alerts.name)
+
+    return EmbeddedNotifier(asyncio.create_task(run(), name="spendsentry-notifier"), stop)

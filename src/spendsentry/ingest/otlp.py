@@ -1,0 +1,418 @@
+"""OTLP JSON trace batches (OpenTelemetry GenAI spans) as usage events.
+
+The OpenTelemetry Collector's Kafka exporter with ``encoding: otlp_json`` writes
+one ``ExportTraceServiceRequest`` per message::
+
+    {"resourceSpans": [{"resource": {"attributes": [...]},
+                        "scopeSpans": [{"scope": {...}, "spans": [...]}]}]}
+
+Attributes are ``{"key": ..., "value": {"stringValue" | "intValue" | ...}}``
+lists; ``intValue`` and the ``*UnixNano`` times are int64s, so JSON carries them
+as strings. Trace and span ids are hex in OTLP JSON (what the Collector writes);
+the plain protobuf JSON mapping (``MessageToJson``) writes them base64, so both
+are accepted and normalised to hex, which keeps ``event_id`` the same whichever
+encoder produced the batch.
+
+Each span that carries GenAI semantic-convention attributes becomes one usage
+event (a contract-shaped dict that the native validator then checks, so every
+limit applies the same way). Spans with no ``gen_ai.*`` attribute, and agent or
+workflow spans (``invoke_agent``, ``create_agent``, ``invoke_workflow``, whose
+usage attributes add up their children's and would count them twice), are
+skipped and counted, not dead-lettered.
+
+>>> batch = {"resourceSpans": [{"resource": {"attributes": [
+...     {"key": "service.name", "value": {"stringValue": "support-bot"}}]},
+...   "scopeSpans": [{"spans": [{
+...     "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+...     "startTimeUnixNano": "1793610000000000000", "endTimeUnixNano": "1793610001500000000",
+...     "attributes": [
+...       {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+...       {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+...       {"key": "gen_ai.response.model", "value": {"stringValue": "gpt-4o-mini"}},
+...       {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "1200"}}]}]}]}]}
+>>> mapped = map_traces(batch)
+>>> event = mapped.items[0].event
+>>> event["event_id"], event["use_case"], event["kind"], event["input_tokens"]
+('5b8efff798038103d269b633813fc60c:eee19b7ec3c1b174', 'support-bot', 'llm_call', 1200)
+>>> event["model"], event["requested_model"], event["ts"], event["latency_ms"]
+('gpt-4o-mini', 'gpt-4o', 1793610000.0, 1500.0)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from spendsentry.ingest.deadletter import RejectReason
+
+#: The environment variable that names the span/resource attribute holding the use case.
+USE_CASE_ATTRIBUTE_ENV = "SPENDSENTRY_OTLP_USE_CASE_ATTRIBUTE"
+DEFAULT_USE_CASE_ATTRIBUTE = "spendsentry.use_case"
+
+#: gen_ai.operation.name -> usage event kind.
+OPERATION_KINDS: dict[str, str] = {
+    "chat": "llm_call",
+    "text_completion": "llm_call",
+    "generate_content": "llm_call",
+    "embeddings": "embedding",
+    "execute_tool": "tool_call",
+    "retrieval": "retrieval",
+}
+
+#: Wrapper spans: their usage attributes (when set) sum their children's calls.
+WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "invoke_workflow"})
+
+#: Span status code for an error: 2 in OTLP JSON, the enum name in protobuf JSON.
+_ERROR_STATUS = (2, "STATUS_CODE_ERROR")
+
+#: A served model that only adds a version or date to the requested one is the
+#: same model (gpt-4o-mini -> gpt-4o-mini-2024-07-18), not a re-route.
+_SNAPSHOT_SUFFIX = re.compile(r"-(\d[\d.\-]*|latest|v\d[\d.]*|preview(-[\d\-]+)?)")
+
+
+class MappingError(ValueError):
+    """A foreign record (span, LiteLLM payload) that cannot become an event.
+
+    Shared by the foreign-shape adapters: the decoder turns it into a dead
+    letter with ``reason``, ``message`` and ``field``.
+    """
+
+    def __init__(self, reason: RejectReason, message: str, field_name: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field_name = field_name
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpMapping:
+    """Where the use case of a span comes from.
+
+    The first of: ``use_case_attribute`` on the span, then on the resource;
+    ``gen_ai.agent.name`` on the span; the resource's ``service.name``.
+    """
+
+    use_case_attribute: str = DEFAULT_USE_CASE_ATTRIBUTE
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OtlpMapping:
+        """Read ``SPENDSENTRY_OTLP_USE_CASE_ATTRIBUTE`` (default ``spendsentry.use_case``).
+
+        >>> OtlpMapping.from_env({"SPENDSENTRY_OTLP_USE_CASE_ATTRIBUTE": "app.feature"})
+        OtlpMapping(use_case_attribute='app.feature')
+        """
+        env = os.environ if environ is None else environ
+        name = env.get(USE_CASE_ATTRIBUTE_ENV, "").strip()
+        return cls(name or DEFAULT_USE_CASE_ATTRIBUTE)
+
+
+@dataclass(slots=True)
+class MappedSpan:
+    """One span's result: an event dict, or the reason it cannot be one."""
+
+    index: int
+    span: Any
+    event: dict[str, Any] | None = None
+    error: MappingError | None = None
+
+
+@dataclass(slots=True)
+class MappedTraces:
+    """What one OTLP batch holds for spendsentry."""
+
+    items: list[MappedSpan] = field(default_factory=list)
+    #: Spans that are not GenAI operations spendsentry counts.
+    skipped: int = 0
+
+
+def is_otlp_traces(doc: dict[str, Any]) -> bool:
+    """True for an ``ExportTraceServiceRequest`` object.
+
+    >>> is_otlp_traces({"resourceSpans": []}), is_otlp_traces({"event_id": "e"})
+    (True, False)
+    """
+    return "resourceSpans" in doc
+
+
+def map_traces(doc: dict[str, Any], mapping: OtlpMapping | None = None) -> MappedTraces:
+    """Map every span of an OTLP JSON trace batch.
+
+    Raises :class:`MappingError` when the batch itself is malformed (then no
+    span of it is trusted); a malformed span only fails itself. ``index`` of a
+    span counts spans across the whole batch, in order.
+    """
+    mapping = mapping or OtlpMapping()
+    out = MappedTraces()
+    resource_spans = _list(doc, "resourceSpans")
+    index = 0
+    for rs in resource_spans:
+        if not isinstance(rs, dict):
+            raise MappingError(RejectReason.WRONG_TYPE, "resourceSpans[] must be objects")
+        resource = rs.get("resource")
+        if resource is None:
+            resource = {}
+        elif not isinstance(resource, dict):
+            raise MappingError(RejectReason.WRONG_TYPE, "resource must be an object", "resource")
+        resource_attrs = _attributes(resource, "resource.attributes")
+        for ss in _list(rs, "scopeSpans"):
+            if not isinstance(ss, dict):
+                raise MappingError(RejectReason.WRONG_TYPE, "scopeSpans[] must be objects")
+            for span in _list(ss, "spans"):
+                item = MappedSpan(index, span)
+                index += 1
+                try:
+                    item.event = _span_event(span, resource_attrs, mapping)
+                except MappingError as exc:
+                    item.error = exc
+                if item.event is None and item.error is None:
+                    out.skipped += 1
+                else:
+                    out.items.append(item)
+    return out
+
+
+def _list(doc: dict[str, Any], name: str) -> list[Any]:
+    value = doc.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{name} must be an array", name)
+    return value
+
+
+def _attributes(owner: dict[str, Any], where: str) -> dict[str, Any]:
+    """``{key: AnyValue object}``; values are converted only when read."""
+    raw = owner.get("attributes")
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{where} must be an array", where)
+    attrs: dict[str, Any] = {}
+    for kv in raw:
+        if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+            raise MappingError(
+                RejectReason.WRONG_TYPE, f"{where}[] must be objects with a string key", where
+            )
+        attrs[kv["key"]] = kv.get("value")
+    return attrs
+
+
+def _value(attrs: dict[str, Any], key: str) -> Any:
+    """The plain value of attribute ``key`` (None when absent or empty)."""
+    any_value = attrs.get(key)
+    if any_value is None:
+        return None
+    if not isinstance(any_value, dict):
+        raise MappingError(
+            RejectReason.WRONG_TYPE, f"attribute {key}: value must be an object", key
+        )
+    for kind, value in any_value.items():
+        if kind == "stringValue":
+            if not isinstance(value, str):
+                raise MappingError(RejectReason.WRONG_TYPE, f"{key}: stringValue not a string", key)
+            return value
+        if kind == "intValue":
+            return _int64(value, key)
+        if kind == "doubleValue":
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise MappingError(RejectReason.WRONG_TYPE, f"{key}: doubleValue not a number", key)
+            try:
+                return float(value)  # "NaN"/"Infinity" arrive as strings
+            except ValueError:
+                raise MappingError(
+                    RejectReason.WRONG_TYPE, f"{key}: doubleValue {value!r} is not a number", key
+                ) from None
+        if kind == "boolValue":
+            if not isinstance(value, bool):
+                raise MappingError(RejectReason.WRONG_TYPE, f"{key}: boolValue not a boolean", key)
+            return value
+        if kind == "arrayValue":
+            values = value.get("values") if isinstance(value, dict) else None
+            return values if isinstance(values, list) else []
+    return None
+
+
+def _int64(value: Any, name: str) -> int:
+    """An OTLP JSON int64: a decimal string (or a plain integer from lenient encoders)."""
+    if isinstance(value, bool):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{name} must be an integer", name)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value, 10)
+        except ValueError:
+            pass
+    raise MappingError(
+        RejectReason.WRONG_TYPE, f"{name} must be an integer, got {str(value)[:40]!r}", name
+    )
+
+
+def _str(attrs: dict[str, Any], key: str) -> str | None:
+    value = _value(attrs, key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{key} must be a string", key)
+    return value
+
+
+def _tokens(attrs: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = _value(attrs, key)
+        if value is None:
+            continue
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            value = int(value)  # some instrumentations record counts as doubles
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MappingError(RejectReason.WRONG_TYPE, f"{key} must be an integer", key)
+        return value
+    return None
+
+
+def trace_id_hex(value: Any, name: str, size: int) -> str:
+    """Normalise a trace id (16 bytes) or span id (8 bytes) to lowercase hex.
+
+    >>> trace_id_hex("eee19b7ec3c1b174", "spanId", 8)
+    'eee19b7ec3c1b174'
+    >>> trace_id_hex("7uGbfsPBsXQ=", "spanId", 8)
+    'eee19b7ec3c1b174'
+    """
+    if value is None or value == "":
+        raise MappingError(RejectReason.MISSING_FIELD, f"span has no {name}", name)
+    if not isinstance(value, str):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{name} must be a string", name)
+    if len(value) == 2 * size:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b""
+    else:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+    if len(raw) != size:
+        raise MappingError(
+            RejectReason.INVALID_VALUE,
+            f"{name} {value[:48]!r} is neither {2 * size} hex digits nor base64 of {size} bytes",
+            name,
+        )
+    if not any(raw):
+        raise MappingError(RejectReason.INVALID_VALUE, f"{name} is all zeros (invalid)", name)
+    return raw.hex()
+
+
+def same_model(requested: str, served: str) -> bool:
+    """True when ``served`` is ``requested`` or a dated/versioned snapshot of it.
+
+    >>> same_model("gpt-4o-mini", "gpt-4o-mini-2024-07-18"), same_model("gpt-4o", "gpt-4o-mini")
+    (True, False)
+    """
+    if served == requested:
+        return True
+    return served.startswith(requested) and bool(
+        _SNAPSHOT_SUFFIX.fullmatch(served[len(requested) :])
+    )
+
+
+def _span_event(
+    span: Any, resource_attrs: dict[str, Any], mapping: OtlpMapping
+) -> dict[str, Any] | None:
+    """The usage event dict of one span; None for spans spendsentry does not count."""
+    if not isinstance(span, dict):
+        raise MappingError(RejectReason.NOT_OBJECT, "a span must be a JSON object")
+    attrs = _attributes(span, "attributes")
+    # The cheap test first: most spans of a traced service are not GenAI calls.
+    if not any(key.startswith("gen_ai.") for key in attrs):
+        return None
+    operation = _str(attrs, "gen_ai.operation.name")
+    input_tokens = _tokens(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+    output_tokens = _tokens(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+    requested = _str(attrs, "gen_ai.request.model")
+    if operation is None:
+        # Instrumentations from before gen_ai.operation.name: a model call if
+        # it names a model or reports usage, otherwise nothing to count.
+        if requested is None and input_tokens is None and output_tokens is None:
+            return None
+        kind = "llm_call"
+    elif operation in WRAPPER_OPERATIONS:
+        return None
+    else:
+        found = OPERATION_KINDS.get(operation)
+        if found is None:
+            return None
+        kind = found
+    trace_id = trace_id_hex(span.get("traceId"), "traceId", 16)
+    span_id = trace_id_hex(span.get("spanId"), "spanId", 8)
+    if span.get("startTimeUnixNano") in (None, "", "0", 0):
+        raise MappingError(
+            RejectReason.MISSING_FIELD, "span has no startTimeUnixNano", "startTimeUnixNano"
+        )
+    start_ns = _int64(span["startTimeUnixNano"], "startTimeUnixNano")
+    if start_ns < 0:
+        raise MappingError(
+            RejectReason.BAD_TIMESTAMP, "startTimeUnixNano is negative", "startTimeUnixNano"
+        )
+    event: dict[str, Any] = {
+        "event_id": f"{trace_id}:{span_id}",
+        "ts": start_ns / 1e9,
+        "use_case": _use_case(attrs, resource_attrs, mapping),
+        "kind": kind,
+    }
+    end = span.get("endTimeUnixNano")
+    if end not in (None, "", "0", 0):
+        end_ns = _int64(end, "endTimeUnixNano")
+        if end_ns >= start_ns:
+            event["latency_ms"] = (end_ns - start_ns) / 1e6
+    provider = _str(attrs, "gen_ai.provider.name") or _str(attrs, "gen_ai.system")
+    served = _str(attrs, "gen_ai.response.model")
+    if served is not None and requested is not None and not same_model(requested, served):
+        event["requested_model"] = requested
+    model = served or requested
+    optional = {
+        "provider": provider,
+        "model": model,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cached_input_tokens": _tokens(attrs, "gen_ai.usage.cache_read.input_tokens"),
+        "reasoning_tokens": _tokens(attrs, "gen_ai.usage.reasoning.output_tokens"),
+        "session_id": _str(attrs, "gen_ai.conversation.id"),
+        "agent_id": _str(attrs, "gen_ai.agent.id") or _str(attrs, "gen_ai.agent.name"),
+        "tool_name": _str(attrs, "gen_ai.tool.name"),
+        "request_id": _str(attrs, "gen_ai.response.id"),
+    }
+    event.update((k, v) for k, v in optional.items() if v is not None)
+    cost = _value(attrs, "gen_ai.usage.cost")  # not semconv, but several SDKs set it (USD)
+    if cost is not None:
+        event["cost_usd"] = cost
+    status = span.get("status")
+    if isinstance(status, dict) and status.get("code") in _ERROR_STATUS:
+        event["status"] = "error"
+    return event
+
+
+def _use_case(attrs: dict[str, Any], resource_attrs: dict[str, Any], mapping: OtlpMapping) -> str:
+    key = mapping.use_case_attribute
+    use_case = (
+        _str(attrs, key)
+        or _str(resource_attrs, key)
+        or _str(attrs, "gen_ai.agent.name")
+        or _str(resource_attrs, "service.name")
+    )
+    if use_case is None:
+        raise MappingError(
+            RejectReason.MISSING_FIELD,
+            f"no use case: the span has no {key!r} or gen_ai.agent.name attribute "
+            "and its resource no service.name",
+            "use_case",
+        )
+    return use_case

@@ -1,0 +1,298 @@
+"""A LiteLLM ``CustomLogger``: report every call, obey throttles before each call.
+
+Install with ``pip install spendsentry[litellm]``. In the LiteLLM proxy's
+``config.yaml``::
+
+    litellm_settings:
+      callbacks: spendsentry.integrations.litellm.proxy_handler_instance
+
+(``proxy_handler_instance`` is built on first use from ``SPENDSENTRY_BROKER`` and
+the ``SPENDSENTRY_THROTTLE_KEY*`` variables). With the SDK::
+
+    logger = SpendSentryLogger(UsageReporter(bootstrap), ThrottleGuard(bootstrap, keys))
+    await logger.start()
+    litellm.callbacks = [logger]
+
+After each call (success or failure) LiteLLM's ``StandardLoggingPayload`` is
+mapped by :func:`spendsentry.ingest.litellm.map_payload` and handed to
+:class:`~spendsentry.client.UsageReporter` (buffered, never blocks the call).
+
+Before each call :class:`~spendsentry.client.ThrottleGuard` decides it: on the
+proxy in ``async_pre_call_hook``, in the SDK in ``async_pre_call_deployment_hook``
+(LiteLLM runs it inside ``acompletion`` before the provider request). "deny"
+and "cap" raise :class:`UseCaseThrottled` (a ``litellm.RateLimitError``: HTTP 429
+on the proxy, with ``retry_after_s``); "route" replaces the model. The call's
+use case comes from the same places as the payload's (metadata key, first tag,
+team alias: :class:`~spendsentry.ingest.litellm.LiteLLMMapping`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+
+from spendsentry.client import Decision, ThrottleGuard, ThrottleKeys, UsageReporter
+from spendsentry.ingest.litellm import LiteLLMMapping, map_payload
+from spendsentry.ingest.otlp import MappingError
+
+__all__ = ["SpendSentryLogger", "UseCaseThrottled"]
+
+log = logging.getLogger(__name__)
+
+#: Set in the request metadata once a call was decided, so the proxy's
+#: deployment hook does not take a second token from the rate buckets.
+CHECKED_KEY = "spendsentry_checked"
+#: The model the caller asked for, when a throttle re-routed the call.
+REQUESTED_KEY = "spendsentry_requested_model"
+
+
+class UseCaseThrottled(litellm.RateLimitError):
+    """A call refused by a throttle command (HTTP 429 on the proxy)."""
+
+    def __init__(self, use_case: str, decision: Decision, model: str | None) -> None:
+        self.use_case = use_case
+        self.decision = decision
+        self.retry_after_s = decision.retry_after_s
+        wait = f"; retry after {decision.retry_after_s:.0f} s" if decision.retry_after_s else ""
+        super().__init__(
+            message=f"spendsentry: use case {use_case!r} is throttled ({decision.reason}){wait}",
+            llm_provider="spendsentry",
+            model=model or "",
+        )
+
+
+class SpendSentryLogger(CustomLogger):
+    """Reports LiteLLM calls as usage events and applies throttle decisions.
+
+    Parameters
+    ----------
+    reporter : UsageReporter, optional
+        Where usage events go; without one nothing is reported.
+    guard : ThrottleGuard, optional
+        Decides calls; without one every call goes ahead.
+    mapping : LiteLLMMapping, optional
+        Where the use case comes from (default: the environment).
+    default_use_case : str, optional
+        For calls with no use case anywhere; without it they are not checked
+        and not reported (counted in ``counts["no_use_case"]``).
+    """
+
+    def __init__(
+        self,
+        reporter: UsageReporter | None = None,
+        guard: ThrottleGuard | None = None,
+        *,
+        mapping: LiteLLMMapping | None = None,
+        default_use_case: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.reporter = reporter
+        self.guard = guard
+        self.mapping = mapping or LiteLLMMapping.from_env()
+        self.default_use_case = default_use_case
+        self.counts: dict[str, int] = {}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SpendSentryLogger:
+        """Build from ``SPENDSENTRY_BROKER``, ``SPENDSENTRY_USAGE_TOPIC``,
+        ``SPENDSENTRY_THROTTLE_TOPIC`` and the throttle key variables, and start
+        the reporter and guard in background threads."""
+        env = os.environ if environ is None else environ
+        bootstrap = env.get("SPENDSENTRY_BROKER", "").strip()
+        if not bootstrap:
+            raise ValueError("SPENDSENTRY_BROKER is not set (host:port of the Kafka cluster)")
+        reporter = UsageReporter(bootstrap, topic=env.get("SPENDSENTRY_USAGE_TOPIC", "ai.usage"))
+        guard = ThrottleGuard(
+            bootstrap,
+            ThrottleKeys.from_env(env),
+            topic=env.get("SPENDSENTRY_THROTTLE_TOPIC", "ai.throttle"),
+        )
+        reporter.start_background()
+        guard.start_background()
+        return cls(reporter, guard, mapping=LiteLLMMapping.from_env(env))
+
+    async def start(self) -> None:
+        """Start the reporter and guard in the running event loop."""
+        if self.reporter is not None:
+            await self.reporter.start()
+        if self.guard is not None:
+            await self.guard.start()
+
+    async def stop(self) -> None:
+        """Flush the reporter and stop both (bounded)."""
+        if self.reporter is not None:
+            await self.reporter.stop()
+        if self.guard is not None:
+            await self.guard.stop()
+
+    def _count(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    # -- before the call ------------------------------------------------------
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
+    ) -> dict[str, Any]:
+        """Proxy: refuse (raise) or re-route (return the changed request)."""
+        team = getattr(user_api_key_dict, "team_alias", None)
+        return self._decide(data, team)
+
+    async def async_pre_call_deployment_hook(
+        self, kwargs: dict[str, Any], call_type: Any
+    ) -> dict[str, Any] | None:
+        """SDK: the same decision inside ``acompletion``, before the provider call."""
+        metadata = _metadata(kwargs)
+        if metadata.get(CHECKED_KEY):
+            return None  # decided by the proxy hook already
+        return self._decide(kwargs, None)
+
+    def _decide(self, data: dict[str, Any], team: str | None) -> dict[str, Any]:
+        guard = self.guard
+        if guard is None:
+            return data
+        metadata = _metadata(data)
+        use_case = self._request_use_case(data, metadata, team)
+        if use_case is None:
+            self._count("no_use_case")
+            return data
+        model = data.get("model") if isinstance(data.get("model"), str) else None
+        decision = guard.check(use_case, model=model, input_tokens=_input_tokens(data, model))
+        if not decision.allowed:
+            self._count(f"refused_{decision.action}")
+            raise UseCaseThrottled(use_case, decision, model)
+        if decision.action == "route" and decision.model and decision.model != model:
+            self._count("routed")
+            data["model"] = decision.model
+            metadata[REQUESTED_KEY] = model
+        metadata[CHECKED_KEY] = True
+        data.setdefault("metadata", metadata)
+        return data
+
+    def _request_use_case(
+        self, data: dict[str, Any], metadata: dict[str, Any], team: str | None
+    ) -> str | None:
+        for source in self.mapping.use_case_from:
+            found: Any = None
+            if source == "metadata":
+                found = metadata.get(self.mapping.use_case_key)
+            elif source == "tag":
+                tags = metadata.get("tags") or data.get("tags")
+                if isinstance(tags, list) and tags:
+                    found = tags[0]
+            else:
+                found = team or metadata.get("user_api_key_team_alias")
+            if isinstance(found, str) and found:
+                return found
+        return self.default_use_case
+
+    # -- after the call -------------------------------------------------------
+
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._report(kwargs)
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._report(kwargs)
+
+    def log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._report(kwargs)
+
+    def log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._report(kwargs)
+
+    def _report(self, kwargs: dict[str, Any]) -> None:
+        """Map and queue one call; never raises into LiteLLM's callback loop."""
+        if self.reporter is None:
+            return
+        payload = kwargs.get("standard_logging_object")
+        if not isinstance(payload, dict):
+            self._count("no_payload")
+            return
+        if _refused_here(kwargs, payload):
+            return  # refused before any provider call: nothing was spent
+        params = kwargs.get("litellm_params")
+        metadata = params.get("metadata") if isinstance(params, dict) else None
+        if not isinstance(metadata, dict):
+            metadata = {}
+        try:
+            event = map_payload(payload, self.mapping, request_metadata=metadata)
+        except MappingError as exc:
+            if exc.field_name == "use_case" and self.default_use_case:
+                event = map_payload(
+                    payload,
+                    self.mapping,
+                    request_metadata={self.mapping.use_case_key: self.default_use_case},
+                )
+            else:
+                # The reason only: payloads carry prompts and key metadata.
+                self._count(f"unmapped_{exc.reason.value}")
+                log.debug("LiteLLM call not reported: %s", exc.message)
+                return
+        except Exception:  # a LiteLLM payload change must not break the caller
+            self._count("unmapped_error")
+            log.warning("LiteLLM payload could not be mapped", exc_info=True)
+            return
+        if event is None:
+            self._count("skipped")
+            return
+        requested = metadata.get(REQUESTED_KEY)
+        if isinstance(requested, str) and requested != event.get("model"):
+            event["requested_model"] = requested
+        self.reporter.report(event)
+        self._count("reported")
+
+
+def _refused_here(kwargs: dict[str, Any], payload: dict[str, Any]) -> bool:
+    """Whether the call failed because this logger refused it."""
+    if isinstance(kwargs.get("exception"), UseCaseThrottled):
+        return True
+    info = payload.get("error_information")
+    return isinstance(info, dict) and info.get("error_class") == UseCaseThrottled.__name__
+
+
+def _metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """The request's metadata dict (LiteLLM uses ``litellm_metadata`` on some routes)."""
+    for key in ("metadata", "litellm_metadata"):
+        found = data.get(key)
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
+def _input_tokens(data: dict[str, Any], model: str | None) -> int | None:
+    """Prompt tokens of a chat request, for token caps and token rate limits."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    try:
+        return int(litellm.token_counter(model=model or "", messages=messages))
+    except Exception:
+        # Unknown model or an offline tokenizer: about four characters a token.
+        chars = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
+        return math.ceil(chars / 4)
+
+
+_instance: SpendSentryLogger | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``proxy_handler_instance``: the proxy config's callback, built on first use."""
+    global _instance
+    if name == "proxy_handler_instance":
+        if _instance is None:
+            _instance = SpendSentryLogger.from_env()
+        return _instance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,183 @@
+"""The LiteLLM CustomLogger with real LiteLLM (offline) and the embedded broker.
+
+``litellm.acompletion(..., mock_response=...)`` makes no network call but runs
+the callbacks, so the whole path runs for real: the SDK pre-call hook asks the
+ThrottleGuard, the success callback maps LiteLLM's StandardLoggingPayload and
+the UsageReporter publishes it; the events are read back from Kafka and decoded
+by the same Decoder the worker uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+# LiteLLM fetches its price map from the internet at import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+litellm = pytest.importorskip("litellm", reason="litellm is in the dev extra")
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
+from spendsentry.actions import ThrottleKeys  # noqa: E402
+from spendsentry.actions.commands import CommandReason, Scope, ThrottleCommand  # noqa: E402
+from spendsentry.broker import EmbeddedBroker, TopicSpec, ensure_topics  # noqa: E402
+from spendsentry.client import ThrottleGuard, UsageReporter  # noqa: E402
+from spendsentry.ingest import Decoder, SourcePosition  # noqa: E402
+from spendsentry.integrations.litellm import SpendSentryLogger, UseCaseThrottled  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+KEYS = ThrottleKeys.of("k-test")
+MESSAGES = [{"role": "user", "content": "Where is my order 1234?"}]
+
+
+def command(use_case: str, action: str, params: dict[str, Any] | None = None) -> bytes:
+    now = time.time()
+    cmd = ThrottleCommand.build(
+        Scope(use_case),
+        action,
+        params or {},
+        version=1,
+        issued_at=now - 1,
+        expires_at=now + 600,
+        reason=CommandReason("ab" * 8, "cost_spike", "cost x4"),
+        dry_run=False,
+    )
+    return orjson.dumps(cmd.to_dict(KEYS))
+
+
+async def read_events(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        decoder = Decoder()
+        events: list[Any] = []
+        deadline = time.monotonic() + 20
+        while len(events) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                for r in records:
+                    decoded = decoder.decode(r.value or b"", SourcePosition(topic, offset=r.offset))
+                    assert decoded.rejected == []
+                    events += decoded.events
+        return events
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+def restore_callbacks() -> Any:
+    saved = list(litellm.callbacks)
+    yield
+    litellm.callbacks = saved
+
+
+@pytest.mark.timeout(90)
+def test_sdk_calls_are_reported_refused_and_rerouted(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], restore_callbacks: Any
+) -> None:
+    topic = unique_name("usage")
+
+    async def scenario() -> tuple[list[Any], SpendSentryLogger, dict[str, Any]]:
+        await ensure_topics(broker.bootstrap, [TopicSpec(topic, 1)])
+        reporter = UsageReporter(broker.bootstrap, topic=topic, linger_s=0.05)
+        # Not started: the guard decides from the commands applied here (no I/O).
+        guard = ThrottleGuard("127.0.0.1:1", KEYS)
+        assert guard.apply(command("claims_triage", "block")) == "applied"
+        assert (
+            guard.apply(command("sales_email", "route_model", {"target_model": "gpt-4o-mini"}))
+            == "applied"
+        )
+        logger = SpendSentryLogger(reporter, guard)
+        await reporter.start()
+        litellm.callbacks = [logger]
+        seen: dict[str, Any] = {}
+        try:
+            ok = await litellm.acompletion(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                mock_response="It ships tomorrow.",
+                metadata={"spendsentry.use_case": "support_chat", "session_id": "s-1"},
+            )
+            seen["ok"] = ok
+            with pytest.raises(UseCaseThrottled) as refused:
+                await litellm.acompletion(
+                    model="gpt-4o",
+                    messages=MESSAGES,
+                    mock_response="never",
+                    metadata={"tags": ["claims_triage"]},
+                )
+            seen["refused"] = refused.value
+            routed = await litellm.acompletion(
+                model="gpt-4o",
+                messages=MESSAGES,
+                mock_response="Dear customer",
+                metadata={"spendsentry.use_case": "sales_email"},
+            )
+            seen["routed"] = routed
+            # Success callbacks run after the call returns: wait until both are queued.
+            deadline = time.monotonic() + 10
+            while logger.counts.get("reported", 0) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await reporter.stop()
+        return await read_events(broker.bootstrap, topic, 2), logger, seen
+
+    events, logger, seen = asyncio.run(scenario())
+    refused: UseCaseThrottled = seen["refused"]
+    assert refused.status_code == 429
+    assert refused.retry_after_s == pytest.approx(600, abs=5)
+    assert refused.use_case == "claims_triage"
+    assert seen["routed"].model.endswith("gpt-4o-mini")
+
+    by_use_case = {e.use_case: e for e in events}
+    assert set(by_use_case) == {"support_chat", "sales_email"}  # the refused call cost nothing
+    support = by_use_case["support_chat"]
+    assert support.event_id == seen["ok"].id
+    assert (support.kind, support.provider, support.model) == ("llm_call", "openai", "gpt-4o-mini")
+    assert support.input_tokens > 0 and support.output_tokens > 0
+    assert support.cost_usd is not None and support.cost_usd > 0
+    assert support.session_id == "s-1" and support.status == "ok"
+    assert support.source_format == "native"  # the reporter publishes contract-shaped events
+    sales = by_use_case["sales_email"]
+    assert (sales.requested_model, sales.model) == ("gpt-4o", "gpt-4o-mini")
+    assert logger.counts == {"reported": 2, "refused_deny": 1, "routed": 1}
+
+
+@pytest.mark.timeout(60)
+def test_proxy_pre_call_hook_refuses_and_reroutes() -> None:
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    guard = ThrottleGuard("127.0.0.1:1", KEYS)
+    guard.apply(command("cx", "cap_input_tokens", {"max_input_tokens": 50}))
+    guard.apply(command("search_rag", "route_model", {"target_model": "gpt-4o-mini"}))
+    logger = SpendSentryLogger(None, guard)
+
+    async def hook(team: str, data: dict[str, Any]) -> Any:
+        key = UserAPIKeyAuth(team_alias=team)
+        return await logger.async_pre_call_hook(key, None, data, "acompletion")
+
+    long_prompt = [{"role": "user", "content": "word " * 200}]
+    with pytest.raises(UseCaseThrottled) as capped:
+        asyncio.run(hook("cx", {"model": "gpt-4o", "messages": long_prompt}))
+    assert capped.value.decision.action == "cap" and capped.value.status_code == 429
+    # A short prompt fits under the cap.
+    short = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    assert asyncio.run(hook("cx", short))["model"] == "gpt-4o"
+    # The use case comes from the team alias unless metadata names one.
+    data = {"model": "gpt-4o", "messages": long_prompt, "metadata": {"tags": ["search_rag"]}}
+    changed = asyncio.run(hook("cx", data))
+    assert changed["model"] == "gpt-4o-mini"
+    assert changed["metadata"]["spendsentry_requested_model"] == "gpt-4o"
+    # Decided once: the SDK hook inside the proxy's router call does not decide again.
+    assert asyncio.run(logger.async_pre_call_deployment_hook(changed, None)) is None
+    assert logger.counts == {"refused_cap": 1, "routed": 1}
