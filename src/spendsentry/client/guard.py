@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from spendsentry import kafka_security
 from spendsentry.actions.signing import ThrottleKeys
 from spendsentry.client.buckets import TokenBucket
 from spendsentry.contracts import validate
@@ -454,6 +455,7 @@ class ThrottleGuard:
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=10_000,
+            **kafka_security.client_kwargs(),
         )
         await asyncio.wait_for(consumer.start(), 15)
         try:
@@ -527,6 +529,7 @@ async def read_latest(
         group_id=None,
         enable_auto_commit=False,
         request_timeout_ms=10_000,
+        **kafka_security.client_kwargs(),
     )
     await asyncio.wait_for(consumer.start(), timeout_s)
     latest: dict[str, tuple[dict[str, Any], bool | None]] = {}

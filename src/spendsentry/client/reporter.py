@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from spendsentry import kafka_security
+
 __all__ = ["UsageReporter"]
 
 log = logging.getLogger(__name__)
@@ -199,6 +201,7 @@ class UsageReporter:
                         # Tansu (and some proxies) reject idempotent producers.
                         enable_idempotence=False,
                         request_timeout_ms=10_000,
+                        **kafka_security.client_kwargs(),
                     )
                     try:
                         await asyncio.wait_for(producer.start(), 10)

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from spendsentry import kafka_security
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``throttle`` sub-commands to ``parser``."""
@@ -173,7 +175,12 @@ async def _release(args: argparse.Namespace) -> int:
         "at": format_ts(now),
         "version": command.version,
     }
-    producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", enable_idempotence=False)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=args.broker,
+        acks="all",
+        enable_idempotence=False,
+        **kafka_security.client_kwargs(),
+    )
     await asyncio.wait_for(producer.start(), args.timeout)
     try:
         await producer.send_and_wait(
