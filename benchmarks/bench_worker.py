@@ -32,9 +32,9 @@ from spendsentry.worker import Pipeline, WorkerMetrics
 PARTITIONS = 6
 
 
-async def produce(bootstrap: str, topic: str, n: int) -> None:
+async def produce(bootstrap: str, topic: str, n: int, span_s: float) -> None:
     rng = random.Random(1)
-    start = time.time() - 6 * 3600
+    start = time.time() - span_s - 600
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
@@ -42,7 +42,7 @@ async def produce(bootstrap: str, topic: str, n: int) -> None:
             uc = f"uc{rng.randrange(40)}"
             doc = {
                 "event_id": f"e{i}",
-                "ts": start + i * (6 * 3600 / n),
+                "ts": start + i * (span_s / n),
                 "use_case": uc,
                 "provider": "openai",
                 "model": "gpt-4o-mini",
@@ -89,12 +89,17 @@ async def consume(bootstrap: str, topic: str, n: int, pipeline: Pipeline | None)
         await consumer.stop()
 
 
-async def main(n: int) -> None:
+async def main(n: int, event_rate: float) -> None:
+    # Event time advances at ``event_rate`` events per second, as it would in a
+    # stream that really carries that many events: detectors run once per use
+    # case per closed minute, so packing hours of event time into a few
+    # thousand events would measure the detectors, not the stream path.
+    span_s = n / event_rate
     with EmbeddedBroker() as broker:
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         await ensure_topics(broker.bootstrap, [TopicSpec(topic, PARTITIONS)])
         t = time.perf_counter()
-        await produce(broker.bootstrap, topic, n)
+        await produce(broker.bootstrap, topic, n, span_s)
         print(f"produced {n:,} events in {time.perf_counter() - t:.1f}s")
         raw = await consume(broker.bootstrap, topic, n, None)
         metrics = WorkerMetrics.create(CollectorRegistry())
@@ -109,4 +114,11 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
-    asyncio.run(main(parser.parse_args().events))
+    parser.add_argument(
+        "--event-rate",
+        type=float,
+        default=5_000.0,
+        help="events per second of event time (default 5,000)",
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.event_rate))

@@ -241,31 +241,43 @@ class Engine:
         src_iter = iter(sources) if sources is not None else None
         stats = self.stats
         closed_until = self.closed_until
+        # The hot loop: ~100k events/s. Locals instead of attribute lookups,
+        # counters summed once per batch.
+        is_duplicate = self._seen_ids.seen
+        evicted_before = self._seen_ids.evicted
+        use_cases = self.use_cases
+        totals_by_use_case = stats.use_cases
+        price = self.prices.cost
+        max_ts = self.max_ts
+        accepted = duplicates = 0
         for e in events:
             source = next(src_iter) if src_iter is not None else None
-            minute = int(e.ts // MINUTE)
-            if self._is_duplicate(e.event_id, minute):
-                stats.duplicates += 1
+            ts = e.ts
+            minute = int(ts // MINUTE)
+            if is_duplicate(e.event_id, minute):
+                duplicates += 1
                 continue
             if closed_until is not None and minute < closed_until:
                 stats.late += 1
                 out.rejected.append(self._late(e, source, closed_until))
                 continue
-            if e.ts > self.max_ts:
-                self.max_ts = e.ts
-            state = self.use_cases.get(e.use_case)
+            if ts > max_ts:
+                max_ts = ts
+            use_case = e.use_case
+            state = use_cases.get(use_case)
             if state is None:
-                state = self._new_use_case(e.use_case)
-            state.last_active_minute = max(state.last_active_minute, minute)
+                state = self._new_use_case(use_case)
+            if minute > state.last_active_minute:
+                state.last_active_minute = minute
             bucket = state.open.get(minute)
             if bucket is None:
                 bucket = state.open[minute] = MinuteBucket(minute)
-            totals = stats.use_cases[e.use_case]
+            totals = totals_by_use_case[use_case]
             totals.events += 1
-            stats.accepted += 1
-            if isinstance(e, UsageEvent):
+            accepted += 1
+            if type(e) is UsageEvent:
                 if e.cost_usd is None:
-                    cost = self.prices.cost(
+                    cost = price(
                         e.model, e.provider, e.input_tokens, e.output_tokens, e.cached_input_tokens
                     )
                     if cost is not None:
@@ -278,15 +290,20 @@ class Engine:
                     else:
                         e.cost_usd = 0.0  # tool calls and retrievals carry no model price
                 bucket.add_usage(e)
-                totals.events_by_kind[e.kind] = totals.events_by_kind.get(e.kind, 0) + 1
+                by_kind = totals.events_by_kind
+                by_kind[e.kind] = by_kind.get(e.kind, 0) + 1
                 totals.input_tokens += e.input_tokens
                 totals.output_tokens += e.output_tokens
                 if e.cost_usd:
                     totals.cost_nano += round(e.cost_usd * NANO)
-            else:
+            elif isinstance(e, OutcomeEvent):
                 bucket.add_outcome(e)
                 totals.events_by_kind["outcome"] = totals.events_by_kind.get("outcome", 0) + 1
                 totals.outcomes += 1
+        self.max_ts = max_ts
+        stats.accepted += accepted
+        stats.duplicates += duplicates
+        stats.evicted_dedupe_ids += self._seen_ids.evicted - evicted_before
         if self.closed_until is None and self.max_ts > -math.inf:
             # The first event fixes the start; earlier minutes were never open.
             self.closed_until = int(min(e_min for e_min in self._open_minutes()))

@@ -29,7 +29,7 @@ from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
 from spendsentry.ingest.litellm import LiteLLMMapping, is_litellm_payload, map_payload
 from spendsentry.ingest.otlp import MappingError, OtlpMapping, is_otlp_traces, map_traces
-from spendsentry.timeutil import parse_ts
+from spendsentry.timeutil import MILLIS_THRESHOLD, parse_ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +316,27 @@ class Decoder:
     # -- field validators -------------------------------------------------
 
     def _common(self, doc: dict[str, Any], now: float) -> tuple[str, float, str]:
-        event_id = _required_str(doc, "event_id")
-        use_case = _required_str(doc, "use_case")
+        event_id = doc.get("event_id")
+        if type(event_id) is not str or not event_id:
+            event_id = _required_str(doc, "event_id")  # raises with the reason
+        use_case = doc.get("use_case")
+        if type(use_case) is not str or not use_case:
+            use_case = _required_str(doc, "use_case")
+        raw_ts = doc.get("ts")
+        # Fast path: epoch seconds as a float, the commonest shape from SDKs.
+        if (
+            type(raw_ts) is float
+            and 0.0 <= raw_ts < MILLIS_THRESHOLD
+            and len(use_case) <= (self.limits.max_use_case_chars)
+        ):
+            if raw_ts > now + self.limits.max_future_s:
+                raise _Reject(
+                    RejectReason.FUTURE_TIMESTAMP,
+                    f"ts is {raw_ts - now:.0f} s in the future "
+                    f"(limit {self.limits.max_future_s:.0f} s)",
+                    "ts",
+                )
+            return event_id, raw_ts, use_case
         if len(use_case) > self.limits.max_use_case_chars:
             raise _Reject(
                 RejectReason.ABSURD_VALUE,
@@ -367,7 +386,9 @@ class Decoder:
             fallback = False
         elif not isinstance(fallback, bool):
             raise _Reject(RejectReason.WRONG_TYPE, "fallback must be a boolean", "fallback")
-        cost = _optional_number(doc, "cost_usd")
+        cost = get("cost_usd")
+        if cost is not None and (type(cost) is not float or not 0.0 <= cost < math.inf):
+            cost = _optional_number(doc, "cost_usd")
         if cost is not None and cost > self.limits.max_cost_usd:
             raise _Reject(
                 RejectReason.ABSURD_VALUE,
