@@ -311,7 +311,11 @@ class BudgetBurnMonitor:
         self._ring: deque[float] = deque(maxlen=window)
         self._typical = stats.EWMean(fading_factor=fading)
         self._peak = stats.RollingQuantile(q=0.99, window_size=peak_window)
-        self._log_var = stats.EWVar(fading_factor=fading)
+        # Short-term swing of the rate around its typical level (not the daily
+        # curve, which the typical level follows): high for batch jobs.
+        self._log_var = stats.EWVar(fading_factor=0.01)
+        #: (minute index, minute cost, 15-min rate) learned later, see observe().
+        self._pending: deque[tuple[int, float, float]] = deque()
         self._streak = 0
         self._n = 0
         self.persistence = _Persistence(persistence)
@@ -332,13 +336,22 @@ class BudgetBurnMonitor:
             and rate > ratio * max(typical, 1e-9)
             and rate > self.peak_ratio * peak
         )
-        if not abnormal:
-            self._typical.update(signals.cost)
-            self._peak.update(rate)
-            self._log_var.update(math.log(rate + _RATE_FLOOR))
-            self._streak = 0
-        else:
+        if abnormal:
             self._streak += 1
+            # The rise that led here is an incident, not a usual peak.
+            self._pending.clear()
+        else:
+            self._streak = 0
+            if self._n >= self.warmup and rate > 1.4 * max(typical, 1e-9):
+                # A rise that is not (yet) abnormal: learn it only if no burn
+                # is confirmed within 30 minutes, so a slow burn cannot teach
+                # the baselines that it is normal on its way up.
+                self._pending.append((self._n, signals.cost, rate))
+            else:
+                self._learn(signals.cost, rate, typical)
+        while self._pending and self._pending[0][0] <= self._n - 30:
+            _, cost, old_rate = self._pending.popleft()
+            self._learn(cost, old_rate, self._typical.get() or 0.0)
         self._n += 1
         worst = self._worst_budget(signals, ctx, rate, rate_60, self._streak)
         tokens_over = None
@@ -395,6 +408,11 @@ class BudgetBurnMonitor:
             },
             onset=self.persistence.onset,
         )
+
+    def _learn(self, cost: float, rate: float, typical: float) -> None:
+        self._typical.update(cost)
+        self._peak.update(rate)
+        self._log_var.update(math.log((rate + _RATE_FLOOR) / (typical + _RATE_FLOOR)))
 
     @staticmethod
     def _worst_budget(
