@@ -24,6 +24,8 @@ from spendsentry.errors import InputFileError
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 
+_BLANK_STARTS = (b"\n", b"\r", b" ", b"\t", b"")
+
 #: Decode and close minutes in batches: the engine is batch-shaped.
 BATCH_SIZE = 5_000
 
@@ -150,7 +152,8 @@ class _Reader:
                 self.bytes_read += len(line)
                 if line_no % 10_000 == 0:
                     now = time.time()
-                if not line.strip():
+                # Records start with "{" or "["; only then skip the strip() cost.
+                if line[:1] in _BLANK_STARTS and not line.strip():
                     continue  # blank lines between records are not records
                 source = SourcePosition(self.name, line=line_no)
                 decoded = decode(line.rstrip(b"\r\n"), source, now=now)
