@@ -31,4 +31,5 @@ create --topic ai.alerts --partitions 3
 create --topic ai.throttle --partitions 3 --config cleanup.policy=compact
 create --topic ai.deadletter --partitions 3 --config retention.ms=1209600000
 create --topic ai.control --partitions 1
+create --topic ai.state --partitions 12 --config cleanup.policy=compact
 "$TOPICS" --bootstrap-server "$BOOTSTRAP" --list

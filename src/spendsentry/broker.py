@@ -554,6 +554,7 @@ async def ensure_topics(
     *,
     attempts: int = 5,
     request_timeout: float = 10.0,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
     """Create the topics that do not exist yet; leave existing ones alone.
 
@@ -568,6 +569,10 @@ async def ensure_topics(
         with a doubling back-off from 0.2 s.
     request_timeout : float
         Seconds allowed for each request to the broker.
+    security : Mapping[str, Any], optional
+        TLS/SASL keyword arguments for the admin client
+        (:func:`spendsentry.kafka_security.client_kwargs`), for an external
+        broker; the embedded one is plaintext on loopback and needs none.
 
     Raises
     ------
@@ -593,7 +598,9 @@ async def ensure_topics(
     delay = 0.2
     last_error: str = ""
     for attempt in range(1, attempts + 1):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **(security or {})
+        )
         retry = False
         try:
             await admin.start()
@@ -677,7 +684,8 @@ def ensure_topics_sync(bootstrap: str, topics: Sequence[TopicSpec], **kwargs: An
     topics : Sequence[TopicSpec]
         The topics to guarantee.
     **kwargs
-        Passed on to :func:`ensure_topics` (``attempts``, ``request_timeout``).
+        Passed on to :func:`ensure_topics` (``attempts``, ``request_timeout``,
+        ``security``).
 
     Raises
     ------

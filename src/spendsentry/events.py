@@ -2,9 +2,18 @@
 
 A :class:`UsageEvent` is one model call, tool call, retrieval or embedding; an
 :class:`OutcomeEvent` is one business result (a ticket resolved, a claim
-triaged). Both carry event time as float epoch seconds. Plain slotted
-dataclasses: the hot path creates ~100k of them a second, so no validation
-framework sits here (validation happens once, in :mod:`spendsentry.ingest`).
+triaged). Both carry event time as float epoch seconds. No validation
+happens here (it happens once, in :mod:`spendsentry.ingest`): the hot path
+creates ~100k usage events a second, so :class:`UsageEvent` is a
+``msgspec.Struct`` (built in C, ~0.4 us against ~1.6 us for a slotted
+dataclass) and untracked by the garbage collector (an event holds strings,
+numbers and the JSON ``extra`` dict, never a reference cycle).
+
+>>> e = UsageEvent("e1", 1793610000.0, "support", model="gpt-4o", requested_model="gpt-4o-mini")
+>>> e.rerouted, e.kind, e.input_tokens, e.extra
+(True, 'llm_call', 0, {})
+>>> import pickle; pickle.loads(pickle.dumps(e)) == e
+True
 """
 
 from __future__ import annotations
@@ -12,12 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 UsageKind = Literal["llm_call", "tool_call", "retrieval", "embedding"]
 USAGE_KINDS: tuple[str, ...] = ("llm_call", "tool_call", "retrieval", "embedding")
 
 
-@dataclass(slots=True)
-class UsageEvent:
+class UsageEvent(msgspec.Struct, gc=False):
     """One billable (or countable) AI operation.
 
     ``cached_input_tokens`` is a subset of ``input_tokens`` and
@@ -50,7 +60,7 @@ class UsageEvent:
     team: str | None = None
     latency_ms: float | None = None
     status: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
     #: Where the event came from: "native", "otlp", "litellm".
     source_format: str = "native"
     #: True when cost_usd came from the price book rather than the producer.

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from spendsentry.events import OutcomeEvent, UsageEvent
 
@@ -48,7 +50,11 @@ SMALL_INPUT_TOKENS = 500
 SMALL_OUTPUT_TOKENS = 150
 
 
-def _log_micro(tokens: int, _cache: dict[int, int] = {}) -> int:  # noqa: B006 - a memo
+#: Memo of :func:`_log_micro` (prompt sizes repeat; the hot path reads it directly).
+_LOG_MICRO: dict[int, int] = {}
+
+
+def _log_micro(tokens: int, _cache: dict[int, int] = _LOG_MICRO) -> int:
     """ln(1 + tokens) in integer millionths: a sum of these is order-independent.
 
     The geometric mean of prompt sizes shifts by the inflation factor whatever
@@ -60,6 +66,16 @@ def _log_micro(tokens: int, _cache: dict[int, int] = {}) -> int:  # noqa: B006 -
         if len(_cache) < 100_000:
             _cache[tokens] = v
     return v
+
+
+class RunTotals(NamedTuple):
+    """What a run of usage events adds to its use case's running totals."""
+
+    calls_by_kind: dict[str, int]
+    input_tokens: int
+    output_tokens: int
+    #: Sum of the reported or priced costs, in nano-USD.
+    cost_nano: int
 
 
 class MinuteBucket:
@@ -113,50 +129,116 @@ class MinuteBucket:
         self.outcomes_by_name: dict[str, int] = {}
 
     def add_usage(self, e: UsageEvent) -> None:
-        cost = None if e.cost_usd is None else round(e.cost_usd * NANO)
-        if cost is None:
-            self.unpriced += 1
-        else:
-            self.cost += cost
-        self.input_tokens += e.input_tokens
-        self.output_tokens += e.output_tokens
-        self.cached_input_tokens += e.cached_input_tokens
-        self.reasoning_tokens += e.reasoning_tokens
-        kind = e.kind
-        if kind == "llm_call":
-            self.llm_calls += 1
-            self.llm_input_tokens += e.input_tokens
-            self.llm_log_input += _log_micro(e.input_tokens)
-            if e.fallback:
-                self.fallback_calls += 1
-            requested = e.requested_model
-            if requested and requested != e.model:
-                self.rerouted_calls += 1
-                if not e.fallback:
-                    self.fallback_calls += 1
-            model = e.model or "unknown"
-            stats = self.models.get(model)
-            if stats is None:
-                stats = self.models[model] = ModelStats()
-            stats.calls += 1
-            if cost is not None:
-                stats.cost += cost
-            stats.input_tokens += e.input_tokens
-            stats.output_tokens += e.output_tokens
-            if e.input_tokens <= SMALL_INPUT_TOKENS and e.output_tokens <= SMALL_OUTPUT_TOKENS:
-                stats.small_calls += 1
-        elif kind == "tool_call":
-            self.tool_calls += 1
-        elif kind == "retrieval":
-            self.retrievals += 1
-            self.retrieval_requests.add(e.request_id or e.session_id or e.event_id)
-        else:
-            self.embeddings += 1
-            if e.content_hash:
-                self.embed_hashes[e.content_hash] = self.embed_hashes.get(e.content_hash, 0) + 1
-        session = e.session_id
-        if session and kind in ("llm_call", "tool_call"):
-            self.session_calls[session] = self.session_calls.get(session, 0) + 1
+        """Add one usage event (see :meth:`add_usages`)."""
+        self.add_usages((e,))
+
+    def add_usages(self, events: Iterable[UsageEvent]) -> RunTotals:
+        """Add a run of usage events of this bucket's use case and minute.
+
+        The engine's hot path: sums accumulate in locals and land on the
+        bucket once per run. All sums are integers (costs in nano-USD), so
+        how a batch is split into runs cannot change any result.
+
+        >>> b = MinuteBucket(29893500)
+        >>> b.add_usages([UsageEvent("e1", 0.0, "uc", input_tokens=10, cost_usd=0.5),
+        ...               UsageEvent("e2", 1.0, "uc", kind="tool_call")])
+        RunTotals(calls_by_kind={'llm_call': 1, 'tool_call': 1}, input_tokens=10, \
+output_tokens=0, cost_nano=500000000)
+        >>> b.llm_calls, b.tool_calls, b.unpriced, b.models["unknown"].calls
+        (1, 1, 1, 1)
+        """
+        cost_sum = unpriced = input_sum = output_sum = cached_sum = reasoning_sum = 0
+        llm_calls = tool_calls = retrievals = embeddings = 0
+        llm_input = llm_log = fallbacks = rerouted = 0
+        other_kinds: dict[str, int] = {}
+        models = self.models
+        sessions = self.session_calls
+        log_micro = _LOG_MICRO.get
+        for e in events:
+            usd = e.cost_usd
+            if usd is None:
+                cost = None
+                unpriced += 1
+            else:
+                cost = round(usd * NANO)
+                cost_sum += cost
+            input_tokens = e.input_tokens
+            output_tokens = e.output_tokens
+            input_sum += input_tokens
+            output_sum += output_tokens
+            cached_sum += e.cached_input_tokens
+            reasoning_sum += e.reasoning_tokens
+            kind = e.kind
+            if kind == "llm_call":
+                llm_calls += 1
+                llm_input += input_tokens
+                log_input = log_micro(input_tokens)
+                llm_log += _log_micro(input_tokens) if log_input is None else log_input
+                fallback = e.fallback
+                if fallback:
+                    fallbacks += 1
+                model = e.model
+                requested = e.requested_model
+                if requested and requested != model:
+                    rerouted += 1
+                    if not fallback:
+                        fallbacks += 1
+                name = model or "unknown"
+                stats = models.get(name)
+                if stats is None:
+                    stats = models[name] = ModelStats()
+                stats.calls += 1
+                if cost is not None:
+                    stats.cost += cost
+                stats.input_tokens += input_tokens
+                stats.output_tokens += output_tokens
+                if input_tokens <= SMALL_INPUT_TOKENS and output_tokens <= SMALL_OUTPUT_TOKENS:
+                    stats.small_calls += 1
+            elif kind == "tool_call":
+                tool_calls += 1
+            elif kind == "retrieval":
+                retrievals += 1
+                self.retrieval_requests.add(e.request_id or e.session_id or e.event_id)
+                continue  # retrievals do not count as session calls
+            else:
+                embeddings += 1
+                if kind != "embedding":
+                    # Only hand-built events get here (the decoder checks kinds);
+                    # they count as embeddings, as they always have.
+                    other_kinds[kind] = other_kinds.get(kind, 0) + 1
+                content = e.content_hash
+                if content:
+                    self.embed_hashes[content] = self.embed_hashes.get(content, 0) + 1
+                continue  # embeddings neither
+            session = e.session_id
+            if session:
+                sessions[session] = sessions.get(session, 0) + 1
+        self.cost += cost_sum
+        self.unpriced += unpriced
+        self.input_tokens += input_sum
+        self.output_tokens += output_sum
+        self.cached_input_tokens += cached_sum
+        self.reasoning_tokens += reasoning_sum
+        self.llm_calls += llm_calls
+        self.llm_input_tokens += llm_input
+        self.llm_log_input += llm_log
+        self.fallback_calls += fallbacks
+        self.rerouted_calls += rerouted
+        self.tool_calls += tool_calls
+        self.retrievals += retrievals
+        self.embeddings += embeddings
+        by_kind = {
+            kind: n
+            for kind, n in (
+                ("llm_call", llm_calls),
+                ("tool_call", tool_calls),
+                ("retrieval", retrievals),
+                ("embedding", embeddings - sum(other_kinds.values())),
+            )
+            if n
+        }
+        by_kind.update(other_kinds)
+        return RunTotals(by_kind, input_sum, output_sum, cost_sum)
 
     def add_outcome(self, e: OutcomeEvent) -> None:
         if e.success is False:

@@ -116,7 +116,9 @@ def test_shipped_topics_file() -> None:
         "ai.throttle": 3,
         "ai.deadletter": 3,
         "ai.control": 1,
+        "ai.state": 12,
     }
+    assert by_name["ai.state"]["config"]["cleanup.policy"] == "compact"
     assert by_name["ai.throttle"]["config"]["cleanup.policy"] == "compact"
     assert by_name["ai.usage"]["config"]["retention.ms"] == str(7 * 86400 * 1000)
     assert by_name["ai.deadletter"]["config"]["retention.ms"] == str(14 * 86400 * 1000)

@@ -17,10 +17,16 @@ from spendsentry.policy import PolicySet
 from spendsentry.worker import (
     PartitionWatermarks,
     Pipeline,
-    SnapshotStore,
     TopicsConfig,
     UseCaseLabels,
     WorkerMetrics,
+)
+from spendsentry.worker.state import (
+    SnapshotError,
+    assemble,
+    encode_snapshot,
+    parse_record,
+    unpack_state,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -207,21 +213,24 @@ def test_an_older_minute_on_a_partition_read_later_is_not_late_before_closing_st
 # -- snapshots and alert dedupe -------------------------------------------------
 
 
-def test_snapshot_round_trip_restores_engine_offsets_and_published_keys(tmp_path: Path) -> None:
+def _restore(records: tuple[bytes, list[bytes]]) -> dict[str, object]:
+    """Decode a manifest value and its chunk values as the store would."""
+    manifest_value, chunk_values = records
+    header, inline = parse_record(manifest_value)
+    return unpack_state(assemble(header, inline, chunk_values))
+
+
+def test_snapshot_round_trip_restores_engine_offsets_and_published_keys() -> None:
     p = new_pipeline()
     p.watermarks.assign([("u", 0)], now=NOW)
     start = NOW - 3600
     p.handle(batch(*[Rec("u", 0, i, json.dumps(usage(i, start + i)).encode()) for i in range(5)]))
     assert p.mark_published("a1:firing:warning:1")
-    store = SnapshotStore(tmp_path, "group/1")
-    store.save(p.snapshot_state())
-    assert store.path.name == "group_1.snapshot.pickle"
-    assert not list(tmp_path.glob("*.tmp"))
+    encoded = encode_snapshot(p.snapshot_state(), group="g", partition=0, seq=1, writer="w")
+    assert encoded.chunks == [] and encoded.manifest_key == b"g:0"
 
     q = new_pipeline()
-    state = store.load()
-    assert state is not None
-    q.restore_state(state, now=NOW)
+    q.restore_state(_restore((encoded.manifest_value(chunk_offsets=[]), [])), now=NOW)
     assert q.offsets == {("u", 0): 5}
     assert q.engine.stats.accepted == 5
     assert q.watermarks.max_ts == {("u", 0): start + 4}
@@ -229,10 +238,54 @@ def test_snapshot_round_trip_restores_engine_offsets_and_published_keys(tmp_path
     assert q.mark_published("a1:resolved:warning:1")
 
 
-def test_snapshot_of_another_version_is_ignored(tmp_path: Path) -> None:
-    store = SnapshotStore(tmp_path, "g")
-    store.path.write_bytes(pickle.dumps({"version": -1, "state": {}}))
-    assert store.load() is None
+def test_large_snapshot_is_chunked_into_alternating_slots_and_reassembled() -> None:
+    state = {"blob": bytes(range(256)) * 40}  # ~10 kB of pickle
+    first = encode_snapshot(state, group="g", partition=3, seq=1, writer="w", chunk_bytes=4096)
+    second = encode_snapshot(state, group="g", partition=3, seq=2, writer="w", chunk_bytes=4096)
+    assert len(first.chunks) == 3
+    assert [k for k, _ in first.chunks] == [b"g:3:1:0", b"g:3:1:1", b"g:3:1:2"]
+    # The next snapshot never overwrites the chunks the latest manifest needs.
+    assert not {k for k, _ in first.chunks} & {k for k, _ in second.chunks}
+    values = [v for _, v in first.chunks]
+    restored = _restore((first.manifest_value(chunk_offsets=[10, 11, 12]), values))
+    assert restored == state
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["missing", "reordered", "other_snapshot", "flipped_byte"],
+)
+def test_torn_or_foreign_chunks_are_refused_with_a_reason(damage: str) -> None:
+    state = {"blob": bytes(range(256)) * 40}
+    enc = encode_snapshot(state, group="g", partition=0, seq=4, writer="w", chunk_bytes=4096)
+    other = encode_snapshot(state, group="g", partition=0, seq=6, writer="w", chunk_bytes=4096)
+    values: list[bytes | None] = [v for _, v in enc.chunks]
+    if damage == "missing":
+        values[1] = None
+    elif damage == "reordered":
+        values[0], values[1] = values[1], values[0]
+    elif damage == "other_snapshot":
+        values[2] = other.chunks[2][1]
+    else:
+        raw = bytearray(values[2] or b"")
+        raw[-1] ^= 0xFF
+        values[2] = bytes(raw)
+    header, inline = parse_record(enc.manifest_value(chunk_offsets=[0, 1, 2]))
+    with pytest.raises(SnapshotError):
+        assemble(header, inline, values)
+
+
+@pytest.mark.parametrize(
+    "value", [b"", b"SSS2", b"SSS2\x00\x00\x00\x09{}", b"SSS2\x00\x00\x00\x02{}", b"junk"]
+)
+def test_bad_state_records_raise_snapshot_error(value: bytes) -> None:
+    with pytest.raises(SnapshotError):
+        parse_record(value)
+
+
+def test_snapshot_of_another_version_is_refused() -> None:
+    with pytest.raises(SnapshotError, match="version"):
+        unpack_state(pickle.dumps({"version": -1, "state": {}}))
 
 
 def test_topics_file_overrides_defaults(tmp_path: Path) -> None:
@@ -247,4 +300,6 @@ def test_topics_file_overrides_defaults(tmp_path: Path) -> None:
     assert topics.throttle.config["cleanup.policy"] == "compact"
     assert [s.name for s in topics.specs()] == [
         "x.usage", "ai.outcomes", "ai.alerts", "ai.throttle", "ai.deadletter", "ai.control",
+        "ai.state",
     ]  # fmt: skip
+    assert topics.state.config["cleanup.policy"] == "compact"

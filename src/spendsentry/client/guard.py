@@ -435,17 +435,26 @@ class ThrottleGuard:
             try:
                 await self._consume()
                 backoff = 0.5
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    raise  # stop() cancelled us
+                # aiokafka can surface a CancelledError of its own when the
+                # broker drops connections mid-request; that is an outage, not
+                # a stop, and must not end the reconnect loop.
+                error: BaseException = exc
             except Exception as exc:  # the broker went away: reconnect
-                log.warning(
-                    "throttle guard lost %s (%s); reconnecting in %.1fs",
-                    self.bootstrap,
-                    type(exc).__name__,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                error = exc
+            else:
+                continue
+            log.warning(
+                "throttle guard lost %s (%s); reconnecting in %.1fs",
+                self.bootstrap,
+                type(error).__name__,
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
 
     async def _consume(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition

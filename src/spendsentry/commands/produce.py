@@ -108,14 +108,20 @@ async def _produce(args: argparse.Namespace) -> tuple[int, int, int]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
+    from spendsentry import kafka_security
     from spendsentry.broker import BrokerError, ensure_topics
     from spendsentry.worker.topics import TopicsConfig
 
     topics = TopicsConfig.load(args.topics)
+    security = kafka_security.client_kwargs()  # TLS/SASL from SPENDSENTRY_KAFKA_*
     if not args.no_create_topics:
-        await ensure_topics(args.broker, topics.specs())
+        await ensure_topics(args.broker, topics.specs(), security=security)
     producer = AIOKafkaProducer(
-        bootstrap_servers=args.broker, linger_ms=20, acks="all", enable_idempotence=False
+        bootstrap_servers=args.broker,
+        linger_ms=20,
+        acks="all",
+        enable_idempotence=False,
+        **security,
     )
     try:
         await producer.start()

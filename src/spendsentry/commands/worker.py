@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         default=os.environ.get("SPENDSENTRY_STATE_DIR", ".spendsentry-state"),
         metavar="DIR",
-        help="snapshot directory (default: .spendsentry-state)",
+        help="local data directory (engine state lives in the ai.state topic)",
     )
     parser.add_argument(
         "--allowed-lateness",

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from spendsentry import kafka_security
 from spendsentry.broker import _parent_death_preexec, ensure_topics
 from spendsentry.demo.feed import Feed, cancel_and_wait
 from spendsentry.demo.plan import DemoPlan
@@ -162,7 +163,10 @@ async def _read_topic(bootstrap: str, topic: str, on_record: Any) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        **kafka_security.client_kwargs(),
     )
     await consumer.start()
     try:
@@ -203,7 +207,7 @@ async def run_demo(
     _check_port_free(options.web_port)
     plan = DemoPlan.create(speed=options.speed, duration_s=options.duration_s, seed=options.seed)
     topics = TopicsConfig.load(None)
-    await ensure_topics(bootstrap, topics.specs())
+    await ensure_topics(bootstrap, topics.specs(), security=kafka_security.client_kwargs())
     view = TerminalView(out, tty=tty)
     url = f"http://127.0.0.1:{options.web_port}/"
     tmp = Path(tempfile.mkdtemp(prefix="spendsentry-demo-"))
@@ -246,7 +250,11 @@ async def run_demo(
         view.alert(line)
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, acks=1, enable_idempotence=False
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        acks=1,
+        enable_idempotence=False,
+        **kafka_security.client_kwargs(),
     )
     await producer.start()
     feed = Feed(plan, topics, producer)

@@ -179,7 +179,10 @@ def map_payload(
         and not same_model(group.rsplit("/", 1)[-1], model.rsplit("/", 1)[-1])
     ):
         event["requested_model"] = group
-    usage = metadata.get("usage_object") or (payload.get("hidden_params") or {}).get("usage_object")
+    hidden = payload.get("hidden_params")
+    usage = metadata.get("usage_object") or (
+        hidden.get("usage_object") if isinstance(hidden, dict) else None
+    )
     tool = metadata.get("mcp_tool_call_metadata")
     end = payload.get("endTime")
     optional = {

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
 import os
 import re
@@ -238,22 +239,40 @@ def _value(attrs: dict[str, Any], key: str) -> Any:
     return None
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _int64(value: Any, name: str) -> int:
-    """An OTLP JSON int64: a decimal string (or a plain integer from lenient encoders)."""
+    """An OTLP JSON int64: a decimal string (or a plain integer from lenient encoders).
+
+    The range is checked: a 400-digit string is a valid Python int but would
+    overflow every float conversion further on.
+
+    >>> try:
+    ...     _int64("9" * 30, "ts")
+    ... except MappingError as exc:
+    ...     print(exc.reason.value, exc)
+    absurd_value ts 999999999999999999999999999999 is out of the int64 range
+    """
     if isinstance(value, bool):
         raise MappingError(RejectReason.WRONG_TYPE, f"{name} must be an integer", name)
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value == int(value):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value, 10)
-        except ValueError:
-            pass
-    raise MappingError(
-        RejectReason.WRONG_TYPE, f"{name} must be an integer, got {str(value)[:40]!r}", name
-    )
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value == int(value):
+        number = int(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):  # named below, with the value
+            number = int(value, 10)
+    if number is None:
+        raise MappingError(
+            RejectReason.WRONG_TYPE, f"{name} must be an integer, got {str(value)[:40]!r}", name
+        )
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise MappingError(
+            RejectReason.ABSURD_VALUE, f"{name} {str(value)[:40]} is out of the int64 range", name
+        )
+    return number
 
 
 def _str(attrs: dict[str, Any], key: str) -> str | None:

@@ -57,6 +57,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from spendsentry import kafka_security
 from spendsentry.alerts import SEVERITIES
 from spendsentry.broker import TopicSpec, ensure_topics
 from spendsentry.slack.blocks import SlackMessage, render_alert, render_update
@@ -498,7 +499,8 @@ class SlackNotifier:
             cfg.alerts.name,
             cfg.group_id,
         )
-        await ensure_topics(cfg.bootstrap, [cfg.alerts])
+        security = kafka_security.client_kwargs()  # TLS/SASL from SPENDSENTRY_KAFKA_*
+        await ensure_topics(cfg.bootstrap, [cfg.alerts], security=security)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap,
             group_id=cfg.group_id,
@@ -508,6 +510,7 @@ class SlackNotifier:
             auto_offset_reset="earliest",
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            **security,
         )
         await self.consumer.start()
         self.consumer.subscribe([cfg.alerts.name])

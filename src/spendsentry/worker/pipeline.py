@@ -6,6 +6,10 @@ partition), decodes it with the :class:`~spendsentry.ingest.Decoder`, feeds the
 forward by the partition watermarks, and returns what must be published. The
 Kafka shell (:mod:`spendsentry.worker.service`) only moves bytes, which keeps
 this part unit-testable and deterministic.
+
+The worker runs one pipeline per input partition number (usage *p* and
+outcomes *p*: see :mod:`spendsentry.worker.partitions`); a pipeline is also
+the unit of a state snapshot.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ class BatchOutput:
     suppressed: int = 0
     commands: list[ThrottleCommand] = field(default_factory=list)
 
+    def extend(self, other: BatchOutput) -> BatchOutput:
+        """Append ``other`` (another pipeline's share of the same batch)."""
+        self.alerts += other.alerts
+        self.dead_letters += other.dead_letters
+        self.suppressed += other.suppressed
+        self.commands += other.commands
+        return self
+
 
 class Pipeline:
     """Decoder + Engine + watermarks + offsets: the state a snapshot captures.
@@ -66,10 +78,8 @@ class Pipeline:
         Where to count; nothing is counted without it.
     idle_after_s : float
         See :class:`PartitionWatermarks`.
-    control_topic : str, optional
-        Records of this topic are operator actions for
-        :meth:`Engine.apply_control`, not events; their offsets are tracked
-        with the others, so a snapshot reflects them too.
+    partition : int, optional
+        The input partition number this pipeline owns (None: all it is given).
     """
 
     def __init__(
@@ -79,20 +89,27 @@ class Pipeline:
         metrics: WorkerMetrics | None = None,
         *,
         idle_after_s: float = 30.0,
-        control_topic: str | None = None,
+        partition: int | None = None,
     ) -> None:
         self.engine = engine
-        self.control_topic = control_topic
+        self.partition = partition
         self.decoder = decoder or Decoder()
         self.metrics = metrics
         self.watermarks = PartitionWatermarks(idle_after_s)
         #: Next offset to consume per partition: what a snapshot's state reflects.
         self.offsets: dict[TP, int] = {}
+        #: Partitions that delivered records this state already reflects, and
+        #: where they should be (the shell seeks them there).
+        self.behind: dict[TP, int] = {}
+        #: Next ``ai.control`` offset to apply, per control partition.
+        self.control_offsets: dict[int, int] = {}
         #: Dedupe keys of alerts already published (insertion-ordered, bounded).
         self.published: dict[str, None] = {}
         #: Whether the engine has closed a minute yet (see :meth:`_process`).
         self.closing_started = False
         self.records = 0
+        #: Whether the state changed since the last snapshot.
+        self.dirty = False
         #: Alerts not republished because they already were (since this start).
         self.suppressed = 0
         self.watermark = -math.inf
@@ -107,6 +124,7 @@ class Pipeline:
         *,
         now: float | None = None,
         pending: Collection[TP] = (),
+        idle_floor: float = -math.inf,
     ) -> BatchOutput:
         """Process one ``getmany`` result and advance event time.
 
@@ -119,26 +137,48 @@ class Pipeline:
             Wall-clock time (``time.time()`` when omitted).
         pending : collection of (topic, partition)
             Partitions with unconsumed data on the broker (never idle).
+        idle_floor : float
+            See :meth:`PartitionWatermarks.current`.
         """
         started = time.perf_counter()
         now = time.time() if now is None else now
         out = BatchOutput()
+        records = [r for rs in batch.values() for r in rs]
+        events = self.ingest(records, now=now, out=out)
+        self.advance(now=now, pending=pending, out=out, idle_floor=idle_floor)
+        metrics = self.metrics
+        if metrics is not None:
+            count_records(metrics, records)
+            self.count_use_cases(events)
+            count_output(metrics, out)
+            metrics.open_incidents.set(len(self.engine.firing()))
+            metrics.batch_latency.observe(time.perf_counter() - started)
+        return out
+
+    def ingest(self, records: list[RecordLike], *, now: float, out: BatchOutput) -> list[Event]:
+        """Decode ``records`` (input records only) and feed the engine; no minute closes.
+
+        Returns the accepted-or-not events, for :meth:`count_use_cases`.
+        """
         events: list[Event] = []
         sources: list[SourcePosition] = []
         decode = self.decoder.decode
         metrics = self.metrics
-        records = [r for rs in batch.values() for r in rs]
         # Partition order, then offset order: the same batch always feeds the
         # engine in the same order, whatever order the fetcher returned it in.
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         newest: dict[TP, float] = {}
-        control: list[RecordLike] = []
+        offsets = self.offsets
+        taken = 0
         for r in records:
             tp = (r.topic, r.partition)
-            if r.topic == self.control_topic:
-                control.append(r)
-                self.offsets[tp] = r.offset + 1
+            if r.offset < offsets.get(tp, -1):
+                # Already reflected in this state (a consumer that went back to
+                # its committed offset after a seek): processing it again
+                # would count it twice.
+                self.behind[tp] = offsets[tp]
                 continue
+            taken += 1
             source = SourcePosition(r.topic, partition=r.partition, offset=r.offset)
             decoded = decode(r.value or b"", source, now=now)
             out.dead_letters.extend(decoded.rejected)
@@ -148,33 +188,30 @@ class Pipeline:
                 if e.ts > newest.get(tp, -math.inf):
                     newest[tp] = e.ts
             self.offsets[tp] = r.offset + 1
-        self.records += len(records)
+        self.records += taken
+        if taken:
+            self.dirty = True
         for tp, ts in newest.items():
             self.watermarks.observe(tp, ts, now=now)
             if metrics is not None:
                 metrics.processing_lag.observe(max(0.0, now - ts))
         if events:
             self._process(events, sources, out)
-        for r in control:
-            self._control(r, out)
-        self._advance(now, pending, out)
-        if metrics is not None:
-            by_topic: dict[str, int] = {}
-            for r in records:
-                by_topic[r.topic] = by_topic.get(r.topic, 0) + 1
-            for topic, n in by_topic.items():
-                metrics.batch_records.labels(topic).inc(n)
-            self._count(events, out)
-            metrics.batch_latency.observe(time.perf_counter() - started)
-        return out
+        return events
 
-    def tick(self, *, now: float | None = None, pending: Collection[TP] = ()) -> BatchOutput:
+    def tick(
+        self,
+        *,
+        now: float | None = None,
+        pending: Collection[TP] = (),
+        idle_floor: float = -math.inf,
+    ) -> BatchOutput:
         """No new records: let idle partitions release the watermark."""
         now = time.time() if now is None else now
         out = BatchOutput()
-        self._advance(now, pending, out)
+        self.advance(now=now, pending=pending, out=out, idle_floor=idle_floor)
         if self.metrics is not None and (out.alerts or out.dead_letters):
-            self._count([], out)
+            count_output(self.metrics, out)
         return out
 
     def _process(
@@ -193,27 +230,63 @@ class Pipeline:
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
 
-    def _control(self, record: RecordLike, out: BatchOutput) -> None:
-        """Apply one operator action; a bad one is dead-lettered with the reason."""
-        try:
-            result = self.engine.apply_control(record.value or b"")
-        except ControlError as exc:
-            source = SourcePosition(record.topic, partition=record.partition, offset=record.offset)
-            out.dead_letters.append(
-                DeadLetter(RejectReason.INVALID_VALUE, str(exc), source, record.value or b"")
-            )
-            return
-        out.commands.extend(result.commands)
+    def apply_control(
+        self, records: Iterable[RecordLike], out: BatchOutput, *, report_bad: bool = True
+    ) -> int:
+        """Apply operator actions from ``ai.control`` not applied to this state yet.
 
-    def _advance(self, now: float, pending: Collection[TP], out: BatchOutput) -> None:
+        Every pipeline sees every action (an action for a use case this engine
+        does not hold changes nothing); ``control_offsets`` make each one apply
+        once per state, also after a restore. A bad action is dead-lettered with
+        the reason when ``report_bad`` (one pipeline per group reports it).
+        Returns how many were applied.
+        """
+        applied = 0
+        for r in records:
+            if r.offset < self.control_offsets.get(r.partition, 0):
+                continue
+            self.control_offsets[r.partition] = r.offset + 1
+            self.dirty = True
+            applied += 1
+            try:
+                result = self.engine.apply_control(r.value or b"")
+            except ControlError as exc:
+                if report_bad:
+                    source = SourcePosition(r.topic, partition=r.partition, offset=r.offset)
+                    out.dead_letters.append(
+                        DeadLetter(RejectReason.INVALID_VALUE, str(exc), source, r.value or b"")
+                    )
+                continue
+            out.commands.extend(result.commands)
+        return applied
+
+    def advance(
+        self,
+        *,
+        now: float,
+        pending: Collection[TP] = (),
+        out: BatchOutput,
+        idle_floor: float = -math.inf,
+        event_time: float | None = None,
+    ) -> None:
+        """Close the minutes the watermark has passed; results go to ``out``.
+
+        ``event_time``, when given, is the watermark decided for the whole worker
+        (see :class:`~spendsentry.worker.partitions.PartitionSet`); otherwise this
+        pipeline's own partitions decide.
+        """
         engine = self.engine
-        self.watermark = self.watermarks.current(now=now, pending=pending)
+        if event_time is None:
+            event_time = self.watermarks.current(now=now, pending=pending, idle_floor=idle_floor)
+        # Never backwards: minutes already closed stay closed.
+        self.watermark = max(self.watermark, event_time)
         if self.watermark == -math.inf or engine.closed_until is None:
             return
         before = engine.closed_until
         result = engine.advance(self.watermark - engine.config.allowed_lateness_s)
         if engine.closed_until != before:
             self.closing_started = True
+            self.dirty = True
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
@@ -240,9 +313,11 @@ class Pipeline:
 
     # -- metrics --------------------------------------------------------------
 
-    def _count(self, events: list[Event], out: BatchOutput) -> None:
+    def count_use_cases(self, events: list[Event]) -> None:
+        """Add what ``events`` changed in the engine's totals to the metrics."""
         metrics = self.metrics
-        assert metrics is not None
+        if metrics is None:
+            return
         stats = self.engine.stats
         for name in {e.use_case for e in events}:
             totals = stats.use_cases.get(name)
@@ -268,16 +343,6 @@ class Pipeline:
         if stats.duplicates != self._last_duplicates:
             metrics.duplicates.inc(stats.duplicates - self._last_duplicates)
             self._last_duplicates = stats.duplicates
-        for letter in out.dead_letters:
-            metrics.rejected.labels(letter.reason.value).inc()
-        if out.suppressed:
-            metrics.alerts_suppressed.inc(out.suppressed)
-        for alert in out.alerts:
-            metrics.alerts.labels(alert.kind, alert.severity, alert.status).inc()
-            score = 0.0 if alert.status == "resolved" else alert.evidence.get("score", 0.0)
-            metrics.set_score(alert.use_case, alert.kind, float(score or 0.0))
-        if out.alerts:
-            metrics.open_incidents.set(len(self.engine.firing()))
 
     # -- snapshots ------------------------------------------------------------
 
@@ -285,7 +350,9 @@ class Pipeline:
         """Everything a restart needs, as one picklable dict."""
         return {
             "engine": self.engine,
+            "partition": self.partition,
             "offsets": dict(self.offsets),
+            "control_offsets": dict(self.control_offsets),
             "watermarks": self.watermarks.snapshot(),
             "published": list(self.published),
             "closing_started": self.closing_started,
@@ -297,13 +364,36 @@ class Pipeline:
         now = time.time() if now is None else now
         self.engine = state["engine"]
         self.offsets = dict(state["offsets"])
+        self.control_offsets = dict(state.get("control_offsets") or {})
         self.watermarks.restore(state["watermarks"], now=now)
         self.published = dict.fromkeys(state["published"])
         self.closing_started = bool(state["closing_started"])
         self.records = int(state.get("records", 0))
+        self.dirty = False
         # Metrics count from the restored totals on: no double counting.
         self._last_totals = {
             name: (dict(t.events_by_kind), t.input_tokens, t.output_tokens, t.cost_usd)
             for name, t in self.engine.stats.use_cases.items()
         }
         self._last_duplicates = self.engine.stats.duplicates
+
+
+def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None:
+    """Records consumed per topic."""
+    by_topic: dict[str, int] = {}
+    for r in records:
+        by_topic[r.topic] = by_topic.get(r.topic, 0) + 1
+    for topic, n in by_topic.items():
+        metrics.batch_records.labels(topic).inc(n)
+
+
+def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
+    """Dead letters, suppressed repeats, alerts and detector scores of one batch."""
+    for letter in out.dead_letters:
+        metrics.rejected.labels(letter.reason.value).inc()
+    if out.suppressed:
+        metrics.alerts_suppressed.inc(out.suppressed)
+    for alert in out.alerts:
+        metrics.alerts.labels(alert.kind, alert.severity, alert.status).inc()
+        score = 0.0 if alert.status == "resolved" else alert.evidence.get("score", 0.0)
+        metrics.set_score(alert.use_case, alert.kind, float(score or 0.0))

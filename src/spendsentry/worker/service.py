@@ -1,4 +1,4 @@
-"""The Kafka shell around the pipeline: a Faust (mode) service in the worker app.
+"""The Kafka shell around the pipelines: a Faust (mode) service in the worker app.
 
 Why an aiokafka consumer with ``getmany`` and not a Faust agent with
 ``stream.take()``: measured on this machine, aiokafka ``getmany`` + orjson reads
@@ -6,16 +6,24 @@ Why an aiokafka consumer with ``getmany`` and not a Faust agent with
 (``benchmarks/bench_worker.py`` measures both paths side by side; see
 docs/worker.md for the numbers). Just as important, the snapshot protocol
 needs full control of offsets: commit only after the snapshot that reflects them
-is durable, and seek to the snapshot's offsets on restart. Faust commits on its
-own schedule (the architecture notes record a Table losing updates whose source
-offsets were already committed). So Faust runs the app (lifecycle, web server
-with ``/metrics`` and ``/status``) and this service, started as a dependency of
-the app, owns the consumer and producer.
+is durable, and seek to the snapshot's offsets when a partition is assigned.
+Faust commits on its own schedule (the architecture notes record a Table losing
+updates whose source offsets were already committed). So Faust runs the app
+(lifecycle, web server with ``/metrics`` and ``/status``) and this service,
+started as a dependency of the app, owns the consumers and the producer.
 
-One batch cycle: ``getmany`` -> :meth:`Pipeline.handle` (decode, engine,
-watermarks) -> produce alerts (key = use case) and dead letters. Every
-``snapshot_interval_s``: flush the producer, snapshot, then commit the offsets
-the snapshot reflects.
+State follows partitions: one engine per input partition number
+(:class:`~spendsentry.worker.partitions.PartitionSet`), each snapshotted to the
+compacted state topic (:class:`~spendsentry.worker.snapshots.KafkaSnapshotStore`).
+On revoke, the revoked engines are snapshotted and their offsets committed; on
+assign, each partition's engine is restored from its latest snapshot (whoever
+wrote it) and its inputs are sought to the snapshot's offsets.
+
+One batch cycle: ``getmany`` -> :meth:`PartitionSet.handle` (decode, engines,
+watermarks) -> operator actions from ``ai.control`` -> produce alerts (key = use
+case), throttle commands and dead letters. Every ``snapshot_interval_s``: flush
+the producer, snapshot the engines that changed, then commit the offsets those
+snapshots reflect.
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,16 +42,19 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
 
 from spendsentry.actions import ThrottleCommand, ThrottleKeys
 from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
 from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.partitions import EngineView, PartitionSet
 from spendsentry.worker.pipeline import Pipeline
-from spendsentry.worker.state import SnapshotStore
+from spendsentry.worker.snapshots import KafkaSnapshotStore
 from spendsentry.worker.status_page import StatusBoard, build_snapshot
-from spendsentry.worker.topics import TopicsConfig
+from spendsentry.worker.topics import TopicsConfig, check_co_partitioned
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +94,15 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class IngestService(faust.Service):
-    """Consume usage and outcomes in batches, run the engine, publish results.
+    """Consume usage and outcomes in batches, run the engines, publish results.
 
     Parameters
     ----------
     config : WorkerConfig
         Broker, topics, state directory and tuning.
     engine : Engine
-        A fresh engine; replaced by the snapshot's engine when one exists.
+        A fresh engine: the template (policies, prices, config) of the engine
+        made for each assigned partition that has no snapshot yet.
     metrics : WorkerMetrics
         The worker's metrics container.
     """
@@ -106,54 +119,78 @@ class IngestService(faust.Service):
         super().__init__(**kwargs)
         self.config = config
         self.metrics = metrics
-        self.pipeline = Pipeline(
-            engine,
-            decoder,
+        self.template = engine
+        self.parts = PartitionSet(
+            self._new_engine,
             metrics,
+            inputs=config.topics.inputs,
             idle_after_s=config.idle_partition_s,
-            control_topic=config.topics.control.name,
+            decoder=decoder,
         )
         #: Throttle commands not published for want of a signing key.
         self.commands_unpublished = 0
         self.commands_published = 0
-        self.store = SnapshotStore(config.state_dir, config.group_id)
+        self.store = KafkaSnapshotStore(config.bootstrap, config.topics.state, config.group_id)
         self.consumer: AIOKafkaConsumer | None = None
+        #: Reads ai.control outside the group: every worker applies every action.
+        self.control_reader: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.lock = asyncio.Lock()
         #: Set when the consume loop fails; the runner stops the worker then.
         self.failed: asyncio.Future[BaseException] | None = None
-        self.restored = False
+        #: Partitions whose engine came from a snapshot another process wrote.
+        self.restored: set[int] = set()
         self.last_snapshot_at: float | None = None
         self.last_snapshot_bytes = 0
         self.started_at = time.time()
         #: Open incidents with evidence, recent alerts, throttles: the status page's data.
         self.board = StatusBoard()
+        #: Latest snapshot (writer, seq) per owned partition.
+        self.snapshot_ids: dict[int, tuple[str, int]] = {}
+        #: Engines revoked in this rebalance, kept in case they come straight back.
+        self._parked: dict[int, tuple[Pipeline, tuple[str, int] | None]] = {}
+        self._control_next: dict[int, int] = {}
+        self._throttle_versions: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
-        self._dirty = False
         self._loop_task: asyncio.Task[None] | None = None
+
+    def _new_engine(self) -> Engine:
+        t = self.template
+        return Engine(
+            t.policies, config=t.config, prices=t.prices, monitor_factory=t.monitor_factory
+        )
+
+    @property
+    def engine(self) -> EngineView:
+        """The owned engines as one read-only view (status page, ``/status``)."""
+        return self.parts.view()
 
     # -- lifecycle ------------------------------------------------------------
 
     async def on_start(self) -> None:
         cfg = self.config
         self.failed = asyncio.get_running_loop().create_future()
+        cfg.topics.check_co_partitioned()
         # Tansu auto-creates unknown topics with 4 partitions: create ours first.
         await ensure_topics(cfg.bootstrap, cfg.topics.specs())
-        state = await asyncio.to_thread(self.store.load)
-        if state is not None:
-            self.pipeline.restore_state(state)
-            self.restored = True
-            await self._read_back_alerts(state.get("alerts_offsets") or {})
-            log.info(
-                "restored snapshot: %d accepted events, offsets %s",
-                self.pipeline.engine.stats.accepted,
-                state["offsets"],
-            )
+        self._warn_about_old_snapshot()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=cfg.bootstrap, acks="all", linger_ms=5, client_id=cfg.group_id
         )
         await self.producer.start()
-        await self._seed_throttle_versions()
+        await self.store.start()
+        await self._read_throttle_versions()
+        self.control_reader = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await self.control_reader.start()
+        control = cfg.topics.control
+        self.control_reader.assign(
+            [TopicPartition(control.name, n) for n in range(control.partitions)]
+        )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap,
             group_id=cfg.group_id,
@@ -164,17 +201,13 @@ class IngestService(faust.Service):
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 << 20,
+            # Range assigns partition p of every topic to the same member (the
+            # default round robin does not): usage p and outcomes p stay together.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         await self.consumer.start()
-        if state is None:
-            # A first snapshot before anything is consumed records where the
-            # alerts topic ended: a crash before the first periodic snapshot
-            # then reads back (and does not repeat) what this run published.
-            await self.checkpoint()
-        # ai.control rides along: its offsets are snapshotted and committed with
-        # the inputs', so an operator action is applied exactly once per state.
-        topics = [*cfg.topics.inputs, cfg.topics.control.name]
-        self.consumer.subscribe(topics, listener=_Rebalance(self))
+        await self._check_partition_counts()
+        self.consumer.subscribe(list(cfg.topics.inputs), listener=_Rebalance(self))
         self._loop_task = asyncio.create_task(self._consume_loop(), name="spendsentry-consume")
 
     async def on_stop(self) -> None:
@@ -184,17 +217,42 @@ class IngestService(faust.Service):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         try:
-            if self.consumer is not None and self.producer is not None and self._dirty:
-                await self.checkpoint()
+            if self.consumer is not None and self.producer is not None and self._dirty():
+                async with self.lock:
+                    await self.checkpoint()
         except Exception:
-            log.exception("final checkpoint failed; the last snapshot stands")
+            log.exception("final checkpoint failed; the last snapshots stand")
         finally:
-            if self.consumer is not None:
-                await self.consumer.stop()
-            if self.producer is not None:
-                await self.producer.stop()
+            for client in (self.consumer, self.control_reader, self.producer):
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.stop()
+            await self.store.stop()
+
+    def _warn_about_old_snapshot(self) -> None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.config.group_id)
+        old = self.config.state_dir / f"{safe}.snapshot.pickle"
+        if old.exists():
+            log.warning(
+                "%s is a whole-worker snapshot of an older version and is not used: state now "
+                "lives per partition in %s (the engines start fresh); delete the file",
+                old,
+                self.config.topics.state.name,
+            )
+
+    async def _check_partition_counts(self) -> None:
+        """The topics as they exist (not as configured) must be co-partitioned."""
+        consumer = self.consumer
+        assert consumer is not None
+        await consumer.topics()  # refreshes the metadata
+        usage, outcomes = self.config.topics.inputs
+        counts = [len(consumer.partitions_for_topic(t) or ()) for t in (usage, outcomes)]
+        check_co_partitioned(usage, counts[0], outcomes, counts[1])
 
     # -- the loop -------------------------------------------------------------
+
+    def _dirty(self) -> bool:
+        return any(pl.dirty for pl in self.parts.values())
 
     async def _consume_loop(self) -> None:
         consumer = self.consumer
@@ -205,19 +263,20 @@ class IngestService(faust.Service):
                 batch = await consumer.getmany(
                     timeout_ms=cfg.poll_timeout_ms, max_records=cfg.max_batch
                 )
+                control = await self._read_control()
                 async with self.lock:
                     pending = await self._pending()
                     if batch:
-                        out = self.pipeline.handle(batch, pending=pending)
-                        self._dirty = True
+                        out = self.parts.handle(batch, pending=pending)
                     else:
-                        out = self.pipeline.tick(pending=pending)
+                        out = self.parts.tick(pending=pending)
+                    if control:
+                        self.parts.apply_control(control, out)
+                    self._seek_behind()
                     if out.alerts or out.dead_letters or out.commands:
                         await self._publish(out.alerts, out.dead_letters, out.commands)
-                        self._dirty = True
-                if (
-                    self._dirty
-                    and time.monotonic() - self._last_checkpoint >= cfg.snapshot_interval_s
+                if self._dirty() and (
+                    time.monotonic() - self._last_checkpoint >= cfg.snapshot_interval_s
                 ):
                     async with self.lock:
                         await self.checkpoint()
@@ -225,8 +284,71 @@ class IngestService(faust.Service):
             raise
         except Exception as exc:
             log.exception("the consume loop failed")
-            if self.failed is not None and not self.failed.done():
-                self.failed.set_result(exc)
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is not None and not self.failed.done():
+            self.failed.set_result(exc)
+
+    async def _restart_recreated(self, tp: TopicPartition, high: int, position: int) -> None:
+        """The log ends before this state's offset: the topic was recreated or
+        truncated (a broker that lost its data). What the state reflected is
+        gone, and the broker would not say "out of range" until the log grows
+        past the old offset, so continue from the start of what is there."""
+        consumer = self.consumer
+        pipeline = self.parts.owner((tp.topic, tp.partition))
+        assert consumer is not None and pipeline is not None
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        log.warning(
+            "%s:%d ends at %d, before this state's offset %d (recreated or truncated): "
+            "continuing from offset %d",
+            tp.topic,
+            tp.partition,
+            high,
+            position,
+            begin,
+        )
+        pipeline.offsets[(tp.topic, tp.partition)] = begin
+        pipeline.dirty = True
+        consumer.seek(tp, begin)
+
+    async def _ensure_state_topic(self) -> None:
+        # A broker that lost its topics would auto-create this one with its own
+        # partition count the moment a snapshot is produced to it.
+        await ensure_topics(self.config.bootstrap, [self.config.topics.state])
+
+    def _seek_behind(self) -> None:
+        """Move partitions that went back behind their state forward again."""
+        consumer = self.consumer
+        assert consumer is not None
+        assigned = consumer.assignment()
+        for pl in self.parts.values():
+            for (topic, n), offset in pl.behind.items():
+                tp = TopicPartition(topic, n)
+                if tp in assigned:
+                    log.warning("%s:%d went back behind its state: seeking to %d", topic, n, offset)
+                    consumer.seek(tp, offset)
+            pl.behind.clear()
+
+    async def _read_control(self) -> list[Any]:
+        """Operator actions some owned engine has not applied yet."""
+        reader = self.control_reader
+        if reader is None or not len(self.parts):
+            return []
+        control = self.config.topics.control
+        for n in range(control.partitions):
+            start = self.parts.control_start(n)
+            if start is not None and self._control_next.get(n) != start:
+                # A restored engine may need older actions; the others skip them.
+                reader.seek(TopicPartition(control.name, n), start)
+                self._control_next[n] = start
+        batch = await reader.getmany(timeout_ms=0, max_records=1_000)
+        records = [r for rs in batch.values() for r in rs]
+        for r in records:
+            self._control_next[r.partition] = max(
+                self._control_next.get(r.partition, 0), r.offset + 1
+            )
+        return records
 
     async def _pending(self) -> set[tuple[str, int]]:
         """Assigned partitions with data on the broker not consumed yet."""
@@ -237,13 +359,18 @@ class IngestService(faust.Service):
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:
+                # Not fetched yet: it may hold the oldest events of all.
+                pending.add((tp.topic, tp.partition))
                 continue
-            position = self.pipeline.offsets.get((tp.topic, tp.partition))
+            position = self.parts.position((tp.topic, tp.partition))
             if position is None:
                 try:
                     position = await consumer.position(tp)
                 except Exception:  # IllegalStateError during a rebalance
                     continue
+            if high < position and self.parts.owner((tp.topic, tp.partition)) is not None:
+                await self._restart_recreated(tp, high, position)
+                continue
             lag = max(0, high - position)
             lags.append((tp.topic, tp.partition, lag))
             if lag:
@@ -295,43 +422,88 @@ class IngestService(faust.Service):
 
     # -- snapshots ------------------------------------------------------------
 
-    async def checkpoint(self) -> None:
-        """Make the current state durable, then commit the offsets it reflects.
+    async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
+        """Make owned engines' state durable, then commit the offsets it reflects.
+
+        Parameters
+        ----------
+        partitions : iterable of int, optional
+            Which partitions to snapshot; by default those whose state changed.
 
         The caller holds :attr:`lock`, so no batch runs in between.
         """
         started = time.perf_counter()
         consumer, producer = self.consumer, self.producer
         assert consumer is not None and producer is not None
+        parts = self.parts
+        if partitions is None:
+            targets = [p for p in parts if parts.pipelines[p].dirty]
+        else:
+            targets = [p for p in partitions if p in parts]
+        if not targets:
+            return
         # Alerts and dead letters of the state being snapshotted are on the
         # broker before the snapshot claims them as published.
         await producer.flush()
-        state = self.pipeline.snapshot_state()
-        state["alerts_offsets"] = await self._alerts_end_offsets()
-        self.last_snapshot_bytes = await asyncio.to_thread(self.store.save, state)
-        assigned = consumer.assignment()
-        offsets = {
-            TopicPartition(t, p): o
-            for (t, p), o in state["offsets"].items()
-            if TopicPartition(t, p) in assigned
-        }
-        if offsets:
-            await consumer.commit(offsets)
-        self._dirty = False
+        alerts_offsets = await self._alerts_end_offsets()
+        states = {}
+        for p in targets:
+            state = parts.pipelines[p].snapshot_state()
+            state["alerts_offsets"] = alerts_offsets
+            states[p] = state
+        sizes = await asyncio.gather(
+            *(
+                self.store.save(
+                    producer,
+                    p,
+                    state,
+                    offsets={f"{t}:{n}": o for (t, n), o in sorted(state["offsets"].items())},
+                )
+                for p, state in states.items()
+            )
+        )
+        for p in targets:
+            parts.pipelines[p].dirty = False
+            self.snapshot_ids[p] = (self.store.writer, self.store.seq[p])
+            log.debug("partition %d: snapshot %d at %s", p, self.store.seq[p], states[p]["offsets"])
+        await self._commit(states.values())
         self._last_checkpoint = time.monotonic()
         self.last_snapshot_at = time.time()
-        self.metrics.snapshots.inc()
+        self.last_snapshot_bytes = sum(sizes)
+        self.metrics.snapshots.inc(len(targets))
         self.metrics.snapshot_latency.observe(time.perf_counter() - started)
         self._count_throttles()
         self.metrics.rerank_use_cases()
 
+    async def _commit(self, states: Iterable[dict[str, Any]]) -> None:
+        """Commit what the (already durable) snapshots reflect.
+
+        A failed commit loses nothing: the snapshot, not the committed offset,
+        is where a partition resumes. It only leaves group lag tools behind.
+        """
+        consumer = self.consumer
+        assert consumer is not None
+        assigned = consumer.assignment()
+        offsets = {
+            TopicPartition(t, p): o
+            for state in states
+            for (t, p), o in state["offsets"].items()
+            if TopicPartition(t, p) in assigned
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("offset commit failed (the snapshots stand): %s", exc)
+
     def _count_throttles(self) -> None:
         # Gateways expire commands by wall clock, so "active" is judged by it too.
-        self.metrics.active_throttles.set(len(self.pipeline.engine.planner.active(time.time())))
+        self.metrics.active_throttles.set(len(self.parts.active_commands(time.time())))
 
-    async def _seed_throttle_versions(self) -> None:
-        """Make versions continue from what ai.throttle holds (a lost snapshot,
-        or releases from ``spendsentry throttle release``)."""
+    async def _read_throttle_versions(self) -> None:
+        """Versions on ai.throttle (a lost snapshot, or releases from
+        ``spendsentry throttle release``): fresh engines continue from them."""
         from spendsentry.client.guard import read_latest
 
         try:
@@ -341,9 +513,7 @@ class IngestService(faust.Service):
         except Exception as exc:
             log.warning("could not read %s for versions: %s", self.config.topics.throttle.name, exc)
             return
-        planner = self.pipeline.engine.planner
-        for scope_key, (doc, _) in latest.items():
-            planner.observe_version(scope_key, int(doc["version"]))
+        self._throttle_versions = {key: int(doc["version"]) for key, (doc, _) in latest.items()}
 
     async def _alerts_end_offsets(self) -> dict[int, int]:
         consumer = self.consumer
@@ -353,13 +523,15 @@ class IngestService(faust.Service):
         ends = await consumer.end_offsets(tps)
         return {tp.partition: int(o) for tp, o in ends.items()}
 
-    async def _read_back_alerts(self, start: dict[int, int]) -> None:
-        """Learn which alerts were published after the snapshot (then a crash).
+    async def _read_back_alerts(self, start: dict[int, int], pipelines: Sequence[Pipeline]) -> None:
+        """Learn which alerts were published after the snapshots (then a crash).
 
-        The engine, restored to the snapshot, will emit them again; their keys
-        make :meth:`Pipeline.mark_published` suppress the repeats.
+        The restored engines will emit them again; their keys make
+        :meth:`Pipeline.mark_published` suppress the repeats. Keys of other
+        partitions' alerts are remembered too: harmless, since an ``alert_id``
+        names its use case, which lives in one partition.
         """
-        if not start:
+        if not start or not pipelines:
             return
         name = self.config.topics.alerts.name
         reader = AIOKafkaConsumer(
@@ -388,7 +560,8 @@ class IngestService(faust.Service):
                             doc.get("severity"),
                             doc.get("incident_seq"),
                         )
-                        self.pipeline.mark_published(key)
+                        for pipeline in pipelines:
+                            pipeline.mark_published(key)
                         seen += 1
                 for tp in list(remaining):
                     if await reader.position(tp) >= ends[tp]:
@@ -399,84 +572,221 @@ class IngestService(faust.Service):
 
     # -- rebalance ------------------------------------------------------------
 
+    def _input_tps(self, partition: int) -> list[TopicPartition]:
+        return [TopicPartition(t, partition) for t in self.config.topics.inputs]
+
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        if not revoked:
+        numbers = sorted({tp.partition for tp in revoked if tp.topic in self.config.topics.inputs})
+        if not numbers:
             return
-        # Revocation hands partitions to another member: make what we did with
-        # them durable and committed first.
-        async with self.lock:
-            if self._dirty:
-                await self.checkpoint()
-            self.pipeline.watermarks.forget([(tp.topic, tp.partition) for tp in revoked])
+        try:
+            # Revocation hands partitions to another member: make what we did
+            # with them durable and committed first. Minutes are not closed
+            # early: the next owner continues exactly where this state stops.
+            async with self.lock:
+                dirty = [p for p in numbers if p in self.parts and self.parts.pipelines[p].dirty]
+                if dirty:
+                    await self._ensure_state_topic()
+                    await self.checkpoint(dirty)
+                for p in numbers:
+                    pipeline = self.parts.remove(p)
+                    if pipeline is not None:
+                        self._parked[p] = (pipeline, self.snapshot_ids.pop(p, None))
+            log.info("revoked partitions %s (snapshotted)", numbers)
+        except Exception as exc:
+            # aiokafka would only log a listener's exception and carry on.
+            log.exception("could not hand over partitions %s", numbers)
+            self._fail(exc)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self.consumer
         assert consumer is not None
+        # No fetching until every partition is sought to its snapshot's offsets:
+        # otherwise the fetcher starts from the committed offsets meanwhile and
+        # the same records can be delivered twice.
+        consumer.pause(*assigned)
+        try:
+            async with self.lock:
+                await self._take_over(assigned)
+        except Exception as exc:
+            log.exception("could not take over the assigned partitions")
+            self._fail(exc)
+        finally:
+            current = consumer.assignment()
+            consumer.resume(*[tp for tp in assigned if tp in current])
+
+    async def _take_over(self, assigned: list[TopicPartition]) -> None:
+        """Restore (or start) one engine per assigned partition and seek its inputs."""
+        consumer = self.consumer
+        assert consumer is not None
+        inputs = self.config.topics.inputs
+        tps = set(assigned)
+        numbers = sorted({tp.partition for tp in assigned if tp.topic in inputs})
+        for p in numbers:
+            missing = [tp for tp in self._input_tps(p) if tp not in tps]
+            if missing:
+                log.error(
+                    "partition %d of %s is not assigned with the rest of partition %d: "
+                    "are all members running the range assignor?",
+                    p,
+                    [tp.topic for tp in missing],
+                    p,
+                )
+        await self._ensure_state_topic()
         now = time.time()
-        control = self.config.topics.control.name
-        # Operator actions carry no event time: they must not hold the watermark.
-        self.pipeline.watermarks.assign(
-            [(tp.topic, tp.partition) for tp in assigned if tp.topic != control], now=now
-        )
-        for tp in assigned:
-            offset = self.pipeline.offsets.get((tp.topic, tp.partition))
-            if offset is not None:
-                # The snapshot is the truth: committed offsets may lag it (a crash
-                # between the snapshot and the commit).
-                consumer.seek(tp, offset)
-        log.info("assigned %d partitions", len(assigned))
+        fresh: list[int] = []
+        #: Kept engines whose snapshot the state topic no longer has.
+        lost: list[int] = []
+        restored: list[tuple[Pipeline, dict[int, int]]] = []
+        for p in numbers:
+            if p in self.parts:
+                continue
+            own = self._input_tps(p)
+            committed = {tp: await consumer.committed(tp) for tp in own}
+            parked, parked_id = self._parked.pop(p, (None, None))
+            # Snapshot before commit: a partition the group never committed has
+            # no snapshot, so its history need not be searched.
+            manifest = None
+            if any(o is not None for o in committed.values()):
+                manifest = await self.store.latest(p)
+            log.debug(
+                "partition %d: committed %s, latest snapshot %s",
+                p,
+                {f"{tp.topic}:{tp.partition}": o for tp, o in committed.items()},
+                None if manifest is None else f"{manifest.writer}:{manifest.seq}@{manifest.offset}",
+            )
+            if parked is not None and (manifest is None or manifest.snapshot_id == parked_id):
+                # Straight back: nobody else owned it meanwhile (no newer
+                # snapshot; none at all means the broker lost the state topic).
+                pipeline = parked
+                if manifest is None:
+                    lost.append(p)
+                else:
+                    self.snapshot_ids[p] = manifest.snapshot_id
+            elif manifest is not None:
+                state = await self.store.load(manifest)
+                pipeline = self.parts.new_pipeline(p)
+                pipeline.restore_state(state, now=now)
+                self.snapshot_ids[p] = manifest.snapshot_id
+                self.restored.add(p)
+                restored.append((pipeline, dict(state.get("alerts_offsets") or {})))
+                log.info(
+                    "partition %d: restored snapshot %s:%d (%d bytes, %d events)",
+                    p,
+                    manifest.writer,
+                    manifest.seq,
+                    manifest.size,
+                    pipeline.engine.stats.accepted,
+                )
+            else:
+                pipeline = self.parts.new_pipeline(p)
+                for scope_key, version in self._throttle_versions.items():
+                    pipeline.engine.planner.observe_version(scope_key, version)
+                begin = await consumer.beginning_offsets(own)
+                for tp in own:
+                    start = committed[tp]
+                    pipeline.offsets[(tp.topic, tp.partition)] = (
+                        begin[tp] if start is None else start
+                    )
+                fresh.append(p)
+            self.parts.add(pipeline)
+            pipeline.watermarks.assign([(tp.topic, tp.partition) for tp in own], now=now)
+            for tp in own:
+                offset = pipeline.offsets.get((tp.topic, tp.partition))
+                if offset is not None:
+                    # The snapshot is the truth: committed offsets may lag it (a
+                    # crash between the snapshot and the commit).
+                    consumer.seek(tp, offset)
+        self._parked.clear()
+        if restored:
+            starts: dict[int, int] = {}
+            for _, offsets in restored:
+                for n, o in offsets.items():
+                    starts[int(n)] = min(starts.get(int(n), o), o)
+            await self._read_back_alerts(starts, [pl for pl, _ in restored])
+        if fresh or lost:
+            # A first snapshot before anything is consumed records where the
+            # alerts topic ended: a crash before the next snapshot then reads
+            # back (and does not repeat) what this run published.
+            for p in fresh + lost:
+                self.parts.pipelines[p].dirty = True
+            await self.checkpoint(fresh + lost)
+        log.info("assigned partitions %s (fresh: %s)", numbers, fresh)
 
     # -- introspection --------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """The JSON ``/status`` view."""
-        p = self.pipeline
-        engine = p.engine
-        stats = engine.stats
+        """The JSON ``/status`` view (totals over the engines this worker owns)."""
+        parts = self.parts
+        view = parts.view()
+        stats = view.stats
+        control = self.config.topics.control
         assignment = sorted(
-            f"{tp.topic}:{tp.partition}"
-            for tp in (self.consumer.assignment() if self.consumer else ())
+            [
+                f"{tp.topic}:{tp.partition}"
+                for tp in (self.consumer.assignment() if self.consumer else ())
+            ]
+            + [f"{control.name}:{n}" for n in range(control.partitions) if self.consumer]
         )
-        watermark = None if p.watermark == -math.inf else p.watermark
+        watermark = None if parts.watermark == -math.inf else parts.watermark
         return {
             "group_id": self.config.group_id,
             "started_at": self.started_at,
-            "restored": self.restored,
+            "restored": bool(self.restored),
             "assignment": assignment,
-            "records": p.records,
-            "offsets": {f"{t}:{n}": o for (t, n), o in sorted(p.offsets.items())},
+            "records": parts.records,
+            "offsets": {f"{t}:{n}": o for (t, n), o in sorted(parts.offsets().items())},
             "watermark": watermark,
-            "closed_until_ts": None if engine.closed_until is None else engine.closed_until * 60,
+            "closed_until_ts": None if view.closed_until is None else view.closed_until * 60,
             "accepted": stats.accepted,
             "duplicates": stats.duplicates,
             "late": stats.late,
             "unpriced": stats.unpriced,
             "use_cases": {name: t.to_dict() for name, t in sorted(stats.use_cases.items())},
             "alerts": dict(sorted(stats.alerts.items())),
-            "firing": [{"use_case": u, "kind": k, "alert_id": a} for u, k, a in engine.firing()],
-            "published_alert_keys": len(p.published),
-            "alerts_suppressed": p.suppressed,
+            "firing": [{"use_case": u, "kind": k, "alert_id": a} for u, k, a in view.firing()],
+            "published_alert_keys": parts.published_keys,
+            "alerts_suppressed": parts.suppressed,
+            "partitions": {str(p): self._partition_status(p) for p in parts},
             "throttle": {
-                "active": [c.body() for c in engine.planner.active(time.time())],
+                "active": [c.body() for c in parts.active_commands(time.time())],
                 "published": self.commands_published,
                 "unpublished_no_key": self.commands_unpublished,
                 "signing_key": self.config.throttle_keys.can_sign,
             },
+            "state_topic": self.config.topics.state.name,
             "last_snapshot_at": self.last_snapshot_at,
             "last_snapshot_bytes": self.last_snapshot_bytes,
-            "view": self.page_snapshot(),
+            "view": self.page_snapshot(view),
         }
 
-    def page_snapshot(self) -> dict[str, Any]:
+    def _partition_status(self, p: int) -> dict[str, Any]:
+        pl = self.parts.pipelines[p]
+        engine = pl.engine
+        snapshot = self.snapshot_ids.get(p)
+        return {
+            "records": pl.records,
+            "offsets": {f"{t}:{n}": o for (t, n), o in sorted(pl.offsets.items())},
+            "watermark": None if pl.watermark == -math.inf else pl.watermark,
+            "closed_until_ts": None if engine.closed_until is None else engine.closed_until * 60,
+            "accepted": engine.stats.accepted,
+            "late": engine.stats.late,
+            "use_cases": sorted(engine.stats.use_cases),
+            "restored": p in self.restored,
+            "snapshot": None if snapshot is None else {"writer": snapshot[0], "seq": snapshot[1]},
+        }
+
+    def page_snapshot(self, view: EngineView | None = None) -> dict[str, Any]:
         """What the status page at ``/`` shows (see :mod:`.status_page`)."""
-        p = self.pipeline
+        parts = self.parts
+        view = parts.view() if view is None else view
         return build_snapshot(
-            p.engine,
+            view,
             self.board,
-            watermark=None if p.watermark == -math.inf else p.watermark,
+            watermark=None if parts.watermark == -math.inf else parts.watermark,
             header={
                 "group_id": self.config.group_id,
-                "accepted": p.engine.stats.accepted,
-                "records": p.records,
+                "accepted": view.stats.accepted,
+                "records": parts.records,
             },
         )

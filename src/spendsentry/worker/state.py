@@ -1,117 +1,246 @@
-"""Durable snapshots of the worker's state in its state directory.
+"""The record format of per-partition state snapshots (pure: no I/O).
 
-A snapshot is one pickle: the whole :class:`~spendsentry.engine.Engine`, the
-next input offset per partition that the engine state reflects, the partition
-watermarks, the keys of alerts already published, and the end offsets of the
-alerts topic at the time of the snapshot (where a restarted worker starts
-reading back what it published after the snapshot).
+The worker keeps one :class:`~spendsentry.engine.Engine` per input partition
+number and snapshots each one, with the input offsets it reflects, into the
+compacted ``ai.state`` topic, so whichever worker is assigned the partition next
+can restore it (:mod:`spendsentry.worker.snapshots` does the Kafka part).
 
-It is written to a temporary file, fsynced, renamed over the previous one and
-the directory fsynced, so a crash (even ``kill -9``) leaves either the old or
-the new snapshot, never a torn one. The worker commits input offsets to Kafka
-only after that: committed offsets never run ahead of durable state.
+A snapshot is a pickle (``{"version": ..., "state": ...}``). It is written as:
 
-Why a state directory and not a compacted Kafka topic: an engine snapshot can
-be many megabytes (the dedupe id set alone holds up to 2 million ids), beyond a
-broker's default ``message.max.bytes`` of 1 MB, and chunking a snapshot over
-several records adds a torn-snapshot case of its own. A snapshot is per worker
-(whole engine); see ``docs/worker.md`` for how this maps to partitions when
-scaling out.
+* a **manifest** record, key ``"<group>:<partition>"``, holding a JSON header
+  (sequence number, writer, size, SHA-256, input offsets, the offsets of its
+  chunks) and, when the pickle fits in one record, the pickle itself;
+* otherwise the pickle is split into **chunk** records of at most
+  :data:`CHUNK_BYTES` (a broker's default message limit is 1 MB), keys
+  ``"<group>:<partition>:<slot>:<i>"``, produced and acknowledged *before*
+  the manifest that lists them.
+
+``slot`` is the sequence number modulo 2: a new snapshot writes its chunks to
+the slot the latest durable manifest does not use, so compaction (which keeps
+only the newest record per key) can never remove a chunk the latest complete
+snapshot still needs, and a crash half-way through leaves that snapshot
+readable. Stale chunk keys are bounded by the largest snapshot ever written.
+
+Every record is ``MAGIC + len(header) + header JSON + body``.
+
+>>> records = encode_snapshot(
+...     {"offsets": {("ai.usage", 0): 7}}, group="g", partition=0, seq=1, writer="w",
+...     offsets={"ai.usage:0": 7})
+>>> [key for key, _ in records.chunks], records.manifest_key
+([], b'g:0')
+>>> header, body = parse_record(records.manifest_value(chunk_offsets=[]))
+>>> header["type"], header["seq"], unpack_state(body)["offsets"]
+('manifest', 1, {('ai.usage', 0): 7})
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import hashlib
 import pickle
-import re
-import tempfile
-from pathlib import Path
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from spendsentry.errors import SpendSentryError
 
-#: Bumped when the snapshot layout changes; older snapshots are ignored.
-SNAPSHOT_VERSION = 1
+#: Bumped when the state layout changes; older snapshots are ignored.
+SNAPSHOT_VERSION = 2
+#: Largest piece of a snapshot in one record: under the 1 MB message limit
+#: brokers (Kafka and Tansu) apply by default, with room for the header.
+CHUNK_BYTES = 900 * 1024
+#: First bytes of every record this module writes.
+MAGIC = b"SSS2"
+_LEN = struct.Struct(">I")
 
 
 class SnapshotError(SpendSentryError):
-    """A snapshot could not be written or read."""
+    """A snapshot could not be written, found or read; the message says why."""
 
 
-class SnapshotStore:
-    """One snapshot file per consumer group in ``state_dir``.
+def manifest_key(group: str, partition: int) -> bytes:
+    """The compaction key of a partition's latest snapshot manifest."""
+    return f"{group}:{partition}".encode()
+
+
+def chunk_key(group: str, partition: int, slot: int, index: int) -> bytes:
+    """The compaction key of one chunk (``slot`` alternates between snapshots)."""
+    return f"{group}:{partition}:{slot}:{index}".encode()
+
+
+def pack_state(state: dict[str, Any]) -> bytes:
+    """Pickle one partition's state with the layout version."""
+    return pickle.dumps({"version": SNAPSHOT_VERSION, "state": state}, protocol=5)
+
+
+def unpack_state(payload: bytes) -> dict[str, Any]:
+    """Inverse of :func:`pack_state`.
+
+    Raises
+    ------
+    SnapshotError
+        The bytes are not a snapshot of this version.
+    """
+    try:
+        doc = pickle.loads(payload)  # written by a worker of this group (see docs/worker.md)
+    except Exception as exc:  # pickle raises almost anything on bad bytes
+        raise SnapshotError(f"cannot unpickle the snapshot: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("version") != SNAPSHOT_VERSION:
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise SnapshotError(f"snapshot layout version {version!r}, expected {SNAPSHOT_VERSION}")
+    state = doc.get("state")
+    if not isinstance(state, dict):
+        raise SnapshotError("the snapshot holds no state")
+    return state
+
+
+def record_value(header: dict[str, Any], body: bytes = b"") -> bytes:
+    """One record's value: magic, header length, header JSON, body."""
+    head = orjson.dumps(header)
+    return MAGIC + _LEN.pack(len(head)) + head + body
+
+
+def parse_record(value: bytes | None) -> tuple[dict[str, Any], bytes]:
+    """Split a record's value into (header, body).
+
+    Raises
+    ------
+    SnapshotError
+        The value is not a record of this format.
+
+    >>> parse_record(b"nope")
+    Traceback (most recent call last):
+    ...
+    spendsentry.worker.state.SnapshotError: not a snapshot record (bad magic)
+    """
+    if not value or not value.startswith(MAGIC) or len(value) < len(MAGIC) + _LEN.size:
+        raise SnapshotError("not a snapshot record (bad magic)")
+    (n,) = _LEN.unpack_from(value, len(MAGIC))
+    start = len(MAGIC) + _LEN.size
+    if start + n > len(value):
+        raise SnapshotError("truncated snapshot record header")
+    try:
+        header = orjson.loads(value[start : start + n])
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"unreadable snapshot record header: {exc}") from None
+    if not isinstance(header, dict) or header.get("type") not in ("manifest", "chunk"):
+        raise SnapshotError("snapshot record header without a type")
+    return header, value[start + n :]
+
+
+@dataclass(slots=True)
+class EncodedSnapshot:
+    """A snapshot ready to produce: chunk records, then the manifest."""
+
+    header: dict[str, Any]
+    payload: bytes
+    manifest_key: bytes
+    #: (key, value) of every chunk, in order; empty when the payload is inline.
+    chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def manifest_value(self, *, chunk_offsets: Sequence[int]) -> bytes:
+        """The manifest record, once the chunks' offsets are known."""
+        if len(chunk_offsets) != len(self.chunks):
+            raise SnapshotError("one offset per chunk is needed")
+        header = {**self.header, "chunk_offsets": list(chunk_offsets)}
+        return record_value(header, b"" if self.chunks else self.payload)
+
+
+def encode_snapshot(
+    state: dict[str, Any],
+    *,
+    group: str,
+    partition: int,
+    seq: int,
+    writer: str,
+    offsets: dict[str, int] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> EncodedSnapshot:
+    """Pickle ``state`` and cut it into records (see the module docstring).
 
     Parameters
     ----------
-    state_dir : str or Path
-        Directory for snapshots (created if missing).
-    name : str
-        The consumer group id; it names the file.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> d = tempfile.TemporaryDirectory()
-    >>> store = SnapshotStore(d.name, "spendsentry")
-    >>> size = store.save({"offsets": {("ai.usage", 0): 42}})
-    >>> store.load()["offsets"]
-    {('ai.usage', 0): 42}
-    >>> d.cleanup()
+    state : dict
+        :meth:`Pipeline.snapshot_state` output.
+    group, partition : str, int
+        Whose snapshot this is (the consumer group and input partition number).
+    seq : int
+        Strictly increasing per (group, partition); picks the chunk slot.
+    writer : str
+        Identifies the worker process (a restarted worker is another writer).
+    offsets : dict, optional
+        ``"topic:partition" -> next offset``, copied into the header for humans
+        and tools (the pickle holds the authoritative copy).
+    chunk_bytes : int
+        Largest chunk; the payload is inline in the manifest when it fits.
     """
-
-    def __init__(self, state_dir: str | Path, name: str) -> None:
-        self.dir = Path(state_dir)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-        self.path = self.dir / f"{safe}.snapshot.pickle"
-
-    def save(self, state: dict[str, Any]) -> int:
-        """Write ``state`` durably; return the snapshot's size in bytes."""
-        payload = pickle.dumps(
-            {"version": SNAPSHOT_VERSION, "state": state}, protocol=pickle.HIGHEST_PROTOCOL
+    payload = pack_state(state)
+    slot = seq % 2
+    header: dict[str, Any] = {
+        "type": "manifest",
+        "v": SNAPSHOT_VERSION,
+        "group": group,
+        "partition": partition,
+        "seq": seq,
+        "slot": slot,
+        "writer": writer,
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "created_at": time.time(),
+        "offsets": dict(offsets or {}),
+    }
+    encoded = EncodedSnapshot(header, payload, manifest_key(group, partition))
+    if len(payload) <= chunk_bytes:
+        return encoded
+    pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)]
+    for i, piece in enumerate(pieces):
+        chunk_header = {
+            "type": "chunk",
+            "group": group,
+            "partition": partition,
+            "seq": seq,
+            "writer": writer,
+            "index": i,
+            "count": len(pieces),
+        }
+        encoded.chunks.append(
+            (chunk_key(group, partition, slot, i), record_value(chunk_header, piece))
         )
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.dir)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            # The rename itself is durable only once the directory is synced.
-            dir_fd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            raise SnapshotError(f"cannot write snapshot {self.path}: {exc}") from exc
-        return len(payload)
+    return encoded
 
-    def load(self) -> dict[str, Any] | None:
-        """The last snapshot's state, or None when there is none (or it is stale).
 
-        Raises
-        ------
-        SnapshotError
-            If the file exists but cannot be read or unpickled.
-        """
-        try:
-            payload = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise SnapshotError(f"cannot read snapshot {self.path}: {exc}") from exc
-        try:
-            doc = pickle.loads(payload)  # our own file in our own state dir
-        except Exception as exc:  # pickle raises almost anything on a bad file
-            raise SnapshotError(f"cannot load snapshot {self.path}: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("version") != SNAPSHOT_VERSION:
-            return None
-        state: dict[str, Any] = doc["state"]
-        return state
+def assemble(manifest: dict[str, Any], inline: bytes, chunks: Sequence[bytes | None]) -> bytes:
+    """The pickle a manifest describes, from its inline body or its chunk records.
+
+    Raises
+    ------
+    SnapshotError
+        A chunk is missing or belongs to another snapshot, or the size or
+        SHA-256 does not match (a torn or foreign snapshot).
+    """
+    offsets = manifest.get("chunk_offsets") or []
+    if not offsets:
+        payload = inline
+    else:
+        if len(chunks) != len(offsets):
+            raise SnapshotError(f"{len(chunks)} chunk records for {len(offsets)} chunks")
+        pieces = []
+        for i, value in enumerate(chunks):
+            if value is None:
+                raise SnapshotError(f"chunk {i} at offset {offsets[i]} is gone")
+            header, body = parse_record(value)
+            same = (header.get("seq"), header.get("writer"), header.get("index"))
+            if header.get("type") != "chunk" or same != (manifest["seq"], manifest["writer"], i):
+                raise SnapshotError(f"the record at offset {offsets[i]} is not chunk {i}")
+            pieces.append(body)
+        payload = b"".join(pieces)
+    if len(payload) != manifest.get("size"):
+        raise SnapshotError(
+            f"snapshot is {len(payload)} bytes, the manifest says {manifest.get('size')}"
+        )
+    if hashlib.sha256(payload).hexdigest() != manifest.get("sha256"):
+        raise SnapshotError("snapshot checksum mismatch")
+    return payload

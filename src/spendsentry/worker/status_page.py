@@ -37,6 +37,7 @@ from spendsentry.timeutil import parse_ts
 
 if TYPE_CHECKING:
     from spendsentry.engine import Engine
+    from spendsentry.worker.partitions import EngineView
 
 __all__ = ["MAX_USE_CASES_SHOWN", "StatusBoard", "build_snapshot", "render", "sparkline"]
 
@@ -119,7 +120,7 @@ def _ts(value: Any) -> float | None:
 
 
 def build_snapshot(
-    engine: Engine,
+    engine: Engine | EngineView,
     board: StatusBoard,
     *,
     watermark: float | None = None,
@@ -131,8 +132,8 @@ def build_snapshot(
 
     Parameters
     ----------
-    engine : Engine
-        The running engine (read only).
+    engine : Engine or EngineView
+        The running engine, or the worker's engines merged (read only).
     board : StatusBoard
         Open incidents, recent changes and throttles.
     watermark : float, optional

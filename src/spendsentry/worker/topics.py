@@ -34,6 +34,9 @@ _DEFAULTS: dict[str, TopicSpec] = {
     "throttle": TopicSpec("ai.throttle", 3, {"cleanup.policy": "compact"}),
     "deadletter": TopicSpec("ai.deadletter", 3),
     "control": TopicSpec("ai.control", 1),
+    # Per-partition engine snapshots (docs/worker.md, State): compacted, so the
+    # latest snapshot of every partition is kept; as many partitions as the inputs.
+    "state": TopicSpec("ai.state", 6, {"cleanup.policy": "compact"}),
 }
 
 
@@ -47,6 +50,7 @@ class TopicsConfig:
     throttle: TopicSpec
     deadletter: TopicSpec
     control: TopicSpec
+    state: TopicSpec
 
     @classmethod
     def defaults(cls) -> TopicsConfig:
@@ -103,7 +107,33 @@ class TopicsConfig:
         """All topics, for :func:`spendsentry.broker.ensure_topics`."""
         return [getattr(self, f.name) for f in fields(self)]
 
+    def check_co_partitioned(self) -> None:
+        """Raise :class:`ConfigError` unless usage and outcomes have equal partition counts.
+
+        One engine per partition number needs partition *p* of both topics to
+        carry the same use cases.
+
+        >>> t = TopicsConfig.from_dict({"outcomes": {"partitions": 4}})
+        >>> t.check_co_partitioned()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        spendsentry.errors.ConfigError: ai.usage has 6 partitions and ai.outcomes 4: ...
+        """
+        check_co_partitioned(
+            self.usage.name, self.usage.partitions, self.outcomes.name, self.outcomes.partitions
+        )
+
     @property
     def inputs(self) -> tuple[str, str]:
         """The topic names the worker consumes."""
         return (self.usage.name, self.outcomes.name)
+
+
+def check_co_partitioned(usage: str, n_usage: int, outcomes: str, n_outcomes: int) -> None:
+    """Raise :class:`ConfigError` when two input topics' partition counts differ."""
+    if n_usage != n_outcomes:
+        raise ConfigError(
+            f"{usage} has {n_usage} partitions and {outcomes} {n_outcomes}: they must be "
+            "equal (both keyed by use case, partition p of each feeds engine p); "
+            "change [topics.outcomes] partitions or recreate the topic"
+        )

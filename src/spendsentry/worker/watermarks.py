@@ -70,7 +70,13 @@ class PartitionWatermarks:
             self.max_ts[partition] = event_ts
         self.last_seen[partition] = now
 
-    def current(self, *, now: float, pending: Collection[Hashable] = ()) -> float:
+    def current(
+        self,
+        *,
+        now: float,
+        pending: Collection[Hashable] = (),
+        idle_floor: float = -math.inf,
+    ) -> float:
         """The event-time watermark (before lateness); it never moves backwards.
 
         Parameters
@@ -79,29 +85,57 @@ class PartitionWatermarks:
             Wall-clock time.
         pending : collection of partitions
             Partitions known to have unconsumed data: they never count as idle.
+        idle_floor : float
+            Event time reached elsewhere (the worker's other partitions). When
+            every partition here is idle, event time moves at least this far, so
+            a quiet partition's minutes still close and its incidents resolve.
 
         Returns
         -------
         float
             The minimum newest-event-time over the active partitions; when none
-            is active, the maximum over all (nothing is in flight that could be
-            held back); ``-inf`` while an active partition has sent nothing.
+            is active, the maximum over all and ``idle_floor`` (nothing is in
+            flight that could be held back); ``-inf`` while an active partition
+            has sent nothing.
+
+        Examples
+        --------
+        >>> w = PartitionWatermarks(idle_after_s=10.0)
+        >>> w.observe("usage:0", 500.0, now=0.0)
+        >>> w.current(now=5.0, idle_floor=900.0)    # active: its own event time
+        500.0
+        >>> w.current(now=20.0, idle_floor=900.0)   # idle: follows the others
+        900.0
         """
         active = [
             self.max_ts.get(p, -math.inf)
             for p, seen in self.last_seen.items()
             if p in pending or now - seen < self.idle_after_s
         ]
-        if active:
-            candidate = min(active)
-        elif self.max_ts:
-            candidate = max(self.max_ts.values())
-        else:
-            candidate = -math.inf
+        candidate = min(active) if active else max([*self.max_ts.values(), idle_floor])
         # A partition coming back from idleness must not pull event time back:
         # minutes already closed stay closed, its old events are late.
         self._high = max(self._high, candidate)
         return self._high
+
+    def active_min(self, *, now: float, pending: Collection[Hashable] = ()) -> float | None:
+        """The least newest-event-time over the active partitions (None: all idle).
+
+        >>> w = PartitionWatermarks(idle_after_s=10.0)
+        >>> w.assign(["a"], now=0.0)
+        >>> w.active_min(now=1.0), w.active_min(now=11.0)
+        (-inf, None)
+        """
+        active = [
+            self.max_ts.get(p, -math.inf)
+            for p, seen in self.last_seen.items()
+            if p in pending or now - seen < self.idle_after_s
+        ]
+        return min(active) if active else None
+
+    def newest(self) -> float:
+        """The newest event time seen on any partition here (``-inf`` if none)."""
+        return max(self.max_ts.values(), default=-math.inf)
 
     def snapshot(self) -> dict[Hashable, float]:
         """What a state snapshot keeps: the newest event time per partition."""

@@ -1,0 +1,329 @@
+"""One engine per input partition number: the unit that moves between workers.
+
+``ai.usage`` and ``ai.outcomes`` are keyed by use case and have the same
+partition count, so partition *p* of both carries the same use cases. The
+worker keeps one :class:`~spendsentry.worker.pipeline.Pipeline` (one
+:class:`~spendsentry.engine.Engine`, its watermarks, offsets and published
+alert keys) per partition number it is assigned; a rebalance moves whole
+pipelines, through their snapshots, from one worker to another.
+
+All engines of a worker close minutes by one watermark, the least newest event
+time over the worker's active partitions, as a single engine for all partitions
+did: a slow partition holds back the engines of its worker (not of the group),
+and an engine whose partitions are idle still closes minutes with the others, so
+a quiet use case's incidents resolve. (A watermark per engine was tried: it
+closes a partition as soon as its first batch is in, which turns out-of-order
+messages of a backlog read in several batches into late events.)
+
+Operator actions (``ai.control``) go to every pipeline: an action for a use
+case an engine does not hold changes nothing there, and this does not depend on
+which partitioner the producers of ``ai.usage`` used (Kafka's Java client and
+aiokafka hash keys with murmur2, librdkafka with CRC32 by default).
+
+>>> from spendsentry.engine import Engine
+>>> parts = PartitionSet(Engine, inputs=("ai.usage", "ai.outcomes"))
+>>> parts.fresh(2).partition, sorted(parts)
+(2, [2])
+>>> parts.owner(("ai.outcomes", 2)) is parts.pipelines[2], parts.owner(("ai.usage", 0))
+(True, None)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spendsentry.actions import ThrottleCommand
+from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
+from spendsentry.events import Event
+from spendsentry.ingest import Decoder
+from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.pipeline import (
+    TP,
+    BatchOutput,
+    Pipeline,
+    RecordLike,
+    count_output,
+    count_records,
+)
+
+#: The pipeline whose worker dead-letters a malformed control action (one per group).
+CONTROL_REPORTER = 0
+
+
+@dataclass(slots=True)
+class EngineView:
+    """The read-only face of several engines, for ``/status`` and the status page."""
+
+    closed_until: int | None
+    use_cases: dict[str, UseCaseState]
+    stats: EngineStats
+    firing_incidents: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def firing(self) -> list[tuple[str, str, str]]:
+        """(use case, kind, alert_id) of every open incident, sorted."""
+        return self.firing_incidents
+
+
+class PartitionSet:
+    """The pipelines of the input partitions this worker owns right now.
+
+    Parameters
+    ----------
+    make_engine : callable
+        Returns a fresh :class:`Engine` (policies, prices and config of this run).
+    metrics : WorkerMetrics, optional
+        Where to count.
+    inputs : sequence of str
+        The co-partitioned input topics (usage, outcomes).
+    idle_after_s : float
+        See :class:`~spendsentry.worker.watermarks.PartitionWatermarks`.
+    """
+
+    def __init__(
+        self,
+        make_engine: Callable[[], Engine],
+        metrics: WorkerMetrics | None = None,
+        *,
+        inputs: Sequence[str],
+        idle_after_s: float = 30.0,
+        decoder: Decoder | None = None,
+    ) -> None:
+        self.make_engine = make_engine
+        self.metrics = metrics
+        self.inputs = frozenset(inputs)
+        self.idle_after_s = idle_after_s
+        self.decoder = decoder or Decoder()
+        self.pipelines: dict[int, Pipeline] = {}
+        #: Records of partitions this worker does not own (in flight across a rebalance).
+        self.dropped = 0
+
+    # -- membership -----------------------------------------------------------
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self.pipelines))
+
+    def __len__(self) -> int:
+        return len(self.pipelines)
+
+    def __contains__(self, partition: object) -> bool:
+        return partition in self.pipelines
+
+    def new_pipeline(self, partition: int) -> Pipeline:
+        """A pipeline around a fresh engine, not added yet."""
+        return Pipeline(
+            self.make_engine(),
+            self.decoder,
+            self.metrics,
+            idle_after_s=self.idle_after_s,
+            partition=partition,
+        )
+
+    def fresh(self, partition: int) -> Pipeline:
+        """Add (and return) a pipeline with a fresh engine."""
+        pipeline = self.new_pipeline(partition)
+        self.pipelines[partition] = pipeline
+        return pipeline
+
+    def add(self, pipeline: Pipeline) -> None:
+        """Add a restored (or kept) pipeline."""
+        assert pipeline.partition is not None
+        self.pipelines[pipeline.partition] = pipeline
+
+    def remove(self, partition: int) -> Pipeline | None:
+        """Drop a partition's pipeline (revoked); returns it."""
+        return self.pipelines.pop(partition, None)
+
+    def owner(self, tp: TP) -> Pipeline | None:
+        """The pipeline that consumes input partition ``tp``, if this worker owns it."""
+        if tp[0] not in self.inputs:
+            return None
+        return self.pipelines.get(tp[1])
+
+    def position(self, tp: TP) -> int | None:
+        """Next offset of ``tp`` the owning pipeline's state reflects."""
+        pipeline = self.owner(tp)
+        return None if pipeline is None else pipeline.offsets.get(tp)
+
+    # -- the hot path ---------------------------------------------------------
+
+    def handle(
+        self,
+        batch: Mapping[Any, Sequence[RecordLike]],
+        *,
+        now: float | None = None,
+        pending: Collection[TP] = (),
+    ) -> BatchOutput:
+        """Split one ``getmany`` result by partition number, process, advance."""
+        started = time.perf_counter()
+        now = time.time() if now is None else now
+        shares: dict[int, list[RecordLike]] = {}
+        kept: list[RecordLike] = []
+        for records in batch.values():
+            for r in records:
+                if r.topic in self.inputs and r.partition in self.pipelines:
+                    shares.setdefault(r.partition, []).append(r)
+                    kept.append(r)
+                else:
+                    self.dropped += 1
+        out = BatchOutput()
+        events: dict[int, list[Event]] = {}
+        for p in sorted(shares):
+            events[p] = self.pipelines[p].ingest(shares[p], now=now, out=out)
+        self._advance(now, pending, out)
+        metrics = self.metrics
+        if metrics is not None:
+            count_records(metrics, kept)
+            for p, evs in events.items():
+                self.pipelines[p].count_use_cases(evs)
+            count_output(metrics, out)
+            metrics.batch_latency.observe(time.perf_counter() - started)
+        return out
+
+    def tick(self, *, now: float | None = None, pending: Collection[TP] = ()) -> BatchOutput:
+        """No new records: idle partitions still move event time."""
+        now = time.time() if now is None else now
+        out = BatchOutput()
+        self._advance(now, pending, out)
+        if self.metrics is not None and (out.alerts or out.dead_letters):
+            count_output(self.metrics, out)
+        return out
+
+    def apply_control(self, records: Iterable[RecordLike], out: BatchOutput) -> None:
+        """Give every pipeline the operator actions its state has not applied."""
+        ordered = sorted(records, key=lambda r: (r.partition, r.offset))
+        if not ordered:
+            return
+        for p in self:
+            share = BatchOutput()
+            self.pipelines[p].apply_control(ordered, share, report_bad=p == CONTROL_REPORTER)
+            out.extend(share)
+        if self.metrics is not None and out.dead_letters:
+            count_output(self.metrics, BatchOutput(dead_letters=out.dead_letters))
+
+    def control_start(self, control_partition: int) -> int | None:
+        """The oldest ``ai.control`` offset some pipeline still has to apply."""
+        starts = [pl.control_offsets.get(control_partition, 0) for pl in self.pipelines.values()]
+        return min(starts, default=None)
+
+    def event_time(self, now: float, pending: Collection[TP] = ()) -> float:
+        """The worker's watermark (before lateness): the least newest event time
+        over every active partition of every engine here; when all are idle, the
+        newest event time seen. This is what one engine for all partitions did:
+        a partition whose messages are not in event-time order (big arrays, a
+        backlog read in several batches) is not closed behind by the others."""
+        pipelines = self.pipelines.values()
+        mins = [
+            m
+            for pl in pipelines
+            if (m := pl.watermarks.active_min(now=now, pending=pending)) is not None
+        ]
+        if mins:
+            return min(mins)
+        return max((pl.watermarks.newest() for pl in pipelines), default=-math.inf)
+
+    def _advance(self, now: float, pending: Collection[TP], out: BatchOutput) -> None:
+        event_time = self.event_time(now, pending)
+        for p in self:
+            self.pipelines[p].advance(now=now, out=out, event_time=event_time)
+        if self.metrics is not None:
+            self.metrics.open_incidents.set(sum(len(pl.engine.firing()) for pl in self.values()))
+            watermark = self.watermark
+            if watermark != -math.inf:
+                self.metrics.watermark_lag.set(max(0.0, now - watermark))
+
+    # -- merged views ---------------------------------------------------------
+
+    def values(self) -> list[Pipeline]:
+        """The pipelines, by partition number."""
+        return [self.pipelines[p] for p in self]
+
+    @property
+    def watermark(self) -> float:
+        """The least advanced event time over pipelines that have data (``-inf``: none)."""
+        marks = [
+            pl.watermark
+            for pl in self.values()
+            if pl.engine.closed_until is not None and pl.watermark != -math.inf
+        ]
+        return min(marks, default=-math.inf)
+
+    @property
+    def closed_until(self) -> int | None:
+        """Every minute before this one is closed in every engine that has data."""
+        closed = [pl.engine.closed_until for pl in self.values()]
+        return min((c for c in closed if c is not None), default=None)
+
+    @property
+    def records(self) -> int:
+        """Input records reflected by the owned states (also those read by other workers)."""
+        return sum(pl.records for pl in self.values())
+
+    @property
+    def suppressed(self) -> int:
+        return sum(pl.suppressed for pl in self.values())
+
+    @property
+    def published_keys(self) -> int:
+        return sum(len(pl.published) for pl in self.values())
+
+    def offsets(self) -> dict[TP, int]:
+        """Next offset per input partition, over all owned states."""
+        merged: dict[TP, int] = {}
+        for pl in self.values():
+            merged.update(pl.offsets)
+        return merged
+
+    def active_commands(self, now: float) -> list[ThrottleCommand]:
+        """Throttle commands in force (a scope lives in one engine), by scope key."""
+        commands = [c for pl in self.values() for c in pl.engine.planner.active(now)]
+        return sorted(commands, key=lambda c: c.scope_key)
+
+    def view(self) -> EngineView:
+        """The engines merged: totals summed, use cases side by side."""
+        engines = [pl.engine for pl in self.values()]
+        use_cases: dict[str, UseCaseState] = {}
+        firing: list[tuple[str, str, str]] = []
+        for engine in engines:
+            use_cases.update(engine.use_cases)
+            firing += engine.firing()
+        return EngineView(self.closed_until, use_cases, merge_stats(engines), sorted(firing))
+
+
+def merge_stats(engines: Iterable[Engine]) -> EngineStats:
+    """Sum the counters of several engines (use cases are disjoint between them).
+
+    >>> a, b = Engine(), Engine()
+    >>> a.stats.accepted, b.stats.accepted = 2, 3
+    >>> merge_stats([a, b]).accepted
+    5
+    """
+    merged = EngineStats()
+    for engine in engines:
+        s = engine.stats
+        merged.accepted += s.accepted
+        merged.duplicates += s.duplicates
+        merged.late += s.late
+        merged.unpriced += s.unpriced
+        merged.evicted_use_cases += s.evicted_use_cases
+        merged.evicted_sessions += s.evicted_sessions
+        merged.evicted_dedupe_ids += s.evicted_dedupe_ids
+        for model, n in s.unpriced_models.items():
+            merged.unpriced_models[model] = merged.unpriced_models.get(model, 0) + n
+        for kind, n in s.alerts.items():
+            merged.alerts[kind] = merged.alerts.get(kind, 0) + n
+        for name, totals in s.use_cases.items():
+            # A use case seen by two engines (producers that did not key by use
+            # case) is summed rather than hidden.
+            mine = merged.use_cases.setdefault(name, UseCaseTotals())
+            mine.events += totals.events
+            for kind, n in totals.events_by_kind.items():
+                mine.events_by_kind[kind] = mine.events_by_kind.get(kind, 0) + n
+            mine.input_tokens += totals.input_tokens
+            mine.output_tokens += totals.output_tokens
+            mine.cost_nano += totals.cost_nano
+            mine.outcomes += totals.outcomes
+    return merged
