@@ -15,6 +15,7 @@ the unit of a state snapshot.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ TP = tuple[str, int]
 
 #: Remembered published alert keys (enough for days of incidents).
 MAX_PUBLISHED_KEYS = 100_000
+
+
+_RECORD_ORDER = operator.attrgetter("topic", "partition", "offset")
 
 
 class RecordLike(Protocol):
@@ -163,10 +167,12 @@ class Pipeline:
         events: list[Event] = []
         sources: list[SourcePosition] = []
         decode = self.decoder.decode
+        decode_native = self.decoder.decode_native
+        max_bytes = self.decoder.limits.max_record_bytes
         metrics = self.metrics
         # Partition order, then offset order: the same batch always feeds the
         # engine in the same order, whatever order the fetcher returned it in.
-        records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+        records.sort(key=_RECORD_ORDER)
         newest: dict[TP, float] = {}
         offsets = self.offsets
         taken = 0
@@ -179,14 +185,22 @@ class Pipeline:
                 self.behind[tp] = offsets[tp]
                 continue
             taken += 1
-            source = SourcePosition(r.topic, partition=r.partition, offset=r.offset)
-            decoded = decode(r.value or b"", source, now=now)
-            out.dead_letters.extend(decoded.rejected)
-            for e in decoded.events:
-                events.append(e)
-                sources.append(source)
-                if e.ts > newest.get(tp, -math.inf):
-                    newest[tp] = e.ts
+            source = SourcePosition(r.topic, None, r.partition, r.offset)
+            value = r.value or b""
+            # The C fast path takes well-formed native records; anything else
+            # (and anything over the size limit) goes through decode(), which
+            # names the reason. The events are the same either way.
+            got = decode_native(value, now=now) if len(value) <= max_bytes else None
+            if got is None:
+                decoded = decode(value, source, now=now)
+                out.dead_letters.extend(decoded.rejected)
+                got = decoded.events
+            if got:
+                events.extend(got)
+                sources.extend([source] * len(got))
+                top = max(e.ts for e in got)
+                if top > newest.get(tp, -math.inf):
+                    newest[tp] = top
             self.offsets[tp] = r.offset + 1
         self.records += taken
         if taken:
