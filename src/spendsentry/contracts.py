@@ -29,6 +29,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
+from spendsentry import alerts as _alerts
+
 __all__ = [
     "ALERT_KINDS",
     "DEAD_LETTER_REASONS",
@@ -57,20 +59,10 @@ SCHEMA_NAMES: tuple[str, ...] = (
 
 # The enums other modules need, spelled once in Python. tests/unit/test_schemas.py
 # checks each against its schema so the two cannot drift apart.
-#: The detectors, i.e. the ``kind`` of an alert.
-ALERT_KINDS: tuple[str, ...] = (
-    "prompt_inflation",
-    "agent_chatter",
-    "fallback_drift",
-    "retrieval_amplification",
-    "cost_spike",
-    "budget_burn",
-    "cost_per_outcome",
-    "embedding_duplication",
-    "model_oversizing",
-)
-#: Alert severities, lowest first.
-SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+#: The detectors (the ``kind`` of an alert) and severities, lowest first: defined
+#: once, next to the alert type.
+ALERT_KINDS: tuple[str, ...] = _alerts.ALERT_KINDS
+SEVERITIES: tuple[str, ...] = _alerts.SEVERITIES
 #: The ``action`` of a throttle command.
 THROTTLE_ACTIONS: tuple[str, ...] = (
     "limit_rate",

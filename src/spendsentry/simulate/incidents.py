@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from spendsentry.alerts import ALERT_KINDS
+
 __all__ = [
     "BIG_MODELS",
     "DURATION_MINUTES",
@@ -62,17 +64,7 @@ __all__ = [
 ]
 
 #: The fixed vocabulary of incident (and alert) kinds.
-KINDS: tuple[str, ...] = (
-    "prompt_inflation",
-    "agent_chatter",
-    "fallback_drift",
-    "retrieval_amplification",
-    "cost_spike",
-    "budget_burn",
-    "cost_per_outcome",
-    "embedding_duplication",
-    "model_oversizing",
-)
+KINDS: tuple[str, ...] = ALERT_KINDS
 
 #: Which use cases each kind may hit (the shapes where it makes sense).
 ELIGIBLE: dict[str, tuple[str, ...]] = {
