@@ -60,7 +60,7 @@ def open_input(path: str) -> IO[bytes]:
         raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     magic = raw.peek(2)[:2] if isinstance(raw, io.BufferedReader) else b""
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from spendsentry.alerts import Finding, severity_rank
+from spendsentry.alerts import HOURS_PER_MONTH, Finding, severity_rank
 from spendsentry.detectors.base import Monitor, PeriodTotals, UseCaseContext
 from spendsentry.detectors.monitors import (
     BudgetBurnMonitor,
@@ -23,6 +23,7 @@ from spendsentry.detectors.monitors import (
     log_input_tokens_per_call,
     price_tier,
     retrievals_per_request,
+    routing_saving,
     small_calls_on_large_models,
 )
 from spendsentry.detectors.sessions import SessionLengthDetector
@@ -304,8 +305,18 @@ class AnyOf:
 class _Oversizing(RatioMonitor):
     """model_oversizing is a recommendation: always severity info, with the saving."""
 
-    def observe(self, signals, ctx):  # type: ignore[no-untyped-def]
+    def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         finding = super().observe(signals, ctx)
-        if finding is not None:
-            finding.severity = "info"
+        if finding is None:
+            return None
+        finding.severity = "info"
+        smaller, per_hour = routing_saving(signals)
+        if smaller is not None:
+            finding.excess_cost_per_hour_usd = per_hour
+            finding.details["suggested_model"] = smaller
+            finding.details["monthly_saving_usd"] = round(per_hour * HOURS_PER_MONTH, 2)
+            finding.summary += (
+                f" Routing them to {smaller} would save about "
+                f"${per_hour * HOURS_PER_MONTH:,.0f} a month."
+            )
         return finding

@@ -514,6 +514,46 @@ def price_tier(s: MinuteSignals) -> tuple[float, float]:
     return total, float(calls)
 
 
+#: Size assumed for a routine small request when pricing the saving (half the bounds).
+_SMALL_INPUT, _SMALL_OUTPUT = 250, 75
+
+
+def routing_saving(s: MinuteSignals) -> tuple[str | None, float]:
+    """The smaller model to route routine requests to, and the saving in $/h.
+
+    The smaller model is the cheapest model the use case already uses that is
+    not large (else gpt-4o-mini); each routine request on a large model is
+    priced at half the "small" bounds on both models.
+
+    >>> from spendsentry.windows import ModelMinute
+    >>> sig = MinuteSignals("u", 0, llm_calls=100, models={
+    ...     "gpt-4o": ModelMinute(60, 0.3, 12000, 4000, 60),
+    ...     "gpt-4o-mini": ModelMinute(40, 0.01, 8000, 3000, 40)})
+    >>> model, per_hour = routing_saving(sig)
+    >>> model, round(per_hour, 2)
+    ('gpt-4o-mini', 4.65)
+    """
+    candidates = []
+    for name in s.models:
+        rates = _CATALOGUE.rates(name)
+        if rates is not None and not is_large_model(name):
+            candidates.append((rates.input + rates.output, name))
+    smaller = min(candidates)[1] if candidates else "gpt-4o-mini"
+    small = _CATALOGUE.rates(smaller)
+    if small is None:
+        return None, 0.0
+    saving = 0.0
+    for name, m in s.models.items():
+        big = _CATALOGUE.rates(name)
+        if big is None or not m.small_calls or not is_large_model(name):
+            continue
+        per_call = (big.input - small.input) * _SMALL_INPUT + (
+            big.output - small.output
+        ) * _SMALL_OUTPUT
+        saving += max(0.0, per_call) * m.small_calls
+    return smaller, saving * 60.0
+
+
 def small_calls_on_large_models(s: MinuteSignals) -> tuple[float, float]:
     large = total = 0
     for name, m in s.models.items():
