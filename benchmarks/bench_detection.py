@@ -61,13 +61,19 @@ def run_seed(seed: int, hours: float, no_incidents: bool) -> dict[str, Any]:
         s = getattr(report, name)
         out[name] = {
             "incidents": [
-                {"kind": i.kind, "use_case": i.use_case, "diagnosed": i.diagnosed,
-                 "delay": i.delay_min, "id": i.incident_id}
+                {
+                    "kind": i.kind,
+                    "use_case": i.use_case,
+                    "diagnosed": i.diagnosed,
+                    "delay": i.delay_min,
+                    "id": i.incident_id,
+                }
                 for i in s.incidents
             ],
             "false": [
                 {"kind": a.kind, "use_case": a.use_case, "at": a.detected_at}
-                for a in s.alerts if a.verdict == "false"
+                for a in s.alerts
+                if a.verdict == "false"
             ],
             "use_case_hours": s.use_case_hours,
         }
@@ -109,8 +115,10 @@ def _fmt(x: float | None) -> str:
 
 
 def print_table(engine: dict[str, Any], baseline: dict[str, Any], quiet: dict[str, Any]) -> None:
-    print(f"{'kind':<24} {'diagnosed':>10} {'median':>7} {'max':>6} {'false':>6} |"
-          f" {'baseline':>9} {'median':>7} {'false':>6}")
+    print(
+        f"{'kind':<24} {'diagnosed':>10} {'median':>7} {'max':>6} {'false':>6} |"
+        f" {'baseline':>9} {'median':>7} {'false':>6}"
+    )
     for kind in sorted(engine["kinds"]):
         e = engine["kinds"][kind]
         b = baseline["kinds"].get(kind, {"incidents": 0, "diagnosed": 0, "delays": []})
@@ -166,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 if not inc["diagnosed"]:
                     print(f"  missed seed {r['seed']}: {inc['id']} {inc['use_case']}")
                 elif inc["delay"] > 5:
-                    print(f"  slow   seed {r['seed']}: {inc['id']} {inc['use_case']} "
-                          f"{inc['delay']:.0f} min")
+                    print(
+                        f"  slow   seed {r['seed']}: {inc['id']} {inc['use_case']} "
+                        f"{inc['delay']:.0f} min"
+                    )
             for f in r["engine"]["false"]:
                 print(f"  false  seed {r['seed']}: {f['kind']} {f['use_case']} {f['at']}")
     if args.json:

@@ -252,9 +252,9 @@ class IncidentTracker:
             started_at=inc.started_at,
             summary=summary or finding.summary,
             evidence=finding.evidence(),
-            excess_cost_per_hour_usd=0.0 if status == "resolved" else max(
-                0.0, finding.excess_cost_per_hour_usd
-            ),
+            excess_cost_per_hour_usd=0.0
+            if status == "resolved"
+            else max(0.0, finding.excess_cost_per_hour_usd),
             resolved_at=resolved_at,
             incident_seq=inc.seq,
         )

@@ -119,9 +119,7 @@ def _catalogue_rates(model: str, provider: str | None) -> ModelRates | None:
         try:
             inp = price(Usage(input_tokens=_PER_MTOK), provider_id)
             out = price(Usage(output_tokens=_PER_MTOK), provider_id)
-            cached = price(
-                Usage(input_tokens=_PER_MTOK, cache_read_tokens=_PER_MTOK), provider_id
-            )
+            cached = price(Usage(input_tokens=_PER_MTOK, cache_read_tokens=_PER_MTOK), provider_id)
         except (LookupError, ValueError, TypeError, AttributeError):
             continue
         return ModelRates(inp / _PER_MTOK, cached / _PER_MTOK, out / _PER_MTOK)

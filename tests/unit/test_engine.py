@@ -67,9 +67,16 @@ def test_arrival_order_within_lateness_does_not_change_results():
         ts = T0 + i * 2.0
         kind = rng.choice(["llm_call", "llm_call", "tool_call", "retrieval", "embedding"])
         events.append(
-            usage(i, ts, use_case=rng.choice(["a", "b", "c"]), kind=kind,
-                  session_id=f"s{i % 37}", request_id=f"r{i // 3}",
-                  content_hash=f"h{rng.randrange(500)}", input_tokens=rng.randrange(1, 4000))
+            usage(
+                i,
+                ts,
+                use_case=rng.choice(["a", "b", "c"]),
+                kind=kind,
+                session_id=f"s{i % 37}",
+                request_id=f"r{i // 3}",
+                content_hash=f"h{rng.randrange(500)}",
+                input_tokens=rng.randrange(1, 4000),
+            )
         )
     events += [OutcomeEvent(f"o{i}", T0 + i * 20.0, "a", "ticket_resolved") for i in range(200)]
     events.sort(key=lambda e: e.ts)
@@ -78,7 +85,7 @@ def test_arrival_order_within_lateness_does_not_change_results():
         engine = Engine(PolicySet.empty(), config=EngineConfig(allowed_lateness_s=120))
         out = []
         for start in range(0, len(evs), 250):
-            o = engine.process(evs[start:start + 250])
+            o = engine.process(evs[start : start + 250])
             assert o.rejected == []
             out += engine.advance().closed
         out += engine.flush().closed

@@ -71,8 +71,16 @@ def test_timestamps_rfc3339_seconds_and_milliseconds(ts):
 
 
 def test_outcome_event():
-    doc = {"type": "outcome", "event_id": "o1", "ts": NOW, "use_case": "support_chat",
-           "outcome": "ticket_resolved", "session_id": "s1", "success": True, "value": 1}
+    doc = {
+        "type": "outcome",
+        "event_id": "o1",
+        "ts": NOW,
+        "use_case": "support_chat",
+        "outcome": "ticket_resolved",
+        "session_id": "s1",
+        "success": True,
+        "value": 1,
+    }
     (e,) = decode(doc).events
     assert isinstance(e, OutcomeEvent) and e.outcome == "ticket_resolved" and e.value == 1.0
 
@@ -116,10 +124,23 @@ BAD_CASES = [
     (usage(ts=NOW + 86_400), RejectReason.FUTURE_TIMESTAMP, "ts"),
     (usage(ts="2099-01-01T00:00:00Z"), RejectReason.FUTURE_TIMESTAMP, "ts"),
     (usage(type="metric"), RejectReason.UNKNOWN_TYPE, "type"),
-    ({"type": "outcome", "event_id": "o", "ts": NOW, "use_case": "u"},
-     RejectReason.MISSING_FIELD, "outcome"),
-    ({"type": "outcome", "event_id": "o", "ts": NOW, "use_case": "u", "outcome": "x",
-      "success": "true"}, RejectReason.WRONG_TYPE, "success"),
+    (
+        {"type": "outcome", "event_id": "o", "ts": NOW, "use_case": "u"},
+        RejectReason.MISSING_FIELD,
+        "outcome",
+    ),
+    (
+        {
+            "type": "outcome",
+            "event_id": "o",
+            "ts": NOW,
+            "use_case": "u",
+            "outcome": "x",
+            "success": "true",
+        },
+        RejectReason.WRONG_TYPE,
+        "success",
+    ),
 ]
 
 

@@ -19,12 +19,14 @@ def test_default_is_plaintext_with_no_extra_settings():
 def test_sasl_ssl_with_password_file_and_system_cas(tmp_path):
     secret = tmp_path / "pw"
     secret.write_text("s3cr3t-pass\n")
-    sec = KafkaSecurity.from_env({
-        P + "SECURITY_PROTOCOL": "sasl_ssl",
-        P + "SASL_MECHANISM": "scram-sha-256",
-        P + "SASL_USERNAME": "spendsentry",
-        P + "SASL_PASSWORD_FILE": str(secret),
-    })
+    sec = KafkaSecurity.from_env(
+        {
+            P + "SECURITY_PROTOCOL": "sasl_ssl",
+            P + "SASL_MECHANISM": "scram-sha-256",
+            P + "SASL_USERNAME": "spendsentry",
+            P + "SASL_PASSWORD_FILE": str(secret),
+        }
+    )
     kw = sec.client_kwargs()
     assert kw["security_protocol"] == "SASL_SSL"
     assert kw["sasl_mechanism"] == "SCRAM-SHA-256"
@@ -39,11 +41,24 @@ def test_sasl_ssl_with_password_file_and_system_cas(tmp_path):
     [
         ({P + "SECURITY_PROTOCOL": "TLS"}, "SECURITY_PROTOCOL"),
         ({P + "SECURITY_PROTOCOL": "SASL_SSL", P + "SASL_USERNAME": "u"}, "SASL_PASSWORD"),
-        ({P + "SECURITY_PROTOCOL": "SASL_PLAINTEXT", P + "SASL_MECHANISM": "GSSAPI",
-          P + "SASL_USERNAME": "u", P + "SASL_PASSWORD": "p"}, "SASL_MECHANISM"),
+        (
+            {
+                P + "SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                P + "SASL_MECHANISM": "GSSAPI",
+                P + "SASL_USERNAME": "u",
+                P + "SASL_PASSWORD": "p",
+            },
+            "SASL_MECHANISM",
+        ),
         ({P + "SSL_CAFILE": "/nonexistent/ca.pem"}, "SSL_CAFILE"),
-        ({P + "SECURITY_PROTOCOL": "SASL_SSL", P + "SASL_USERNAME": "u",
-          P + "SASL_PASSWORD_FILE": "/nonexistent/pw"}, "SASL_PASSWORD_FILE"),
+        (
+            {
+                P + "SECURITY_PROTOCOL": "SASL_SSL",
+                P + "SASL_USERNAME": "u",
+                P + "SASL_PASSWORD_FILE": "/nonexistent/pw",
+            },
+            "SASL_PASSWORD_FILE",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(env, message):

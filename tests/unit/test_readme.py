@@ -39,7 +39,10 @@ def test_the_readme_main_command_runs(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["accepted"] > 100_000
     assert summary["rejected"] == {
-        "bad_timestamp": 1, "invalid_value": 1, "missing_field": 1, "negative_value": 1,
+        "bad_timestamp": 1,
+        "invalid_value": 1,
+        "missing_field": 1,
+        "negative_value": 1,
         "not_json": 1,
     }
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").open()]

@@ -23,11 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prices", metavar="FILE", help="price overrides TOML")
     parser.add_argument(
-        "--allowed-lateness", type=float, default=120.0, metavar="SECONDS",
+        "--allowed-lateness",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
         help="events up to this much older than the newest still count (default 120)",
     )
     parser.add_argument(
-        "--max-record-bytes", type=int, default=1 << 20, metavar="N",
+        "--max-record-bytes",
+        type=int,
+        default=1 << 20,
+        metavar="N",
         help="records larger than this are dead-lettered (default 1 MiB)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress, no summary line")
@@ -63,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
         sinks = Sinks(args.alerts_out, args.commands_out, args.deadletter_out)
         try:
             result = replay(
-                args.files, engine, sinks, decoder=decoder, progress=progress,
+                args.files,
+                engine,
+                sinks,
+                decoder=decoder,
+                progress=progress,
                 keys=ThrottleKeys.from_env(),
             )
         finally:
