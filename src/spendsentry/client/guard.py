@@ -483,6 +483,23 @@ class ThrottleGuard:
                 else:
                     await consumer.seek_to_beginning(tp)
             ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
+            for tp in tps:
+                held = self._positions.get(tp.partition)
+                if held is not None and held > ends[tp]:
+                    # The log ends before what we read: the topic was recreated or
+                    # truncated (a broker that lost its data). The broker would not
+                    # say "out of range" until it grows past our old position, so
+                    # commands published since would be skipped: read it again.
+                    log.warning(
+                        "throttle guard: %s:%d ends at %d, before offset %d read earlier "
+                        "(recreated or truncated); reading it from the start",
+                        self.topic,
+                        tp.partition,
+                        ends[tp],
+                        held,
+                    )
+                    del self._positions[tp.partition]
+                    await consumer.seek_to_beginning(tp)
             self._last_contact = time.monotonic()
             next_health = time.monotonic() + self.health_interval_s
             while not self._stopping:
