@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from spendsentry import kafka_security
 from spendsentry.actions import ThrottleCommand, ThrottleKeys
 from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
@@ -173,10 +174,15 @@ class IngestService(faust.Service):
         self.failed = asyncio.get_running_loop().create_future()
         cfg.topics.check_co_partitioned()
         # Tansu auto-creates unknown topics with 4 partitions: create ours first.
-        await ensure_topics(cfg.bootstrap, cfg.topics.specs())
+        security = kafka_security.client_kwargs()
+        await ensure_topics(cfg.bootstrap, cfg.topics.specs(), security=security)
         self._warn_about_old_snapshot()
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.bootstrap, acks="all", linger_ms=5, client_id=cfg.group_id
+            bootstrap_servers=cfg.bootstrap,
+            acks="all",
+            linger_ms=5,
+            client_id=cfg.group_id,
+            **security,
         )
         await self.producer.start()
         await self.store.start()
@@ -186,6 +192,7 @@ class IngestService(faust.Service):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **security,
         )
         await self.control_reader.start()
         control = cfg.topics.control
@@ -205,6 +212,7 @@ class IngestService(faust.Service):
             # Range assigns partition p of every topic to the same member (the
             # default round robin does not): usage p and outcomes p stay together.
             partition_assignment_strategy=(RangePartitionAssignor,),
+            **security,
         )
         await self.consumer.start()
         await self._check_partition_counts()
@@ -316,7 +324,11 @@ class IngestService(faust.Service):
     async def _ensure_state_topic(self) -> None:
         # A broker that lost its topics would auto-create this one with its own
         # partition count the moment a snapshot is produced to it.
-        await ensure_topics(self.config.bootstrap, [self.config.topics.state])
+        await ensure_topics(
+            self.config.bootstrap,
+            [self.config.topics.state],
+            security=kafka_security.client_kwargs(),
+        )
 
     def _seek_behind(self) -> None:
         """Move partitions that went back behind their state forward again."""
@@ -536,7 +548,10 @@ class IngestService(faust.Service):
             return
         name = self.config.topics.alerts.name
         reader = AIOKafkaConsumer(
-            bootstrap_servers=self.config.bootstrap, group_id=None, enable_auto_commit=False
+            bootstrap_servers=self.config.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            **kafka_security.client_kwargs(),
         )
         await reader.start()
         try:

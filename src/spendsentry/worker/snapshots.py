@@ -25,6 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from spendsentry import kafka_security
 from spendsentry.broker import TopicSpec
 from spendsentry.worker.state import (
     CHUNK_BYTES,
@@ -113,6 +114,7 @@ class KafkaSnapshotStore:
             fetch_max_wait_ms=20,
             # A chunk is up to CHUNK_BYTES plus its header.
             max_partition_fetch_bytes=max(2 << 20, 2 * self.chunk_bytes),
+            **kafka_security.client_kwargs(),
         )
         await self._reader.start()
 
