@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from spendsentry.policy import Policy, PolicySet
 
 
+#: Where per-use-case totals go once ``10 x max_use_cases`` names have totals.
+OTHER_USE_CASES = "(other)"
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Tuning knobs of the engine; the defaults suit production traffic."""
@@ -313,14 +317,14 @@ class Engine:
                 run.append(e)
             elif isinstance(e, OutcomeEvent):
                 bucket.add_outcome(e)
-                totals = stats.use_cases[use_case]
+                totals = stats.use_cases.get(use_case) or self._other_totals()
                 totals.events += 1
                 totals.events_by_kind["outcome"] = totals.events_by_kind.get("outcome", 0) + 1
                 totals.outcomes += 1
         totals_by_use_case = stats.use_cases
         for bucket, run in runs.items():
             added = bucket.add_usages(run)
-            totals = totals_by_use_case[owners[bucket]]
+            totals = totals_by_use_case.get(owners[bucket]) or self._other_totals()
             totals.events += len(run)
             by_kind = totals.events_by_kind
             for kind, n in added.calls_by_kind.items():
@@ -364,14 +368,25 @@ class Engine:
 
     def _new_use_case(self, use_case: str) -> UseCaseState:
         if len(self.use_cases) >= self.config.max_use_cases:
-            victim = min(self.use_cases.values(), key=lambda s: (s.last_active_minute, s.use_case))
-            del self.use_cases[victim.use_case]
-            self.stats.evicted_use_cases += 1
+            # Evict the least recently active tenth at once: one sort per many
+            # new names, so a flood of names costs O(log n) each, not O(n).
+            victims = sorted(
+                self.use_cases.values(), key=lambda s: (s.last_active_minute, s.use_case)
+            )[: max(1, self.config.max_use_cases // 10)]
+            for victim in victims:
+                del self.use_cases[victim.use_case]
+            self.stats.evicted_use_cases += len(victims)
         policy = self.policies.for_use_case(use_case)
         state = UseCaseState(use_case, policy, self.monitor_factory(use_case, policy), self.config)
         self.use_cases[use_case] = state
-        self.stats.use_cases.setdefault(use_case, UseCaseTotals())
+        totals = self.stats.use_cases
+        if use_case not in totals and len(totals) < self.config.max_use_cases * 10:
+            totals[use_case] = UseCaseTotals()
         return state
+
+    def _other_totals(self) -> UseCaseTotals:
+        """Totals of use cases beyond the cap on named totals (a flood of names)."""
+        return self.stats.use_cases.setdefault(OTHER_USE_CASES, UseCaseTotals())
 
     # -- event time ---------------------------------------------------------
 

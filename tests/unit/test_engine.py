@@ -125,3 +125,11 @@ def test_engine_state_pickles_and_resumes_identically():
     resumed.process(events[1000:])
     got += resumed.advance().closed + resumed.flush().closed
     assert got == expected
+
+
+def test_per_use_case_totals_are_capped_and_nothing_is_lost():
+    config = EngineConfig(max_use_cases=5)  # named totals: at most 10 x 5
+    engine, _ = run([usage(i, T0 + i * 0.01, use_case=f"uc{i}") for i in range(200)], config)
+    totals = engine.stats.use_cases
+    assert len(totals) == 51 and "(other)" in totals
+    assert sum(t.events for t in totals.values()) == engine.stats.accepted == 200
