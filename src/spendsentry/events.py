@@ -95,20 +95,14 @@ class UsageEvent(msgspec.Struct, gc=False):
         return out
 
 
-_OPTIONAL_USAGE_FIELDS = (
-    "provider",
-    "model",
-    "requested_model",
-    "cost_usd",
-    "session_id",
-    "request_id",
-    "agent_id",
-    "tool_name",
-    "content_hash",
-    "environment",
-    "team",
-    "latency_ms",
-    "status",
+#: to_dict() always writes these; the other contract fields only when set.
+_ALWAYS_WRITTEN = frozenset(
+    {"event_id", "ts", "use_case", "kind", "fallback", "input_tokens", "output_tokens",
+     "cached_input_tokens", "reasoning_tokens"}
+)  # fmt: skip
+INGEST_ONLY_FIELDS = frozenset({"extra", "source_format", "cost_estimated"})
+_OPTIONAL_USAGE_FIELDS = tuple(
+    n for n in UsageEvent.__struct_fields__ if n not in _ALWAYS_WRITTEN | INGEST_ONLY_FIELDS
 )
 
 

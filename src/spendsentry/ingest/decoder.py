@@ -17,6 +17,7 @@ dead-lettered, the others are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -27,7 +28,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
+from spendsentry.events import INGEST_ONLY_FIELDS, USAGE_KINDS, Event, OutcomeEvent, UsageEvent
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
 from spendsentry.ingest.litellm import LiteLLMMapping, is_litellm_payload, map_payload
 from spendsentry.ingest.otlp import MappingError, OtlpMapping, is_otlp_traces, map_traces
@@ -122,36 +123,10 @@ class DecodeResult:
     skipped: int = 0
 
 
-_USAGE_FIELDS = frozenset(
-    {
-        "type",
-        "event_id",
-        "ts",
-        "use_case",
-        "kind",
-        "provider",
-        "model",
-        "requested_model",
-        "fallback",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "reasoning_tokens",
-        "cost_usd",
-        "session_id",
-        "request_id",
-        "agent_id",
-        "tool_name",
-        "content_hash",
-        "environment",
-        "team",
-        "latency_ms",
-        "status",
-    }
-)
-_OUTCOME_FIELDS = frozenset(
-    {"type", "event_id", "ts", "use_case", "outcome", "session_id", "success", "value"}
-)
+# The contract's fields are the event types' own (less what ingest adds): one list.
+_USAGE_FIELDS = frozenset(UsageEvent.__struct_fields__) - INGEST_ONLY_FIELDS | {"type"}
+_OUTCOME_NAMES = frozenset(f.name for f in dataclasses.fields(OutcomeEvent))
+_OUTCOME_FIELDS = _OUTCOME_NAMES - INGEST_ONLY_FIELDS | {"type"}
 _STR_FIELDS = (
     "provider",
     "model",
