@@ -431,6 +431,13 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> float:
 
 @pytest.mark.integration
 @pytest.mark.timeout(240)
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug, depends on the wall-clock minute the scenario starts at: after the "
+    "memory broker loses its topics, part of the re-produced events can be dead-lettered "
+    "'late' (a partition counted idle while its recreated log is re-read); see "
+    "docs/reliability.md",
+)
 def test_broker_restart_worker_and_guard_reconnect(
     unique_name: Callable[[str], str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
