@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a partition silent this long stops holding the watermark back (default 30)",
     )
     parser.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=50,
+        metavar="MS",
+        help="longest the broker may hold an empty fetch; bounds alert latency (default 50)",
+    )
+    parser.add_argument(
         "--snapshot-interval",
         type=float,
         default=5.0,
@@ -128,6 +135,7 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
         engine_config=engine_config,
         max_batch=args.max_batch,
         idle_partition_s=args.idle_partition,
+        fetch_max_wait_ms=args.fetch_max_wait_ms,
         snapshot_interval_s=args.snapshot_interval,
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),

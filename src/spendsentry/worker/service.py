@@ -22,8 +22,9 @@ wrote it) and its inputs are sought to the snapshot's offsets.
 One batch cycle: ``getmany`` -> :meth:`PartitionSet.handle` (decode, engines,
 watermarks) -> operator actions from ``ai.control`` -> produce alerts (key = use
 case), throttle commands and dead letters. Every ``snapshot_interval_s``: flush
-the producer, snapshot the engines that changed, then commit the offsets those
-snapshots reflect.
+the producer and encode the engines that changed (under the lock, milliseconds),
+then, while batches go on, produce those snapshots, wait for the broker and
+commit the offsets they reflect. One snapshot write is in flight at a time.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from spendsentry.worker.metrics import WorkerMetrics
 from spendsentry.worker.partitions import EngineView, PartitionSet
 from spendsentry.worker.pipeline import Pipeline
 from spendsentry.worker.snapshots import KafkaSnapshotStore
+from spendsentry.worker.state import EncodedSnapshot
 from spendsentry.worker.status_page import StatusBoard, build_snapshot
 from spendsentry.worker.topics import TopicsConfig, check_co_partitioned
 
@@ -73,6 +75,11 @@ class WorkerConfig:
     #: Records per ``getmany``: the engine is batch-shaped, as in replay.
     max_batch: int = 5_000
     poll_timeout_ms: int = 200
+    #: How long the broker may hold a fetch that found no data. aiokafka keeps
+    #: one fetch in flight per broker, so a fetch that only asks for quiet
+    #: partitions (an empty ai.outcomes partition) delays the busy ones by this
+    #: much; Kafka's 500 ms default made event-to-alert latency seconds.
+    fetch_max_wait_ms: int = 50
     idle_partition_s: float = 30.0
     snapshot_interval_s: float = 5.0
     session_timeout_ms: int = 10_000
@@ -82,6 +89,16 @@ class WorkerConfig:
     readback_timeout_s: float = 30.0
     #: Signs throttle commands; without a signing key none is published.
     throttle_keys: ThrottleKeys = field(default_factory=ThrottleKeys)
+
+
+@dataclass(slots=True)
+class _Captured:
+    """Snapshots encoded under the lock, to be written after it is released."""
+
+    started: float
+    encoded: dict[int, EncodedSnapshot]
+    #: The input offsets each snapshot reflects (committed once it is durable).
+    offsets: list[dict[tuple[str, int], int]]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -154,6 +171,8 @@ class IngestService(faust.Service):
         self._control_next: dict[int, int] = {}
         self._throttle_versions: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
+        #: The snapshot write in flight, started by the consume loop.
+        self._writing: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
 
     def _new_engine(self) -> Engine:
@@ -209,6 +228,7 @@ class IngestService(faust.Service):
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_partition_fetch_bytes=4 << 20,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
             # Range assigns partition p of every topic to the same member (the
             # default round robin does not): usage p and outcomes p stay together.
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -226,6 +246,7 @@ class IngestService(faust.Service):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         try:
+            await self._finish_writing()
             if self.consumer is not None and self.producer is not None and self._dirty():
                 async with self.lock:
                     await self.checkpoint()
@@ -284,11 +305,24 @@ class IngestService(faust.Service):
                     self._seek_behind()
                     if out.alerts or out.dead_letters or out.commands:
                         await self._publish(out.alerts, out.dead_letters, out.commands)
-                if self._dirty() and (
-                    time.monotonic() - self._last_checkpoint >= cfg.snapshot_interval_s
+                writing = self._writing
+                if writing is not None and writing.done():
+                    self._writing = None
+                    writing.result()  # a failed snapshot write fails the loop
+                if (
+                    self._writing is None
+                    and self._dirty()
+                    and time.monotonic() - self._last_checkpoint >= cfg.snapshot_interval_s
                 ):
+                    # Capture under the lock (milliseconds), write in the
+                    # background: producing megabytes of state and waiting for
+                    # the broker must not hold up the next batch's alerts.
                     async with self.lock:
-                        await self.checkpoint()
+                        captured = await self._capture()
+                    if captured is not None:
+                        self._writing = asyncio.create_task(
+                            self._write(captured), name="spendsentry-snapshot"
+                        )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -443,52 +477,74 @@ class IngestService(faust.Service):
         partitions : iterable of int, optional
             Which partitions to snapshot; by default those whose state changed.
 
-        The caller holds :attr:`lock`, so no batch runs in between.
+        The caller holds :attr:`lock`, so no batch runs in between. A snapshot
+        write the consume loop started is finished first.
+        """
+        await self._finish_writing()
+        captured = await self._capture(partitions)
+        if captured is not None:
+            await self._write(captured)
+
+    async def _finish_writing(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def _capture(self, partitions: Iterable[int] | None = None) -> _Captured | None:
+        """Encode the state of ``partitions`` (default: the changed ones).
+
+        The caller holds :attr:`lock`. The encoded bytes are the snapshot, so
+        the engines may change as soon as this returns.
         """
         started = time.perf_counter()
-        consumer, producer = self.consumer, self.producer
-        assert consumer is not None and producer is not None
+        producer = self.producer
+        assert producer is not None
         parts = self.parts
         if partitions is None:
             targets = [p for p in parts if parts.pipelines[p].dirty]
         else:
             targets = [p for p in partitions if p in parts]
         if not targets:
-            return
+            return None
         # Alerts and dead letters of the state being snapshotted are on the
         # broker before the snapshot claims them as published.
         await producer.flush()
         alerts_offsets = await self._alerts_end_offsets()
-        states = {}
+        encoded: dict[int, EncodedSnapshot] = {}
+        offsets: list[dict[tuple[str, int], int]] = []
         for p in targets:
-            state = parts.pipelines[p].snapshot_state()
+            pipeline = parts.pipelines[p]
+            state = pipeline.snapshot_state()
             state["alerts_offsets"] = alerts_offsets
-            states[p] = state
-        sizes = await asyncio.gather(
-            *(
-                self.store.save(
-                    producer,
-                    p,
-                    state,
-                    offsets={f"{t}:{n}": o for (t, n), o in sorted(state["offsets"].items())},
-                )
-                for p, state in states.items()
+            encoded[p] = self.store.encode(
+                p,
+                state,
+                offsets={f"{t}:{n}": o for (t, n), o in sorted(state["offsets"].items())},
             )
+            offsets.append(state["offsets"])
+            pipeline.dirty = False
+        return _Captured(started, encoded, offsets)
+
+    async def _write(self, captured: _Captured) -> None:
+        """Produce captured snapshots, wait for the broker, then commit offsets."""
+        producer = self.producer
+        assert producer is not None
+        sizes = await asyncio.gather(
+            *(self.store.write(producer, enc) for enc in captured.encoded.values())
         )
-        for p in targets:
-            parts.pipelines[p].dirty = False
-            self.snapshot_ids[p] = (self.store.writer, self.store.seq[p])
-            log.debug("partition %d: snapshot %d at %s", p, self.store.seq[p], states[p]["offsets"])
-        await self._commit(states.values())
+        for p, enc in captured.encoded.items():
+            self.snapshot_ids[p] = (self.store.writer, enc.seq)
+            log.debug("partition %d: snapshot %d at %s", p, enc.seq, enc.header["offsets"])
+        await self._commit(captured.offsets)
         self._last_checkpoint = time.monotonic()
         self.last_snapshot_at = time.time()
         self.last_snapshot_bytes = sum(sizes)
-        self.metrics.snapshots.inc(len(targets))
-        self.metrics.snapshot_latency.observe(time.perf_counter() - started)
+        self.metrics.snapshots.inc(len(captured.encoded))
+        self.metrics.snapshot_latency.observe(time.perf_counter() - captured.started)
         self._count_throttles()
         self.metrics.rerank_use_cases()
 
-    async def _commit(self, states: Iterable[dict[str, Any]]) -> None:
+    async def _commit(self, states: Iterable[Mapping[tuple[str, int], int]]) -> None:
         """Commit what the (already durable) snapshots reflect.
 
         A failed commit loses nothing: the snapshot, not the committed offset,
@@ -500,7 +556,7 @@ class IngestService(faust.Service):
         offsets = {
             TopicPartition(t, p): o
             for state in states
-            for (t, p), o in state["offsets"].items()
+            for (t, p), o in state.items()
             if TopicPartition(t, p) in assigned
         }
         if not offsets:

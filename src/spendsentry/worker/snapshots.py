@@ -29,6 +29,7 @@ from spendsentry import kafka_security
 from spendsentry.broker import TopicSpec
 from spendsentry.worker.state import (
     CHUNK_BYTES,
+    EncodedSnapshot,
     SnapshotError,
     assemble,
     encode_snapshot,
@@ -135,20 +136,38 @@ class KafkaSnapshotStore:
     ) -> int:
         """Write one snapshot and wait until the broker acknowledged all of it.
 
-        Returns the snapshot's size in bytes. Pickling runs in a thread (the
-        caller holds the worker's lock, so the state does not change meanwhile).
+        Returns the snapshot's size in bytes. The state is pickled before the
+        first ``await``, so it may change as soon as this is called.
         """
-        seq = self.seq.get(partition, 0) + 1
-        encoded = await asyncio.to_thread(
-            encode_snapshot,
+        return await self.write(producer, self.encode(partition, state, offsets=offsets))
+
+    def encode(
+        self, partition: int, state: dict[str, Any], *, offsets: dict[str, int] | None = None
+    ) -> EncodedSnapshot:
+        """Pickle ``state`` into the chunks of this partition's next snapshot.
+
+        Synchronous on purpose: the worker captures the state under its lock
+        (milliseconds: the big parts pickle as flat arrays) and writes it
+        (:meth:`write`) while the consume loop goes on.
+        """
+        return encode_snapshot(
             state,
             group=self.group,
             partition=partition,
-            seq=seq,
+            seq=self.seq.get(partition, 0) + 1,
             writer=self.writer,
             offsets=offsets,
             chunk_bytes=self.chunk_bytes,
         )
+
+    async def write(self, producer: AIOKafkaProducer, encoded: EncodedSnapshot) -> int:
+        """Produce an encoded snapshot, chunks first, then its manifest; wait for
+        the broker's acknowledgements. Returns the snapshot's size in bytes.
+
+        One write per partition at a time: the next :meth:`encode` of a
+        partition takes its sequence number from the last completed write.
+        """
+        partition = encoded.partition
         target = self.state_partition(partition)
         name = self.topic.name
         futures = [
@@ -163,7 +182,7 @@ class KafkaSnapshotStore:
             partition=target,
         )
         await manifest
-        self.seq[partition] = seq
+        self.seq[partition] = encoded.seq
         return len(encoded.payload)
 
     # -- reading --------------------------------------------------------------

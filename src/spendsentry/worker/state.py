@@ -141,6 +141,16 @@ class EncodedSnapshot:
     #: (key, value) of every chunk, in order; empty when the payload is inline.
     chunks: list[tuple[bytes, bytes]] = field(default_factory=list)
 
+    @property
+    def partition(self) -> int:
+        """The input partition whose state this is."""
+        return int(self.header["partition"])
+
+    @property
+    def seq(self) -> int:
+        """The snapshot's sequence number within its partition."""
+        return int(self.header["seq"])
+
     def manifest_value(self, *, chunk_offsets: Sequence[int]) -> bytes:
         """The manifest record, once the chunks' offsets are known."""
         if len(chunk_offsets) != len(self.chunks):
