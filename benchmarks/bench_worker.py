@@ -13,12 +13,14 @@ and prints events/s for both and their ratio. Not collected by pytest.
 
 ``--latency-rate R`` (e.g. 50000, half the pipeline's rate) measures event-to-alert
 latency through a real worker process instead (``python -m spendsentry worker``
-with ``--allowed-lateness 1``): a producer process writes R usage events/s whose
-event time is the wall clock at produce time (it is also the Kafka record
-timestamp), 40 use cases with a ``tokens_per_minute`` budget; at a minute boundary
-half of them step their input tokens up fivefold (the injected incident). The
-budget monitor needs two anomalous minutes, so each stepped use case alerts when
-the second stepped minute closes. Latency of one alert = its arrival on
+with ``--allowed-lateness 1``): ``--producers`` processes write R usage events/s
+in all, whose event time is the wall clock at produce time (it is also the Kafka
+record timestamp), 40 use cases with a ``tokens_per_minute`` budget. At ``--waves``
+consecutive minute boundaries a new group of 10 use cases steps its input tokens
+up fivefold (the injected incidents; the rest never step). The budget monitor
+needs two anomalous minutes, so each stepped use case alerts when its second
+stepped minute closes: one sample per stepped use case, over several minute
+closes (so p99 is not one moment's luck). Latency of one alert = its arrival on
 ``ai.alerts`` minus the moment its minute could first be closed: the end of the
 minute (``detected_at``) plus the allowed lateness, which is the produce time of
 the first event past that point (event time is produce time here). An alert
@@ -143,53 +145,89 @@ async def main(n: int, event_rate: float, gc_freeze: bool = False) -> None:
 # -- event-to-alert latency through a real worker process ------------------------
 
 LATENCY_USE_CASES = 40
-#: The first half of the use cases steps its input tokens up (the incident).
-STEPPED = 20
+#: Use cases stepping up per wave; the last ones never step (the control group).
+WAVE = 10
 #: Mean tokens of a normal event (input 100..500, output 50).
 MEAN_TOKENS = 350
 LATENESS_S = 1.0
 
 
-async def produce_steady(bootstrap: str, topic: str, rate: float, step_at: float, until: float):
-    """Produce ``rate`` events/s, event time = produce time, until ``until``."""
+def _step_minute(uc: int, waves: int) -> int | None:
+    """The wave (0-based minute after the first step) in which ``uc`` steps up."""
+    wave = uc // WAVE
+    return wave if wave < waves else None
+
+
+async def produce_steady(
+    bootstrap: str,
+    topic: str,
+    rate: float,
+    step_at: float,
+    waves: int,
+    until: float,
+    part: int,
+    tick_s: float,
+) -> None:
+    """Produce ``rate`` events/s, event time = produce time, until ``until``.
+
+    Like a gateway's usage reporter, events are batched: every ``tick_s`` each
+    use case's events of that tick go out as one JSON array (0: one message per
+    event). The Kafka record timestamp is the send time. Use case ``uc`` steps
+    its input tokens up fivefold from ``step_at`` plus 60 s per wave before it
+    (see :func:`_step_minute`).
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, enable_idempotence=False
     )
     await producer.start()
-    rng = random.Random(2)
+    rng = random.Random(2 + part)
     keys = [f"uc{i}".encode() for i in range(LATENCY_USE_CASES)]
-    sent = behind = 0
+    steps = [
+        step_at + 60.0 * w if (w := _step_minute(uc, waves)) is not None else float("inf")
+        for uc in range(LATENCY_USE_CASES)
+    ]
+    sent = behind = messages = 0
     start = time.time()
     try:
         while (now := time.time()) < until:
             due = int((now - start) * rate)
             behind = max(behind, due - sent)
+            pending: dict[int, list[dict[str, object]]] = {}
             while sent < due:
                 uc = sent % LATENCY_USE_CASES
                 tokens = rng.randint(100, 500)
                 now = time.time()
-                if now >= step_at and uc < STEPPED:
+                if now >= steps[uc]:
                     tokens *= 5
-                value = orjson.dumps(
-                    {
-                        "event_id": f"l{sent}",
-                        "ts": now,
-                        "use_case": f"uc{uc}",
-                        "model": "gpt-4o-mini",
-                        "input_tokens": tokens,
-                        "output_tokens": 50,
-                        "cost_usd": 0.0001,
-                    }
-                )
-                await producer.send(topic, value, key=keys[uc], timestamp_ms=int(now * 1000))
+                event = {
+                    "event_id": f"l{part}-{sent}",
+                    "ts": now,
+                    "use_case": f"uc{uc}",
+                    "model": "gpt-4o-mini",
+                    "input_tokens": tokens,
+                    "output_tokens": 50,
+                    "cost_usd": 0.0001,
+                }
                 sent += 1
-            await asyncio.sleep(0.005)
+                if tick_s > 0:
+                    pending.setdefault(uc, []).append(event)
+                    continue
+                await producer.send(
+                    topic, orjson.dumps(event), key=keys[uc], timestamp_ms=int(now * 1000)
+                )
+                messages += 1
+            stamp = int(time.time() * 1000)
+            for uc, events in pending.items():
+                await producer.send(topic, orjson.dumps(events), key=keys[uc], timestamp_ms=stamp)
+                messages += 1
+            await asyncio.sleep(tick_s or 0.005)
         await producer.flush()
     finally:
         await producer.stop()
     elapsed = time.time() - start
-    print(f"producer: {sent:,} events in {elapsed:.0f}s = {sent / elapsed:,.0f} ev/s "
-          f"(at most {behind:,} events behind schedule)", flush=True)  # fmt: skip
+    print(f"producer {part}: {sent:,} events in {messages:,} messages in {elapsed:.0f}s = "
+          f"{sent / elapsed:,.0f} ev/s (at most {behind:,} events behind schedule)",
+          flush=True)  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -218,11 +256,34 @@ def _wait_ready(port: int, worker: subprocess.Popen[bytes], timeout: float = 90.
     raise SystemExit("the worker did not get ready within 90 s")
 
 
-async def latency(rate: float) -> None:
+def _metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        return r.read().decode()
+
+
+def _lags(text: str) -> str:
+    """The worker's watermark lag and summed consumer lag, from /metrics."""
+    watermark = lag = 0.0
+    for line in text.splitlines():
+        if line.startswith("spendsentry_watermark_lag_seconds "):
+            watermark = float(line.split()[-1])
+        elif line.startswith("spendsentry_consumer_lag{"):
+            lag += float(line.split()[-1])
+    return f"watermark lag {watermark:.2f}s, consumer lag {lag:,.0f} records"
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+async def latency(
+    rate: float, waves: int, producers: int, tick_s: float, trace: bool = False
+) -> None:
     # Normal tokens per use case per minute, and a budget 2.5 times that: the
     # fivefold step overruns it, normal traffic never does.
     per_minute = rate / LATENCY_USE_CASES * 60 * MEAN_TOKENS
     budget = int(per_minute * 2.5)
+    stepped = min(LATENCY_USE_CASES, waves * WAVE)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         topics = TopicsConfig.defaults()
         await ensure_topics(broker.bootstrap, topics.specs())
@@ -240,64 +301,125 @@ async def latency(rate: float) -> None:
             "--log-level", "WARNING",
         ]  # fmt: skip
         worker = subprocess.Popen(cmd, cwd=tmp, start_new_session=True)
-        producer: subprocess.Popen[bytes] | None = None
+        writers: list[subprocess.Popen[bytes]] = []
         consumer = AIOKafkaConsumer(
             bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
         )
+        # The baseline: the same broker's produce-to-consume latency of the
+        # usage messages themselves, read by a plain consumer in the same run.
+        raw = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+        )
+        transport: list[float] = []
         try:
             _wait_ready(port, worker)
             await consumer.start()
+            await raw.start()
             alert_tps = [TopicPartition(topics.alerts.name, p) for p in range(3)]
             consumer.assign(alert_tps)
             await consumer.seek_to_end(*alert_tps)
-            # The incident starts at a minute boundary, at least 10 s from now,
-            # and the run ends once its second minute has closed (plus slack).
+            usage_tps = [
+                TopicPartition(topics.usage.name, p) for p in range(topics.usage.partitions)
+            ]
+            raw.assign(usage_tps)
+            await raw.seek_to_end(*usage_tps)
+            # The first wave steps up at a minute boundary at least 10 s from
+            # now, one more wave each minute; each alerts when its second
+            # stepped minute closes, so the run ends 2 minutes after the last.
             step_at = (int((time.time() + 10) // 60) + 1) * 60.0
-            until = step_at + 120 + 10
-            print(f"latency run: {rate:,.0f} ev/s, incident at +{step_at - time.time():.0f}s, "
+            until = step_at + 60 * (waves - 1) + 120 + 10
+            print(f"latency run: {rate:,.0f} ev/s from {producers} producer(s), first step at "
+                  f"+{step_at - time.time():.0f}s, {waves} wave(s) of {WAVE} use cases, "
                   f"{until - time.time():.0f}s in all; budget {budget:,} tokens/min")  # fmt: skip
-            producer = subprocess.Popen(
-                [sys.executable, __file__, "--_produce", broker.bootstrap, topics.usage.name,
-                 str(rate), str(step_at), str(until)],
-                start_new_session=True,
-            )  # fmt: skip
+            writers = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--_produce",
+                        broker.bootstrap,
+                        topics.usage.name,
+                        str(rate / producers),
+                        str(step_at),
+                        str(waves),
+                        str(until),
+                        str(n),
+                        str(tick_s),
+                    ],
+                    start_new_session=True,
+                )
+                for n in range(producers)
+            ]
             latencies: list[float] = []
+            early: list[str] = []
             deadline = until + 30
-            while time.time() < deadline and len(latencies) < STEPPED:
-                batch = await consumer.getmany(timeout_ms=50)
+            next_trace = time.time()
+            while time.time() < deadline and len(latencies) < stepped:
+                if trace and time.time() >= next_trace:
+                    next_trace += 1.0
+                    lags = _lags(await asyncio.to_thread(_metrics_text, port))
+                    print(f"[{time.strftime('%H:%M:%S')}] {lags}", flush=True)
+                for records in (await raw.getmany(timeout_ms=0, max_records=20_000)).values():
+                    now = time.time()
+                    transport.extend(now - r.timestamp / 1000 for r in records)
+                batch = await consumer.getmany(timeout_ms=20)
                 arrived = time.time()
                 for records in batch.values():
                     for r in records:
                         alert = orjson.loads(r.value)
                         if alert.get("status") != "firing" or alert.get("kind") != "budget_burn":
                             continue
-                        closable = parse_ts(alert["detected_at"]) + LATENESS_S
-                        latencies.append(arrived - closable)
-            producer.wait(60)
+                        detected = parse_ts(alert["detected_at"])
+                        if detected < step_at + 120:
+                            early.append(alert["use_case"])  # before its step: a false alarm
+                            continue
+                        latencies.append(arrived - (detected + LATENESS_S))
+            for w in writers:
+                w.wait(60)
             if not latencies:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
                     print("no alert; worker status:", r.read()[:1500].decode(errors="replace"))
         finally:
             await consumer.stop()
-            if producer is not None:
-                _stop(producer)
+            await raw.stop()
+            for w in writers:
+                _stop(w)
             _stop(worker)
+        if early:
+            print(f"alerts before any step (the budget is too tight for this rate): {early}")
         if not latencies:
             raise SystemExit("no alert arrived")
         latencies.sort()
-        p50 = latencies[len(latencies) // 2]
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(f"alerts {len(latencies)} (of {STEPPED} stepped use cases)")
+        print(f"alerts {len(latencies)} (of {stepped} stepped use cases, {waves} minute closes)")
         print(
-            f"event-to-alert latency: p50 {p50:.2f}s  p99 {p99:.2f}s  max {latencies[-1]:.2f}s "
+            f"event-to-alert latency: p50 {_percentile(latencies, 0.5):.2f}s  "
+            f"p99 {_percentile(latencies, 0.99):.2f}s  max {latencies[-1]:.2f}s "
             f"(minute end + {LATENESS_S:.0f}s lateness -> arrival on ai.alerts)"
         )
+        if transport:
+            transport.sort()
+            print(
+                f"baseline, the broker alone (usage message sent -> read by a plain consumer, "
+                f"{len(transport):,} messages): p50 {_percentile(transport, 0.5):.2f}s  "
+                f"p99 {_percentile(transport, 0.99):.2f}s  max {transport[-1]:.2f}s"
+            )
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_produce":
-        bootstrap, topic, rate, step_at, until = sys.argv[2:7]
-        asyncio.run(produce_steady(bootstrap, topic, float(rate), float(step_at), float(until)))
+        bootstrap, topic, rate, step_at, waves, until, part, tick = sys.argv[2:10]
+        asyncio.run(
+            produce_steady(
+                bootstrap,
+                topic,
+                float(rate),
+                float(step_at),
+                int(waves),
+                float(until),
+                int(part),
+                float(tick),
+            )
+        )
         raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -314,10 +436,33 @@ if __name__ == "__main__":
         help="measure event-to-alert latency at this many events/s through a worker process",
     )
     parser.add_argument(
+        "--waves",
+        type=int,
+        default=3,
+        help="latency run: minutes in which a new group of 10 use cases steps up (default 3)",
+    )
+    parser.add_argument(
+        "--producers",
+        type=int,
+        default=1,
+        help="latency run: producer processes sharing the rate (default 1)",
+    )
+    parser.add_argument(
+        "--tick",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="latency run: producers send each use case's events of a tick as one JSON array "
+        "(default 0.1; 0: one message per event)",
+    )
+    parser.add_argument(
+        "--trace", action="store_true", help="latency run: print the worker's lags every second"
+    )
+    parser.add_argument(
         "--gc-freeze", action="store_true", help="gc.freeze() before the read phases"
     )
     args = parser.parse_args()
     if args.latency_rate:
-        asyncio.run(latency(args.latency_rate))
+        asyncio.run(latency(args.latency_rate, args.waves, args.producers, args.tick, args.trace))
     else:
         asyncio.run(main(args.events, args.event_rate, args.gc_freeze))
