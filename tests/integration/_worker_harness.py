@@ -212,10 +212,11 @@ def alerts_up_to(alerts: Iterable[Mapping[str, Any]], closed_until_ts: float) ->
 def assert_totals_equal(status: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     """Per-use-case totals of ``/status`` equal replay's summary."""
     assert set(status["use_cases"]) == set(expected["use_cases"])
+    counts = {k: status[k] for k in ("accepted", "duplicates", "late", "records")}
     for name, totals in expected["use_cases"].items():
         got = status["use_cases"][name]
         for field in ("events_by_kind", "input_tokens", "output_tokens", "outcomes"):
-            assert got[field] == totals[field], (name, field)
+            assert got[field] == totals[field], (name, field, got[field], totals[field], counts)
         assert abs(got["cost_usd"] - totals["cost_usd"]) < 1e-6, name
     assert status["accepted"] == expected["accepted"]
 

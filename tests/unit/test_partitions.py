@@ -144,13 +144,33 @@ def test_an_idle_partition_follows_the_event_time_of_the_others() -> None:
     s = parts(0, 1)
     s.handle({("u", 0): [Rec("u", 0, 0, usage(1, NOW - 3600, "a"))]}, now=NOW)
     s.handle({("u", 1): [Rec("u", 1, 0, usage(2, NOW - 3600, "c"))]}, now=NOW)
-    s.handle({("u", 0): [Rec("u", 0, 1, usage(3, NOW - 600, "a"))]}, now=NOW + 11)
+    s.handle({("u", 0): [Rec("u", 0, 1, usage(3, NOW - 900, "a"))]}, now=NOW + 6)
+    s.handle({("u", 0): [Rec("u", 0, 2, usage(4, NOW - 600, "a"))]}, now=NOW + 11)
     quiet = s.pipelines[1]
-    # Partition 1 has been silent for 11 s: its minutes close with partition 0's time.
+    # Partition 1 has been silent for 11 s while partition 0 delivered: its
+    # minutes close with partition 0's time.
     assert quiet.watermark == NOW - 600
     assert quiet.engine.closed_until is not None
     assert quiet.engine.closed_until * 60 >= NOW - 600 - 180
     assert s.watermark == NOW - 600 and not math.isinf(s.watermark)
+
+
+def test_after_a_silence_of_the_whole_worker_no_partition_counts_idle_at_once() -> None:
+    # A broker outage or a paused producer: nothing arrives anywhere for longer
+    # than the idle time. The first partition to deliver again must not close
+    # minutes the other partition's records (produced, not fetched yet) are in.
+    s = parts(0, 1)
+    s.handle({("u", 0): [Rec("u", 0, 0, usage(1, NOW - 3600, "a"))]}, now=NOW)
+    s.handle({("u", 1): [Rec("u", 1, 0, usage(2, NOW - 3600, "c"))]}, now=NOW)
+    s.handle({("u", 0): [Rec("u", 0, 1, usage(3, NOW - 600, "a"))]}, now=NOW + 60)
+    assert s.watermark == NOW - 3600  # partition 1 still holds event time back
+    out = s.handle({("u", 1): [Rec("u", 1, 1, usage(4, NOW - 1200, "c"))]}, now=NOW + 61)
+    assert out.dead_letters == []  # not late
+    assert s.watermark == NOW - 1200
+    # ... and once it has been silent while partition 0 delivers, it is idle.
+    s.handle({("u", 0): [Rec("u", 0, 2, usage(5, NOW - 500, "a"))]}, now=NOW + 66)
+    s.handle({("u", 0): [Rec("u", 0, 3, usage(6, NOW - 400, "a"))]}, now=NOW + 72)
+    assert s.watermark == NOW - 400
 
 
 def control(offset: int, doc: object) -> Rec:

@@ -100,6 +100,8 @@ class PartitionSet:
         self.pipelines: dict[int, Pipeline] = {}
         #: Records of partitions this worker does not own (in flight across a rebalance).
         self.dropped = 0
+        #: Wall time of the last batch with records (None: none yet).
+        self._last_data: float | None = None
 
     # -- membership -----------------------------------------------------------
 
@@ -169,6 +171,17 @@ class PartitionSet:
                     kept.append(r)
                 else:
                     self.dropped += 1
+        if kept:
+            if self._last_data is not None and now - self._last_data >= self.idle_after_s:
+                # The whole worker heard nothing for a while (a broker outage, a
+                # paused producer, a restart): silence says nothing about any one
+                # partition then. "Idle" means silent while the others deliver,
+                # so the idle clocks start again now; otherwise the first
+                # partition to resume would close minutes that the others'
+                # (already produced, not yet fetched) records still belong to.
+                for pipeline in self.pipelines.values():
+                    pipeline.watermarks.touch(now=now)
+            self._last_data = now
         out = BatchOutput()
         events: dict[int, list[Event]] = {}
         for p in sorted(shares):

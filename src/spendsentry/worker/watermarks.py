@@ -58,6 +58,13 @@ class PartitionWatermarks:
         for p in partitions:
             self.last_seen.setdefault(p, now)
 
+    def touch(self, *, now: float) -> None:
+        """Count every partition as just heard from (see :class:`PartitionSet`:
+        after a silence of the whole worker, nobody has been idle *while the
+        others talked*)."""
+        for p in self.last_seen:
+            self.last_seen[p] = now
+
     def forget(self, partitions: Iterable[Hashable]) -> None:
         """Drop partitions this worker no longer owns (after a rebalance)."""
         for p in partitions:
