@@ -7,6 +7,7 @@ quality floor: a clear shift is scored far above normal noise.
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 from collections.abc import Callable
@@ -144,3 +145,69 @@ def test_no_scores_before_warm_up(case: Case):
         x = case.anomalous(rng)
         assert det.score_one(*x) == 0.0
         det.learn_one(*x)
+
+
+# -- the long window of RatioShiftDetector ---------------------------------------
+
+
+def _sparse(rng: random.Random, factor: float = 1.0) -> tuple[float, float]:
+    """A few calls a minute with a wide spread of prompt sizes (a RAG use case at
+    night), in log space as the prompt-inflation monitor feeds it."""
+    calls = rng.randint(2, 4)
+    shift = math.log(factor)
+    return (sum(rng.gauss(7.0, 1.0) + shift for _ in range(calls)), float(calls))
+
+
+def _prompt_detector(long_window: int) -> RatioShiftDetector:
+    # The prompt-inflation settings (detectors/__init__.py), sensitivity 1.
+    return RatioShiftDetector(
+        window=5,
+        half_life=360,
+        warmup=300,
+        min_ratio=0.0,
+        min_delta=math.log(1.5),
+        z_threshold=3.5,
+        min_den=15,
+        long_window=long_window,
+        long_z_threshold=5.0,
+    )
+
+
+def _fired(det: RatioShiftDetector, stream: list[tuple[float, float]]) -> list[int]:
+    """Steps at which ``check`` found a shift (learning as it goes)."""
+    hits = []
+    for i, (num, den) in enumerate(stream):
+        if det.check(num, den) is not None:
+            hits.append(i)
+        det.learn_one(num, den)
+    return hits
+
+
+def test_long_window_catches_a_sustained_shift_too_small_for_the_short_one() -> None:
+    missed_by_short = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        normal = [_sparse(rng) for _ in range(600)]
+        shifted = [_sparse(rng, 2.0) for _ in range(60)]
+        short = _fired(_prompt_detector(0), normal + shifted)
+        both = _fired(_prompt_detector(30), normal + shifted)
+        assert both and 600 <= both[0] < 660, (seed, both[:3])
+        missed_by_short += not short
+    assert missed_by_short >= 3  # 2x prompts at 3 calls a minute: often lost in 5 minutes
+
+
+def test_long_window_adds_no_false_alarm_on_sparse_noise() -> None:
+    rng = random.Random(11)
+    noise = [_sparse(rng) for _ in range(20_000)]  # two weeks of minutes
+    assert _fired(_prompt_detector(30), noise) == _fired(_prompt_detector(0), noise)
+
+
+def test_a_detector_pickled_before_the_long_window_existed_still_works() -> None:
+    det = RatioShiftDetector(window=5, warmup=100)
+    state = dict(det.__dict__)
+    del state["long_window"], state["long_z_threshold"]
+    old = RatioShiftDetector.__new__(RatioShiftDetector)
+    old.__dict__.update(state)
+    rng = random.Random(3)
+    stream = [_sparse(rng) for _ in range(300)]
+    assert _fired(old, stream) == _fired(det, stream)

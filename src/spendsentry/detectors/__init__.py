@@ -55,6 +55,9 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
 
     # Experiments are erratic by design: half as sensitive, and info only (engine).
     tier_factor = 0.5 if policy.tier == "experiment" else 1.0
+    # ... and their prompts and outcomes shift on purpose for hours at a time: no
+    # long windows, which exist to catch exactly such sustained moderate shifts.
+    long_windows = policy.tier != "experiment"
 
     def enabled(kind: str) -> float | None:
         setting = policy.detector(kind)
@@ -77,6 +80,8 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                     min_delta=math.log(_ratio(1.5, s)),
                     z_threshold=3.5 / math.sqrt(s),
                     min_den=15,
+                    long_window=30 if long_windows else 0,
+                    long_z_threshold=5.0 / math.sqrt(s),
                 ),
                 critical_ratio=2.0,
                 log_scale=True,
@@ -155,6 +160,8 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                     min_ratio=_ratio(1.5, s),
                     z_threshold=4.0 / math.sqrt(s),
                     min_den=15,
+                    long_window=45 if long_windows else 0,
+                    long_z_threshold=5.5 / math.sqrt(s),
                 ),
                 critical_ratio=2.5,
                 persistence=2,

@@ -62,6 +62,14 @@ class RatioShiftDetector:
         Weight of a clearly anomalous window in the baseline update: small, so
         an incident does not become the new normal within minutes, but
         non-zero, so a permanent change is absorbed after hours.
+    long_window, long_z_threshold
+        A second, longer window (0: none) judged with its own, higher z bar.
+        A sparse use case (a few calls a minute) cannot show a moderate shift
+        in ``window`` minutes against its noise, but the same shift held for
+        half an hour is unmistakable. Same ``min_ratio`` and ``min_delta``.
+        The bar is higher because the per-unit variance is learned from
+        ``window``-long windows: slow drifts make a long window noisier than
+        its sample size alone says.
 
     Examples
     --------
@@ -79,6 +87,10 @@ class RatioShiftDetector:
     (True, 2.5)
     """
 
+    #: Defaults for detectors pickled before these parameters existed.
+    long_window: int = 0
+    long_z_threshold: float = math.inf
+
     def __init__(
         self,
         window: int = 5,
@@ -89,8 +101,12 @@ class RatioShiftDetector:
         z_threshold: float = 5.0,
         min_den: float = 10.0,
         anomalous_weight: float = 0.02,
+        long_window: int = 0,
+        long_z_threshold: float = math.inf,
     ) -> None:
         self.window = window
+        self.long_window = long_window
+        self.long_z_threshold = long_z_threshold
         self.half_life = half_life
         self.warmup = warmup
         self.min_ratio = min_ratio
@@ -99,7 +115,7 @@ class RatioShiftDetector:
         self.min_den = min_den
         self.anomalous_weight = anomalous_weight
         self._decay = 0.5 ** (1.0 / half_life)
-        self._ring: deque[tuple[float, float]] = deque(maxlen=window)
+        self._ring: deque[tuple[float, float]] = deque(maxlen=max(window, long_window))
         self._w = 0.0  # EW sum of den
         self._mean = 0.0  # EW mean of the per-unit value
         self._var_unit = 0.0  # EW per-unit variance estimate
@@ -118,6 +134,13 @@ class RatioShiftDetector:
     def learn_one(self, num: float, den: float) -> None:
         """Add one step (e.g. one minute's token sum and call count)."""
         shift = self.check(num, den) if self.warmed_up else None
+        if shift is None and self.warmed_up and self.long_window > self.window:
+            # Halfway up the long window's bar counts as anomalous for learning:
+            # a sustained shift still below the bar would otherwise drag the
+            # baseline and inflate the noise estimate until it never clears it.
+            drift = self._measure(num, den, self.long_window)
+            if drift is not None and drift.z >= self.long_z_threshold / 2:
+                shift = drift
         self._ring.append((num, den))
         self._age()
         if den <= 0:
@@ -130,7 +153,8 @@ class RatioShiftDetector:
         # Per-unit variance from the *window* mean: (x_bar_w - mu)^2 * n_w estimates
         # sigma^2 including the correlation between minutes (turns of one chat
         # session, calls of one batch), which a per-minute estimate would miss.
-        n_w, d_w = sum(i[0] for i in self._ring), sum(i[1] for i in self._ring)
+        recent = list(self._ring)[-self.window :]
+        n_w, d_w = sum(i[0] for i in recent), sum(i[1] for i in recent)
         sq = (n_w / d_w - prior) ** 2 * d_w
         self._var_unit += (sq - self._var_unit) * weight / self._w
         self._learned += den
@@ -141,9 +165,17 @@ class RatioShiftDetector:
         return shift.z if shift is not None else 0.0
 
     def check(self, num: float, den: float) -> Shift | None:
-        """The shift of the window ending with this step, when it is anomalous; pure."""
-        shift = self._measure(num, den)
-        if shift is None or shift.z < self.z_threshold or shift.ratio < self.min_ratio:
+        """The shift of the window ending with this step, when it is anomalous; pure.
+
+        The short window is judged first; failing that, the long one (if any).
+        """
+        shift = self._judge(self._measure(num, den), self.z_threshold)
+        if shift is None and self.long_window > self.window:
+            shift = self._judge(self._measure(num, den, self.long_window), self.long_z_threshold)
+        return shift
+
+    def _judge(self, shift: Shift | None, z_threshold: float) -> Shift | None:
+        if shift is None or shift.z < z_threshold or shift.ratio < self.min_ratio:
             return None
         if shift.observed - shift.baseline < self.min_delta:
             return None
@@ -154,11 +186,10 @@ class RatioShiftDetector:
     def _age(self) -> None:
         self._w *= self._decay
 
-    def _measure(self, num: float, den: float) -> Shift | None:
-        items = list(self._ring)
+    def _measure(self, num: float, den: float, steps: int = 0) -> Shift | None:
+        steps = steps or self.window
         # The window as if this step were already in it.
-        if len(items) == self.window:
-            items = items[1:]
+        items = list(self._ring)[-(steps - 1) :] if steps > 1 else []
         n = sum(i[0] for i in items) + num
         d = sum(i[1] for i in items) + den
         if not self.warmed_up or d < self.min_den:
