@@ -197,10 +197,13 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                 "share",
                 small_calls_on_large_models,
                 describe_oversizing,
+                # 120 calls of warm-up: a share that is ~0 over 120 calls is already a
+                # firm baseline, and an office-hours use case can regress within its
+                # first half hour of the day (seen: 20 minutes in, missed with 200).
                 RatioShiftDetector(
                     window=5,
                     half_life=480,
-                    warmup=200,
+                    warmup=120,
                     min_ratio=1.5,
                     min_delta=0.3 / s,
                     z_threshold=6.0 / math.sqrt(s),
