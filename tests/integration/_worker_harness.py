@@ -199,6 +199,11 @@ def run_replay(
     return summary(result, engine), alerts
 
 
+def replay_dead_letters(tmp: Path) -> list[dict[str, Any]]:
+    """The dead-letter records of the :func:`run_replay` that wrote to ``tmp``."""
+    return [json.loads(x) for x in (tmp / "dead.jsonl").read_text().splitlines()]
+
+
 def alert_key(a: Mapping[str, Any]) -> str:
     """The worker's dedupe key of an alert record (docs/worker.md)."""
     return f"{a['alert_id']}:{a['status']}:{a['severity']}:{a['incident_seq']}"

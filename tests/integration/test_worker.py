@@ -17,44 +17,33 @@ Late events are produced only after the worker has consumed everything else, so
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from _worker_harness import (
+    Record,
+    WorkerProcess,
+    caught_up,
+    produce,
+    read_all,
+    replay_dead_letters,
+    run_replay,
+    write_topics_file,
+)
 
-import spendsentry.replay
-from spendsentry.broker import EmbeddedBroker, free_port
-from spendsentry.engine import Engine, EngineConfig
-from spendsentry.policy import PolicySet
-from spendsentry.replay import Sinks, replay, summary
+from spendsentry.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 USE_CASES = ("support_chat", "claims_triage", "sales_email", "code_review", "search_rag", "ops")
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"), ("openai", "gpt-4o"))
-
-
-@dataclass(frozen=True)
-class Record:
-    """One Kafka message: which input topic, its key, its value."""
-
-    topic: str  # "usage" or "outcomes"
-    key: bytes
-    value: bytes
 
 
 def _event(rng: random.Random, n: int, ts: float, use_case: str, spike: bool) -> dict[str, Any]:
@@ -163,196 +152,25 @@ def make_scenario(seed: int = 5, minutes: int = 180) -> tuple[list[Record], list
 # -- helpers ------------------------------------------------------------------
 
 
-def write_topics_file(path: Path, prefix: str) -> dict[str, str]:
-    names = {
-        "usage": f"{prefix}.usage",
-        "outcomes": f"{prefix}.outcomes",
-        "alerts": f"{prefix}.alerts",
-        "throttle": f"{prefix}.throttle",
-        "deadletter": f"{prefix}.deadletter",
-        "control": f"{prefix}.control",
-    }
-    parts = {"usage": 3, "outcomes": 3, "alerts": 2, "throttle": 1, "deadletter": 2, "control": 1}
-    lines = []
-    for logical, name in names.items():
-        lines += [f"[topics.{logical}]", f'name = "{name}"', f"partitions = {parts[logical]}"]
-        if logical == "throttle":
-            lines.append('config = { "cleanup.policy" = "compact" }')
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return names
-
-
-async def produce(bootstrap: str, names: dict[str, str], records: list[Record]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await producer.start()
-    try:
-        for r in records:
-            await producer.send(names[r.topic], r.value, key=r.key)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def read_all(bootstrap: str, topic: str, partitions: int) -> list[dict[str, Any]]:
+def _read_docs(bootstrap: str, topic: str, partitions: int) -> list[dict[str, Any]]:
     """Every record of ``topic``, decoded, in (partition, offset) order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: dict[TopicPartition, list[dict[str, Any]]] = {tp: [] for tp in tps}
-        deadline = time.monotonic() + 30
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            batch = await consumer.getmany(timeout_ms=500)
-            for tp, records in batch.items():
-                out[tp] += [json.loads(r.value) for r in records if r.value is not None]
-        return [doc for tp in tps for doc in out[tp]]
-    finally:
-        await consumer.stop()
-
-
-def run_replay(
-    records: list[Record], tmp: Path
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Replay the same records (in production order) through the engine.
-
-    Replay closes minutes between batches of ``BATCH_SIZE`` events, so its idea
-    of "late" is batch-granular; batches of 500 (the worker's ``--max-batch``)
-    make the late events at the end fall in a batch of their own, as they do in
-    the worker.
-    """
-    tmp.mkdir(parents=True, exist_ok=True)
-    inp = tmp / "input.jsonl"
-    inp.write_bytes(b"".join(r.value + b"\n" for r in records))
-    engine = Engine(PolicySet.empty(), config=EngineConfig(allowed_lateness_s=120.0))
-    sinks = Sinks(str(tmp / "alerts.jsonl"), None, str(tmp / "dead.jsonl"))
-    saved = spendsentry.replay.BATCH_SIZE
-    spendsentry.replay.BATCH_SIZE = 500
-    try:
-        result = replay([str(inp)], engine, sinks)
-    finally:
-        spendsentry.replay.BATCH_SIZE = saved
-        sinks.close()
-    alerts = [json.loads(x) for x in (tmp / "alerts.jsonl").read_text().splitlines()]
-    dead = [json.loads(x) for x in (tmp / "dead.jsonl").read_text().splitlines()]
-    return summary(result, engine), alerts, dead
-
-
-class Worker:
-    """``python -m spendsentry worker`` as a subprocess in its own process group."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        topics_file: Path,
-        state_dir: Path,
-        group: str,
-        snapshot_interval: str = "1",
-    ) -> None:
-        self.port = free_port()
-        self.log = state_dir.parent / f"worker-{self.port}.log"
-        argv = [
-            sys.executable, "-m", "spendsentry", "worker",
-            "--broker", bootstrap,
-            "--web-port", str(self.port),
-            "--topics", str(topics_file),
-            "--group", group,
-            "--state-dir", str(state_dir),
-            "--policies", str(state_dir.parent / "no-policies"),
-            "--idle-partition", "2",
-            "--snapshot-interval", snapshot_interval,
-            "--session-timeout-ms", "6000",
-            "--max-batch", "500",
-        ]  # fmt: skip
-        (state_dir.parent / "no-policies").mkdir(exist_ok=True)
-        self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=state_dir.parent,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-            body: bytes = r.read()
-            return body
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            doc: dict[str, Any] = json.loads(self.get("/status"))
-            return doc
-        except OSError:
-            return None
-
-    def wait_for(
-        self, check: Callable[[dict[str, Any]], bool], timeout: float, what: str
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        status = None
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"worker exited:\n{self.tail()}"
-            status = self.status()
-            if status is not None and check(status):
-                return status
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}; status={status}\n{self.tail()}")
-
-    def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self, grace: float = 20.0) -> int | None:
-        """SIGTERM, grace period, then SIGKILL of the process group."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log_file.close()
-        return self.proc.returncode
+    return [json.loads(v) for v in asyncio.run(read_all(bootstrap, topic, partitions))]
 
 
 @pytest.fixture
-def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
 
-    def start(bootstrap: str, topics_file: Path, group: str, interval: str = "1") -> Worker:
-        w = Worker(bootstrap, topics_file, tmp_path / "state", group, interval)
+    def start(bootstrap: str, topics_file: Path, group: str, interval: str = "1") -> WorkerProcess:
+        w = WorkerProcess(
+            bootstrap, topics_file, tmp_path / "state", group, snapshot_interval=float(interval)
+        )
         started.append(w)
         return w
 
     yield start
     for w in started:
         w.stop()
-
-
-def caught_up(status: dict[str, Any], records: int) -> bool:
-    """All ``records`` consumed and event time closed up to the idle watermark."""
-    closed, watermark = status["closed_until_ts"], status["watermark"]
-    return (
-        status["records"] == records
-        and closed is not None
-        and watermark is not None
-        # All partitions idle: the watermark is the newest event time, and every
-        # minute ending before it minus the lateness (120 s) is closed.
-        and closed >= watermark - 180
-    )
 
 
 def _dead_key(d: dict[str, Any]) -> tuple[str, str]:
@@ -370,7 +188,10 @@ def check_against_replay(
     alerts: list[dict[str, Any]],
     dead: list[dict[str, Any]],
 ) -> None:
-    expected, replay_alerts, replay_dead = run_replay(records, tmp)
+    # Batches of 500 (the worker's --max-batch): the late events at the end fall
+    # in a batch of their own in replay, as they do in the worker.
+    expected, replay_alerts = run_replay(records, tmp)
+    replay_dead = replay_dead_letters(tmp)
     assert status["accepted"] == expected["accepted"]
     assert status["duplicates"] == expected["duplicates"]
     assert status["late"] == expected["rejected"].get("late", 0) > 0
@@ -411,7 +232,7 @@ def test_worker_matches_replay_and_serves_metrics(
     broker: EmbeddedBroker,
     unique_name: Callable[[str], str],
     tmp_path: Path,
-    worker_factory: Callable[..., Worker],
+    worker_factory: Callable[..., WorkerProcess],
 ) -> None:
     main, late = make_scenario()
     names = write_topics_file(tmp_path / "topics.toml", unique_name("w"))
@@ -429,8 +250,8 @@ def test_worker_matches_replay_and_serves_metrics(
         status,
         [line for line in metrics.splitlines() if "rejected" in line],
     )
-    alerts = _sorted_alerts(asyncio.run(read_all(broker.bootstrap, names["alerts"], 2)))
-    dead = asyncio.run(read_all(broker.bootstrap, names["deadletter"], 2))
+    alerts = _sorted_alerts(_read_docs(broker.bootstrap, names["alerts"], 2))
+    dead = _read_docs(broker.bootstrap, names["deadletter"], 2)
     check_against_replay(status, tmp_path / "replay", main + late, alerts, dead)
     assert worker.stop() == 0, worker.tail()
 
@@ -449,7 +270,7 @@ def test_worker_survives_sigkill_without_duplicate_alerts(
     broker: EmbeddedBroker,
     unique_name: Callable[[str], str],
     tmp_path: Path,
-    worker_factory: Callable[..., Worker],
+    worker_factory: Callable[..., WorkerProcess],
     snapshot_interval: str,
 ) -> None:
     main, late = make_scenario(seed=11)
@@ -461,7 +282,7 @@ def test_worker_survives_sigkill_without_duplicate_alerts(
     first.wait_for(lambda s: len(s["assignment"]) == 7, 90, "the group join")  # 6 + ai.control
     asyncio.run(produce(broker.bootstrap, names, main[:cut]))
     first.wait_for(lambda s: caught_up(s, cut), 60, "the first part")
-    published_before = asyncio.run(read_all(broker.bootstrap, names["alerts"], 2))
+    published_before = _read_docs(broker.bootstrap, names["alerts"], 2)
     assert len(published_before) >= 2, "the scenario should alert before the kill"
     first.kill()
     # The second half arrives while no worker runs.
@@ -478,8 +299,8 @@ def test_worker_survives_sigkill_without_duplicate_alerts(
     asyncio.run(produce(broker.bootstrap, names, late))
     total = len(main) + len(late)
     status = second.wait_for(lambda s: caught_up(s, total), 60, "all records")
-    alerts = _sorted_alerts(asyncio.run(read_all(broker.bootstrap, names["alerts"], 2)))
-    dead = asyncio.run(read_all(broker.bootstrap, names["deadletter"], 2))
+    alerts = _sorted_alerts(_read_docs(broker.bootstrap, names["alerts"], 2))
+    dead = _read_docs(broker.bootstrap, names["deadletter"], 2)
     # Dead letters are at-least-once: those published between the last snapshot
     # and the kill are published again. Each must still be one replay has.
     unique_dead = list({_dead_key(d): d for d in dead}.values())
