@@ -9,7 +9,6 @@ configuration, and dead-letters the bad record.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -22,7 +21,8 @@ import pytest
 
 # The worker test's subprocess harness (same directory, no package): start,
 # poll /status, SIGTERM/SIGKILL the process group.
-from test_worker import Worker, read_all, write_topics_file  # type: ignore[import-not-found]
+from _worker_harness import WorkerProcess, write_topics_file  # type: ignore[import-not-found]
+from test_worker import read_docs  # type: ignore[import-not-found]
 
 from spendsentry.broker import EmbeddedBroker
 
@@ -97,8 +97,8 @@ def produce_lines(bootstrap: str, topic: str, path: Path) -> str:
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
     yield started
     for w in started:
         w.stop()
@@ -182,11 +182,11 @@ def test_kcat_produced_messages_are_processed_by_the_worker(
     broker: EmbeddedBroker,
     unique_name: Callable[[str], str],
     tmp_path: Path,
-    workers: list[Worker],
+    workers: list[WorkerProcess],
 ) -> None:
     names = write_topics_file(tmp_path / "topics.toml", unique_name("kc"))
     (tmp_path / "state").mkdir()
-    worker = Worker(
+    worker = WorkerProcess(
         broker.bootstrap, tmp_path / "topics.toml", tmp_path / "state", unique_name("g")
     )
     workers.append(worker)
@@ -216,6 +216,6 @@ def test_kcat_produced_messages_are_processed_by_the_worker(
     assert use_cases["claims_triage"]["events_by_kind"] == {"llm_call": 3}
     assert use_cases["sales_email"]["cost_usd"] == pytest.approx(0.0005)
 
-    dead = asyncio.run(read_all(broker.bootstrap, names["deadletter"], 2))
+    dead = read_docs(broker.bootstrap, names["deadletter"], 2)
     assert [(d["reason"], d["original_text"]) for d in dead] == [("not_json", "{not json")]
     assert worker.stop() == 0, (client, worker.tail())

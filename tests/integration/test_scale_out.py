@@ -21,18 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _worker_harness import Record, WorkerProcess, produce, replay_dead_letters, run_replay
 from aiokafka import AIOKafkaProducer
-from test_worker import (
-    Record,
-    Worker,
-    _alert_key,
-    _dead_key,
-    _ts,
-    make_scenario,
-    produce,
-    read_all,
-    run_replay,
-)
+from test_worker import _alert_key, _dead_key, _ts, make_scenario, read_docs
 
 from spendsentry.broker import EmbeddedBroker, TopicSpec, ensure_topics
 from spendsentry.worker.snapshots import KafkaSnapshotStore
@@ -65,14 +56,14 @@ def write_topics(path: Path, prefix: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[[str, str, Path], Worker]]:
-    started: list[Worker] = []
+def workers(tmp_path: Path) -> Iterator[Callable[[str, str, Path], WorkerProcess]]:
+    started: list[WorkerProcess] = []
 
-    def start(bootstrap: str, group: str, topics: Path) -> Worker:
+    def start(bootstrap: str, group: str, topics: Path) -> WorkerProcess:
         # Each worker its own state dir (Faust's data), as on separate hosts.
         state = tmp_path / f"w{len(started)}" / "state"
         state.parent.mkdir(parents=True)
-        w = Worker(bootstrap, topics, state, group, "1")
+        w = WorkerProcess(bootstrap, topics, state, group)
         started.append(w)
         return w
 
@@ -104,7 +95,7 @@ def settled(statuses: list[dict[str, Any] | None], records: int) -> bool:
     )
 
 
-def wait_settled(group: list[Worker], records: int, timeout: float, what: str) -> list[Any]:
+def wait_settled(group: list[WorkerProcess], records: int, timeout: float, what: str) -> list[Any]:
     import time
 
     deadline = time.monotonic() + timeout
@@ -120,7 +111,7 @@ def wait_settled(group: list[Worker], records: int, timeout: float, what: str) -
     raise AssertionError(f"timed out waiting for {what}: {statuses}\n{tails}")
 
 
-def wait_split(group: list[Worker], timeout: float) -> list[dict[str, Any]]:
+def wait_split(group: list[WorkerProcess], timeout: float) -> list[dict[str, Any]]:
     """Each worker owns half the partitions (the range assignor's split)."""
     import time
 
@@ -144,7 +135,8 @@ def check_group_against_replay(
     dead: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Compare the group's results with replay's; return replay's alerts."""
-    expected, replay_alerts, replay_dead = run_replay(records, tmp)
+    expected, replay_alerts = run_replay(records, tmp)
+    replay_dead = replay_dead_letters(tmp)
     assert sum(s["accepted"] for s in statuses) == expected["accepted"]
     assert sum(s["duplicates"] for s in statuses) == expected["duplicates"]
     assert sum(s["late"] for s in statuses) == expected["rejected"].get("late", 0) > 0
@@ -185,7 +177,7 @@ def test_two_workers_in_one_group_emit_what_replay_emits(
     broker: EmbeddedBroker,
     unique_name: Callable[[str], str],
     tmp_path: Path,
-    workers: Callable[[str, str, Path], Worker],
+    workers: Callable[[str, str, Path], WorkerProcess],
 ) -> None:
     main, late = make_scenario(seed=5)
     names = write_topics(tmp_path / "topics.toml", unique_name("s"))
@@ -197,8 +189,8 @@ def test_two_workers_in_one_group_emit_what_replay_emits(
     asyncio.run(produce(broker.bootstrap, names, late))
     statuses = wait_settled(pair, len(main) + len(late), 60, "all records")
     assert all(s["accepted"] > 0 for s in statuses), "both workers should get traffic"
-    alerts = asyncio.run(read_all(broker.bootstrap, names["alerts"], 2))
-    dead = asyncio.run(read_all(broker.bootstrap, names["deadletter"], 2))
+    alerts = read_docs(broker.bootstrap, names["alerts"], 2)
+    dead = read_docs(broker.bootstrap, names["deadletter"], 2)
     wanted = check_group_against_replay(statuses, tmp_path / "replay", main + late, alerts, dead)
     assert len(wanted) >= 4
     for w in pair:
@@ -210,7 +202,7 @@ def test_state_moves_with_the_partitions_on_rebalance(
     broker: EmbeddedBroker,
     unique_name: Callable[[str], str],
     tmp_path: Path,
-    workers: Callable[[str, str, Path], Worker],
+    workers: Callable[[str, str, Path], WorkerProcess],
 ) -> None:
     main, late = make_scenario(seed=5)
     # Minute ~95: before both spikes (minutes 100 and 140), after 95 minutes of
@@ -233,8 +225,8 @@ def test_state_moves_with_the_partitions_on_rebalance(
     wait_settled([first, second], len(main), 90, "the rest")
     asyncio.run(produce(broker.bootstrap, names, late))
     statuses = wait_settled([first, second], len(main) + len(late), 60, "all records")
-    alerts = asyncio.run(read_all(broker.bootstrap, names["alerts"], 2))
-    dead = asyncio.run(read_all(broker.bootstrap, names["deadletter"], 2))
+    alerts = read_docs(broker.bootstrap, names["alerts"], 2)
+    dead = read_docs(broker.bootstrap, names["deadletter"], 2)
     wanted = check_group_against_replay(statuses, tmp_path / "replay", main + late, alerts, dead)
     # An incident on a moved partition after the move was detected as replay
     # detected it: it needed the baselines learnt before the move.

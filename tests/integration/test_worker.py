@@ -152,7 +152,7 @@ def make_scenario(seed: int = 5, minutes: int = 180) -> tuple[list[Record], list
 # -- helpers ------------------------------------------------------------------
 
 
-def _read_docs(bootstrap: str, topic: str, partitions: int) -> list[dict[str, Any]]:
+def read_docs(bootstrap: str, topic: str, partitions: int) -> list[dict[str, Any]]:
     """Every record of ``topic``, decoded, in (partition, offset) order."""
     return [json.loads(v) for v in asyncio.run(read_all(bootstrap, topic, partitions))]
 
@@ -250,8 +250,8 @@ def test_worker_matches_replay_and_serves_metrics(
         status,
         [line for line in metrics.splitlines() if "rejected" in line],
     )
-    alerts = _sorted_alerts(_read_docs(broker.bootstrap, names["alerts"], 2))
-    dead = _read_docs(broker.bootstrap, names["deadletter"], 2)
+    alerts = _sorted_alerts(read_docs(broker.bootstrap, names["alerts"], 2))
+    dead = read_docs(broker.bootstrap, names["deadletter"], 2)
     check_against_replay(status, tmp_path / "replay", main + late, alerts, dead)
     assert worker.stop() == 0, worker.tail()
 
@@ -282,7 +282,7 @@ def test_worker_survives_sigkill_without_duplicate_alerts(
     first.wait_for(lambda s: len(s["assignment"]) == 7, 90, "the group join")  # 6 + ai.control
     asyncio.run(produce(broker.bootstrap, names, main[:cut]))
     first.wait_for(lambda s: caught_up(s, cut), 60, "the first part")
-    published_before = _read_docs(broker.bootstrap, names["alerts"], 2)
+    published_before = read_docs(broker.bootstrap, names["alerts"], 2)
     assert len(published_before) >= 2, "the scenario should alert before the kill"
     first.kill()
     # The second half arrives while no worker runs.
@@ -299,8 +299,8 @@ def test_worker_survives_sigkill_without_duplicate_alerts(
     asyncio.run(produce(broker.bootstrap, names, late))
     total = len(main) + len(late)
     status = second.wait_for(lambda s: caught_up(s, total), 60, "all records")
-    alerts = _sorted_alerts(_read_docs(broker.bootstrap, names["alerts"], 2))
-    dead = _read_docs(broker.bootstrap, names["deadletter"], 2)
+    alerts = _sorted_alerts(read_docs(broker.bootstrap, names["alerts"], 2))
+    dead = read_docs(broker.bootstrap, names["deadletter"], 2)
     # Dead letters are at-least-once: those published between the last snapshot
     # and the kill are published again. Each must still be one replay has.
     unique_dead = list({_dead_key(d): d for d in dead}.values())
