@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from spendsentry.detectors import RateSpikeDetector, RatioShiftDetector, SessionLengthDetector
+from spendsentry.detectors import (
+    LogRateShiftDetector,
+    RateSpikeDetector,
+    RatioShiftDetector,
+    SessionLengthDetector,
+)
 
 
 @dataclass
@@ -61,6 +66,14 @@ CASES = [
         lambda rng: (rng.lognormvariate(0.0, 0.3),),
         lambda rng: (6.0 * rng.lognormvariate(0.0, 0.3),),
         300,
+    ),
+    Case(
+        "LogRateShiftDetector",
+        lambda: LogRateShiftDetector(window=10, warmup=240),
+        # Minutes that swing ~10x on their own; the whole traffic x8.
+        lambda rng: (rng.lognormvariate(0.0, 0.9),),
+        lambda rng: (8.0 * rng.lognormvariate(0.0, 0.9),),
+        400,
     ),
     Case(
         "SessionLengthDetector",
@@ -211,3 +224,61 @@ def test_a_detector_pickled_before_the_long_window_existed_still_works() -> None
     rng = random.Random(3)
     stream = [_sparse(rng) for _ in range(300)]
     assert _fired(old, stream) == _fired(det, stream)
+
+
+# -- hold_z_fraction: a shift that ramps in ----------------------------------------
+
+
+def _model_mix(rng: random.Random, share: float) -> tuple[float, float]:
+    """A few calls a minute (an agent at night), as the silent fallback-drift
+    monitor sees them: ln(input $/Mtok) of each call; ``share`` of the calls went
+    to a model 5x the price of the usual one."""
+    calls = rng.randint(0, 6)
+    cheap, big = math.log(0.4), math.log(2.0)
+    return (sum(big if rng.random() < share else cheap for _ in range(calls)), float(calls))
+
+
+def _mix_detector(hold: float) -> RatioShiftDetector:
+    # The silent fallback-drift settings (detectors/__init__.py), sensitivity 1.
+    return RatioShiftDetector(
+        window=5,
+        half_life=360,
+        warmup=300,
+        min_ratio=0.0,
+        min_delta=math.log(1.8),
+        z_threshold=6.0,
+        min_den=15,
+        hold_z_fraction=hold,
+    )
+
+
+def _ramp(seed: int) -> list[tuple[float, float]]:
+    rng = random.Random(seed)
+    # Three hours with a stray premium call now and then, then a 45-minute ramp
+    # to all calls on the big model.
+    normal = [_model_mix(rng, 0.01) for _ in range(180)]
+    return normal + [_model_mix(rng, min(1.0, i / 45)) for i in range(60)]
+
+
+def test_a_ramp_is_caught_within_it_more_often_when_it_is_not_learned() -> None:
+    held, learned = 0, 0
+    for seed in range(20):
+        held += any(180 <= i < 225 for i in _fired(_mix_detector(0.5), _ramp(seed)))
+        learned += any(180 <= i < 225 for i in _fired(_mix_detector(0.0), _ramp(seed)))
+    # Measured: 19 and 14 of 20 (0-6 calls a minute cannot always show it).
+    assert held >= 18 and learned <= 15, (held, learned)
+
+
+def test_holding_adds_no_false_alarm_on_a_stable_mix() -> None:
+    rng = random.Random(12)
+    noise = [_model_mix(rng, 0.01) for _ in range(20_000)]
+    assert _fired(_mix_detector(0.5), noise) == []
+
+
+def test_a_detector_pickled_before_hold_z_fraction_existed_still_works() -> None:
+    det = _mix_detector(0.0)
+    state = pickle.loads(pickle.dumps(det)).__dict__
+    del state["hold_z_fraction"]
+    old = RatioShiftDetector.__new__(RatioShiftDetector)
+    old.__dict__.update(state)
+    assert _fired(old, _ramp(1)) == _fired(det, _ramp(1))

@@ -27,13 +27,19 @@ from spendsentry.detectors.monitors import (
     small_calls_on_large_models,
 )
 from spendsentry.detectors.sessions import SessionLengthDetector
-from spendsentry.detectors.shift import RateSpikeDetector, RatioShiftDetector, Shift
+from spendsentry.detectors.shift import (
+    LogRateShiftDetector,
+    RateSpikeDetector,
+    RatioShiftDetector,
+    Shift,
+)
 from spendsentry.windows import MinuteSignals
 
 if TYPE_CHECKING:
     from spendsentry.policy import Policy
 
 __all__ = [
+    "LogRateShiftDetector",
     "Monitor",
     "PeriodTotals",
     "RateSpikeDetector",
@@ -122,6 +128,8 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                 min_delta=0.15 / s,
                 z_threshold=6.0 / math.sqrt(s),
                 min_den=15,
+                # Drifts ramp in: don't let the ramp teach the noise.
+                hold_z_fraction=0.5,
             ),
             critical_ratio=4.0,
         )
@@ -139,6 +147,7 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                 min_delta=math.log(_ratio(1.8, s)),
                 z_threshold=6.0 / math.sqrt(s),
                 min_den=15,
+                hold_z_fraction=0.5,
             ),
             critical_ratio=4.0,
             log_scale=True,
@@ -230,6 +239,19 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                     warmup=90,
                 ),
                 persistence=2,
+                # A 10-minute geometric mean, 2x over the level: a use case
+                # whose minutes swing 20x (bursts of hundreds of calls, a few
+                # huge prompts) hides a 4x step from the arithmetic lens.
+                shift=LogRateShiftDetector(
+                    window=10,
+                    min_ratio=_ratio(2.0, s),
+                    z_threshold=4.0 / s,
+                    # A twentieth of min_excess: low enough that a use case
+                    # spending under a dollar an hour still shows its ratio
+                    # (the size bar is the monitor's: min_excess, usual peak).
+                    floor=0.025 / 60 / s,
+                    warmup=240,
+                ),
             )
         )
     if (s := enabled("agent_chatter")) is not None:

@@ -17,7 +17,12 @@ from river import stats
 from spendsentry.alerts import Finding
 from spendsentry.detectors.base import UseCaseContext
 from spendsentry.detectors.sessions import SessionLengthDetector
-from spendsentry.detectors.shift import RateSpikeDetector, RatioShiftDetector, Shift
+from spendsentry.detectors.shift import (
+    LogRateShiftDetector,
+    RateSpikeDetector,
+    RatioShiftDetector,
+    Shift,
+)
 from spendsentry.pricing import PriceBook
 from spendsentry.timeutil import format_ts
 from spendsentry.windows import MinuteSignals
@@ -164,23 +169,60 @@ def _top_model(signals: MinuteSignals) -> str | None:
 
 
 class CostSpikeMonitor:
-    """Cost per minute far above the recent level and the usual peaks."""
+    """Cost per minute far above the recent level and the usual peaks.
+
+    Two lenses on the same minutes: ``detector`` (arithmetic means against the
+    level and the usual peak) and, optionally, ``shift`` (geometric means
+    against the level, see :class:`LogRateShiftDetector`), which sees a step of
+    the whole traffic of a use case whose minutes swing too much on their own
+    for the first. A shift seen by the second lens must also have the spend
+    above the usual peak of the first: a level shift that stays within what
+    the use case already spends at its busiest hour is growth, not a spike;
+    and the same ``min_excess`` over the level.
+    """
 
     kind = "cost_spike"
+    #: Defaults for monitors pickled before the second lens existed.
+    shift: LogRateShiftDetector | None = None
+    shift_persistence = 6
+    _lens_run = 0
 
     def __init__(
-        self, detector: RateSpikeDetector, persistence: int = 2, min_calls: int = 30
+        self,
+        detector: RateSpikeDetector,
+        persistence: int = 2,
+        min_calls: int = 30,
+        shift: LogRateShiftDetector | None = None,
+        shift_persistence: int = 6,
     ) -> None:
         self.detector = detector
+        self.shift = shift
+        self.shift_persistence = shift_persistence
+        self._lens_run = 0
         self.persistence = _Persistence(persistence)
         self.min_calls = min_calls
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         score, observed, level, peak = self.detector.measure(signals.cost)
         self.detector.learn_one(signals.cost)
+        shift_score, geo_ratio = 0.0, 1.0
+        if (lens := self.shift) is not None:
+            shift_score, geo_ratio, _ = lens.measure(signals.cost)
+            lens.learn_one(signals.cost)
+            if observed <= peak or observed - level < self.detector.min_excess:
+                shift_score = 0.0
+        lens_run = self._lens_run + 1 if shift_score >= 1.0 else 0
+        self._lens_run = lens_run
+        # The second lens must hold longer: such a use case also swings 2-3x
+        # for a few minutes on its own; an incident holds for half an hour.
+        lens_hit = lens_run >= self.shift_persistence or (
+            shift_score >= 1.0 and self.persistence.active
+        )
         # A handful of calls is never a spike, whatever the ratio (sparse use cases).
         enough = ctx.last_5m.calls >= self.min_calls
-        if not self.persistence.update(score >= 1.0 and enough, signals.start):
+        anomalous = (score >= 1.0 or lens_hit) and enough
+        score = max(score, shift_score)
+        if not self.persistence.update(anomalous, signals.start):
             return None
         ratio = observed / level if level > 0 else math.inf
         severity = "critical" if score >= 2.0 else "warning"
@@ -201,7 +243,11 @@ class CostSpikeMonitor:
             unit="USD/min",
             excess_cost_per_hour_usd=excess,
             example_model=_top_model(signals),
-            details={"usual_peak_usd_per_minute": round(peak, 6), "ratio": _finite(ratio)},
+            details={
+                "usual_peak_usd_per_minute": round(peak, 6),
+                "ratio": _finite(ratio),
+                "typical_minute_ratio": _finite(geo_ratio),
+            },
             onset=self.persistence.onset,
         )
 

@@ -70,6 +70,13 @@ class RatioShiftDetector:
         The bar is higher because the per-unit variance is learned from
         ``window``-long windows: slow drifts make a long window noisier than
         its sample size alone says.
+    hold_z_fraction
+        A window that clears ``min_ratio`` and ``min_delta`` and this fraction
+        of ``z_threshold`` (0: off) is learned as anomalous, with
+        ``anomalous_weight``. For shifts that ramp in: learning the ramp would
+        raise the noise estimate as fast as the shift grows. Off by default:
+        on a noisy ratio (cost per outcome) it trims the noise estimate and
+        costs false alarms.
 
     Examples
     --------
@@ -90,6 +97,7 @@ class RatioShiftDetector:
     #: Defaults for detectors pickled before these parameters existed.
     long_window: int = 0
     long_z_threshold: float = math.inf
+    hold_z_fraction: float = 0.0
 
     def __init__(
         self,
@@ -103,8 +111,10 @@ class RatioShiftDetector:
         anomalous_weight: float = 0.02,
         long_window: int = 0,
         long_z_threshold: float = math.inf,
+        hold_z_fraction: float = 0.0,
     ) -> None:
         self.window = window
+        self.hold_z_fraction = hold_z_fraction
         self.long_window = long_window
         self.long_z_threshold = long_z_threshold
         self.half_life = half_life
@@ -134,6 +144,13 @@ class RatioShiftDetector:
     def learn_one(self, num: float, den: float) -> None:
         """Add one step (e.g. one minute's token sum and call count)."""
         shift = self.check(num, den) if self.warmed_up else None
+        if shift is None and self.warmed_up and self.hold_z_fraction > 0:
+            # A window of the size that matters, part of the way up the z bar,
+            # counts as anomalous for learning too: a ramp learned minute by
+            # minute would inflate the noise estimate faster than it climbs and
+            # never clear the bar (a model switch ramping in over half an hour
+            # did exactly that at a few calls a minute).
+            shift = self._judge(self._measure(num, den), self.z_threshold * self.hold_z_fraction)
         if shift is None and self.warmed_up and self.long_window > self.window:
             # Halfway up the long window's bar counts as anomalous for learning:
             # a sustained shift still below the bar would otherwise drag the
@@ -337,3 +354,117 @@ class RateSpikeDetector:
         ratio = max(self.min_ratio_level, math.exp(self.volatility_z * sigma))
         threshold = max(level * ratio, peak * self.min_ratio_peak, level + self.min_excess, 1e-9)
         return observed / threshold, observed, level, peak
+
+
+class LogRateShiftDetector:
+    """Detects a sustained upward shift of a heavy-tailed rate, in log space.
+
+    :class:`RateSpikeDetector` compares arithmetic means, which is right for a
+    smooth rate but blind on a use case whose minutes swing 20x on their own
+    (the Azure code trace: a few huge calls, bursts of hundreds): its bar must
+    sit above those swings, so a 4x step of the whole traffic can stay under
+    it. Here each minute counts as ``log(rate + floor)``: the mean of logs (the
+    geometric mean) is not dragged by the odd huge minute, and minutes of such
+    a use case are close to independent, so a ``window``-minute mean of logs
+    pins the level down well. A shift must clear both a z bar (in units of the
+    learned noise of ``window``-minute means) and a size bar (``min_ratio``).
+
+    River's ``stats.EWMean`` keeps the level and the noise; no River anomaly
+    model scores a window mean against its own learned noise.
+
+    Parameters
+    ----------
+    window
+        Minutes averaged (in log space) into the observed level.
+    fading
+        Fading factor of the level (``stats.EWMean``): it follows daily ramps
+        and growth within an hour or so.
+    noise_fading
+        Fading factor of the noise (mean squared deviation of a window's mean
+        from the level).
+    z_threshold, min_ratio
+        The window's geometric mean must exceed the level by this many noise
+        units and by this factor.
+    floor
+        Added to the rate before the log, so idle minutes are finite and rates
+        far below ``floor`` (a few cents an hour) cannot make a large ratio.
+    warmup
+        Minutes before scoring.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(1)
+    >>> d = LogRateShiftDetector(window=10, warmup=120)
+    >>> for _ in range(300):
+    ...     d.learn_one(rng.lognormvariate(0.0, 0.9))   # minutes swing ~10x
+    >>> d.score_one(rng.lognormvariate(0.0, 0.9)) < 1.0
+    True
+    >>> for _ in range(9):
+    ...     d.learn_one(4.0 * rng.lognormvariate(0.0, 0.9))   # the whole traffic x4
+    >>> d.score_one(4.0 * rng.lognormvariate(0.0, 0.9)) > 1.0
+    True
+    """
+
+    def __init__(
+        self,
+        window: int = 10,
+        fading: float = 0.03,
+        noise_fading: float = 0.01,
+        z_threshold: float = 4.0,
+        min_ratio: float = 2.5,
+        floor: float = 1e-3,
+        warmup: int = 240,
+    ) -> None:
+        self.window = window
+        self.fading = fading
+        self.noise_fading = noise_fading
+        self.z_threshold = z_threshold
+        self.min_ratio = min_ratio
+        self.floor = floor
+        self.warmup = warmup
+        self._ring: deque[float] = deque(maxlen=window)
+        self._level = stats.EWMean(fading_factor=fading)
+        self._noise = stats.EWMean(fading_factor=noise_fading)
+        self._n = 0
+
+    def _log(self, x: float) -> float:
+        return math.log(max(x, 0.0) + self.floor)
+
+    def learn_one(self, x: float) -> None:
+        """Add one minute's rate."""
+        score = self.score_one(x)
+        level = self._level.get()
+        lx = self._log(x)
+        self._ring.append(lx)
+        self._n += 1
+        if self._n > self.warmup and score >= 0.5:
+            # Halfway to the bar or beyond: the level learns the minute clipped
+            # to a tenth of the size bar above it, so an hour-long incident
+            # does not become the new normal (a permanent change still does,
+            # within hours); the noise does not learn it at all, or an incident
+            # would widen the very bar it has to clear.
+            self._level.update(min(lx, level + 0.1 * math.log(self.min_ratio)))
+            return
+        self._level.update(lx)
+        if len(self._ring) == self.window:
+            mean = sum(self._ring) / self.window
+            self._noise.update((mean - level) ** 2)
+
+    def score_one(self, x: float) -> float:
+        """min(z / z_threshold, log ratio / log min_ratio): 1.0 or more is a shift; pure."""
+        return self.measure(x)[0]
+
+    def measure(self, x: float) -> tuple[float, float, float]:
+        """(score, geometric ratio over the level, z) of the window ending with ``x``; pure."""
+        if self._n < self.warmup:
+            return 0.0, 1.0, 0.0
+        items = list(self._ring)[-(self.window - 1) :] if self.window > 1 else []
+        mean = (sum(items) + self._log(x)) / (len(items) + 1)
+        deviation = mean - self._level.get()
+        # A noise floor of 5 % (in log units): a perfectly regular rate would
+        # otherwise turn any wobble into a huge z.
+        sd = math.sqrt(max(self._noise.get(), 0.05**2))
+        z = deviation / sd
+        score = min(z / self.z_threshold, deviation / math.log(self.min_ratio))
+        return score, math.exp(deviation), z
