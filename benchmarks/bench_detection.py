@@ -67,6 +67,8 @@ def run_seed(seed: int, hours: float, no_incidents: bool) -> dict[str, Any]:
                     "diagnosed": i.diagnosed,
                     "delay": i.delay_min,
                     "id": i.incident_id,
+                    "shape": i.shape,
+                    "ramp_min": i.ramp_min,
                 }
                 for i in s.incidents
             ],
@@ -80,24 +82,48 @@ def run_seed(seed: int, hours: float, no_incidents: bool) -> dict[str, Any]:
     return out
 
 
+def _row() -> dict[str, Any]:
+    return {"incidents": 0, "diagnosed": 0, "delays": [], "steps": [], "ramps": [0, 0]}
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _ramps(r: list[int]) -> str:
+    return f"{r[0]}/{r[1]}" if r[1] else "-"
+
+
 def aggregate(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
     kinds: dict[str, dict[str, Any]] = {}
     hours = 0.0
     false_total = 0
     delays_all: list[float] = []
+    steps_all: list[float] = []
+    ramps = [0, 0]  # caught within the ramp, ramps
     for r in results:
         part = r[name]
         hours += part["use_case_hours"]
         false_total += len(part["false"])
         for inc in part["incidents"]:
-            row = kinds.setdefault(inc["kind"], {"incidents": 0, "diagnosed": 0, "delays": []})
+            row = kinds.setdefault(inc["kind"], _row())
             row["incidents"] += 1
+            ramp = inc.get("ramp_min")
+            if ramp is not None:
+                within = inc["diagnosed"] and inc["delay"] <= ramp
+                row["ramps"][0] += within
+                row["ramps"][1] += 1
+                ramps[0] += within
+                ramps[1] += 1
             if inc["diagnosed"]:
                 row["diagnosed"] += 1
                 row["delays"].append(inc["delay"])
                 delays_all.append(inc["delay"])
+                if ramp is None:
+                    row["steps"].append(inc["delay"])
+                    steps_all.append(inc["delay"])
         for f in part["false"]:
-            row = kinds.setdefault(f["kind"], {"incidents": 0, "diagnosed": 0, "delays": []})
+            row = kinds.setdefault(f["kind"], _row())
             row["false"] = row.get("false", 0) + 1
     return {
         "kinds": kinds,
@@ -105,6 +131,8 @@ def aggregate(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
         "false_alerts": false_total,
         "false_per_100h": 100.0 * false_total / hours if hours else 0.0,
         "median_delay": statistics.median(delays_all) if delays_all else None,
+        "step_median_delay": statistics.median(steps_all) if steps_all else None,
+        "ramps": ramps,
         "diagnosed": sum(k["diagnosed"] for k in kinds.values()),
         "incidents": sum(k["incidents"] for k in kinds.values()),
     }
@@ -115,24 +143,28 @@ def _fmt(x: float | None) -> str:
 
 
 def print_table(engine: dict[str, Any], baseline: dict[str, Any], quiet: dict[str, Any]) -> None:
+    # median: over all diagnosed incidents; steps: over steps alone; in ramp:
+    # ramps diagnosed before they reached full strength.
     print(
-        f"{'kind':<24} {'diagnosed':>10} {'median':>7} {'max':>6} {'false':>6} |"
-        f" {'baseline':>9} {'median':>7} {'false':>6}"
+        f"{'kind':<24} {'diagnosed':>10} {'median':>7} {'max':>6} {'steps':>6} {'in ramp':>8}"
+        f" {'false':>6} | {'baseline':>9} {'median':>7} {'false':>6}"
     )
     for kind in sorted(engine["kinds"]):
         e = engine["kinds"][kind]
-        b = baseline["kinds"].get(kind, {"incidents": 0, "diagnosed": 0, "delays": []})
+        b = baseline["kinds"].get(kind, _row())
         print(
             f"{kind:<24} {e['diagnosed']:>4}/{e['incidents']:<5} "
-            f"{_fmt(statistics.median(e['delays']) if e['delays'] else None):>7} "
-            f"{_fmt(max(e['delays']) if e['delays'] else None):>6} {e.get('false', 0):>6} |"
+            f"{_fmt(_median(e['delays'])):>7} "
+            f"{_fmt(max(e['delays']) if e['delays'] else None):>6} "
+            f"{_fmt(_median(e['steps'])):>6} {_ramps(e['ramps']):>8} {e.get('false', 0):>6} |"
             f" {b['diagnosed']:>4}/{b['incidents']:<4} "
-            f"{_fmt(statistics.median(b['delays']) if b['delays'] else None):>7}"
+            f"{_fmt(_median(b['delays'])):>7}"
             f" {b.get('false', 0):>6}"
         )
     print(
         f"{'total':<24} {engine['diagnosed']:>4}/{engine['incidents']:<5} "
-        f"{_fmt(engine['median_delay']):>7} {'':>6} {engine['false_alerts']:>6} |"
+        f"{_fmt(engine['median_delay']):>7} {'':>6} {_fmt(engine['step_median_delay']):>6} "
+        f"{_ramps(engine['ramps']):>8} {engine['false_alerts']:>6} |"
         f" {baseline['diagnosed']:>4}/{baseline['incidents']:<4} "
         f"{_fmt(baseline['median_delay']):>7} {baseline['false_alerts']:>6}"
     )
@@ -174,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not inc["diagnosed"]:
                     print(f"  missed seed {r['seed']}: {inc['id']} {inc['use_case']}")
                 elif inc["delay"] > 5:
+                    ramp = inc.get("ramp_min")
+                    shape = "step" if ramp is None else f"ramp of {ramp:.0f} min"
                     print(
                         f"  slow   seed {r['seed']}: {inc['id']} {inc['use_case']} "
-                        f"{inc['delay']:.0f} min"
+                        f"{inc['delay']:.0f} min ({shape})"
                     )
             for f in r["engine"]["false"]:
                 print(f"  false  seed {r['seed']}: {f['kind']} {f['use_case']} {f['at']}")

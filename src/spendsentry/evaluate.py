@@ -6,7 +6,10 @@ Rules (``spendsentry evaluate``):
   later updates (``escalated``, ``resolved``, repeats) are ignored.
 * An incident is *diagnosed* when an alert of its kind on its use case is
   detected between the incident's start and its end + 15 min (the grace);
-  the detection delay is ``detected_at - start`` in event time.
+  the detection delay is ``detected_at - start`` in event time. Delays are also
+  given over steps alone, and a ramp counts as caught *within the ramp* when it
+  is diagnosed before it reaches full strength (``ramp_end``): a gradual
+  regression is judged by whether it is seen while it is still growing.
 * An alert that diagnoses nothing is *collateral* when its span
   ``[started_at, detected_at]`` overlaps an incident (with grace) on the same
   use case (another kind, or too late), and *false* otherwise. False alerts are
@@ -105,6 +108,11 @@ class KindRow:
     max_delay_min: float | None = None
     false_alerts: int = 0
     collateral_alerts: int = 0
+    #: Median delay over step incidents alone (ramps are judged by ``ramps_within``).
+    step_median_delay_min: float | None = None
+    ramps: int = 0
+    #: Ramps diagnosed before they reached full strength.
+    ramps_within: int = 0
 
 
 @dataclass(slots=True)
@@ -115,6 +123,18 @@ class IncidentResult:
     diagnosed: bool
     alert_id: str | None = None
     delay_min: float | None = None
+    shape: str = "step"
+    #: Minutes from start to full strength (ramps only).
+    ramp_min: float | None = None
+
+    @property
+    def within_ramp(self) -> bool:
+        """A ramp diagnosed before it reached full strength."""
+        return (
+            self.ramp_min is not None
+            and self.delay_min is not None
+            and self.delay_min <= self.ramp_min
+        )
 
 
 @dataclass(slots=True)
@@ -312,32 +332,46 @@ def score(
                 hit is not None,
                 hit[1] if hit else None,
                 _minutes(hit[0] - inc.start) if hit else None,
+                inc.shape,
+                _minutes(inc.ramp_end - inc.start) if inc.ramp_end is not None else None,
             )
         )
 
     extra = sorted({a.kind for a in alerts} - set(KINDS))
     rows = {kind: KindRow(kind) for kind in (*KINDS, *extra)}
     delays: dict[str, list[float]] = defaultdict(list)
+    step_delays: dict[str, list[float]] = defaultdict(list)
     for r in results:
         rows[r.kind].incidents += 1
+        if r.ramp_min is not None:
+            rows[r.kind].ramps += 1
+            rows[r.kind].ramps_within += r.within_ramp
         if r.diagnosed and r.delay_min is not None:
             rows[r.kind].diagnosed += 1
             delays[r.kind].append(r.delay_min)
+            if r.ramp_min is None:
+                step_delays[r.kind].append(r.delay_min)
     for v in verdicts:
         if v.verdict == "false":
             rows[v.kind].false_alerts += 1
         elif v.verdict == "collateral":
             rows[v.kind].collateral_alerts += 1
     for kind, row in rows.items():
-        _set_delays(row, delays[kind])
+        _set_delays(row, delays[kind], step_delays[kind])
     total = KindRow(
         "total",
         incidents=sum(r.incidents for r in rows.values()),
         diagnosed=sum(r.diagnosed for r in rows.values()),
         false_alerts=sum(r.false_alerts for r in rows.values()),
         collateral_alerts=sum(r.collateral_alerts for r in rows.values()),
+        ramps=sum(r.ramps for r in rows.values()),
+        ramps_within=sum(r.ramps_within for r in rows.values()),
     )
-    _set_delays(total, [d for ds in delays.values() for d in ds])
+    _set_delays(
+        total,
+        [d for ds in delays.values() for d in ds],
+        [d for ds in step_delays.values() for d in ds],
+    )
     use_case_hours = len(labels.use_cases) * labels.hours
     per_100 = total.false_alerts / use_case_hours * 100 if use_case_hours else 0.0
     return Score(
@@ -352,10 +386,12 @@ def score(
     )
 
 
-def _set_delays(row: KindRow, delays: list[float]) -> None:
+def _set_delays(row: KindRow, delays: list[float], step_delays: list[float]) -> None:
     if delays:
         row.median_delay_min = round(statistics.median(delays), 2)
         row.max_delay_min = round(max(delays), 2)
+    if step_delays:
+        row.step_median_delay_min = round(statistics.median(step_delays), 2)
 
 
 # -- the static-threshold baseline ------------------------------------------------
@@ -481,7 +517,7 @@ def format_score(s: Score) -> str:
     """A per-kind text table of one detector's score."""
     header = (
         f"{'kind':26s} {'incidents':>9s} {'diagnosed':>9s} {'median min':>10s} "
-        f"{'max min':>8s} {'false':>6s} {'collateral':>10s}"
+        f"{'max min':>8s} {'steps med':>9s} {'in ramp':>8s} {'false':>6s} {'collateral':>10s}"
     )
     lines = [f"== {s.detector} ==", header, "-" * len(header)]
     for row in [*s.rows, s.total]:
@@ -490,6 +526,8 @@ def format_score(s: Score) -> str:
         lines.append(
             f"{row.kind:26s} {row.incidents:9d} {row.diagnosed:9d} "
             f"{_fmt(row.median_delay_min):>10s} {_fmt(row.max_delay_min):>8s} "
+            f"{_fmt(row.step_median_delay_min):>9s} "
+            f"{f'{row.ramps_within}/{row.ramps}' if row.ramps else '-':>8s} "
             f"{row.false_alerts:6d} {row.collateral_alerts:10d}"
         )
     lines.append(
