@@ -197,7 +197,13 @@ class UseCaseState:
             },
             retrieval_requests=len(bucket.retrieval_requests),
             embedding_duplicates=duplicates,
-            outcomes=bucket.outcomes,
+            # The policy names the outcome that counts (a support desk also
+            # publishes escalations, which are not what a ticket's spend buys).
+            outcomes=(
+                bucket.outcomes_by_name.get(self.policy.outcome, 0)
+                if self.policy.outcome
+                else bucket.outcomes
+            ),
             active_sessions=len(counts),
             max_session_calls=top,
             max_session_id=top_id,

@@ -17,15 +17,15 @@ import random
 from pathlib import Path
 
 import pytest
+from _monitors import context, feed
 
 from spendsentry.detectors import build_monitors
-from spendsentry.detectors.base import PeriodTotals, UseCaseContext
 from spendsentry.detectors.monitors import CostSpikeMonitor
 from spendsentry.engine import Engine
 from spendsentry.policy import PolicySet
 from spendsentry.replay import Sinks, replay
 from spendsentry.simulate.scenario import Scenario
-from spendsentry.windows import CostWindow, MinuteSignals
+from spendsentry.windows import MinuteSignals
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,17 +104,7 @@ def test_the_geometric_lens_adds_no_alert_on_quiet_days(seed, tmp_path):
 
 
 def _run(monitor: CostSpikeMonitor, minutes: list[MinuteSignals]) -> list[int]:
-    policy = PolicySet.empty().for_use_case("code")
-    ctx = UseCaseContext(
-        "code", policy, CostWindow(1), CostWindow(5), CostWindow(60), PeriodTotals()
-    )
-    fired = []
-    for s in minutes:
-        for w in (ctx.last_1m, ctx.last_5m, ctx.last_1h):
-            w.push(s)
-        if monitor.observe(s, ctx) is not None:
-            fired.append(s.minute)
-    return fired
+    return [m for m, _ in feed(monitor, minutes, context("code"))]
 
 
 def _cost_spike_monitor() -> CostSpikeMonitor:

@@ -133,3 +133,19 @@ def test_per_use_case_totals_are_capped_and_nothing_is_lost():
     totals = engine.stats.use_cases
     assert len(totals) == 51 and "(other)" in totals
     assert sum(t.events for t in totals.values()) == engine.stats.accepted == 200
+
+
+def test_only_the_outcome_the_policy_names_is_counted():
+    policies = PolicySet.from_toml_text(
+        '[use_cases.desk]\nowner = "#desk"\n'
+        '[use_cases.desk.cost_per_outcome]\noutcome = "ticket_resolved"\ntarget_usd = 0.01\n'
+    )
+    events = [usage(0, T0, use_case="desk"), usage(1, T0, use_case="other")]
+    for i, name in enumerate(["ticket_resolved", "ticket_escalated", "ticket_resolved"]):
+        events.append(OutcomeEvent(f"o{i}", T0 + i, "desk", name))
+        events.append(OutcomeEvent(f"p{i}", T0 + i, "other", name))
+    engine = Engine(policies)
+    engine.process(events)
+    closed = {s.use_case: s for s in engine.flush().closed}
+    assert closed["desk"].outcomes == 2  # the escalation is not what the spend buys
+    assert closed["other"].outcomes == 3  # no policy names one: every outcome counts

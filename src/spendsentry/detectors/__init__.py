@@ -8,6 +8,7 @@ sensitivity (2.0 = twice as sensitive).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from spendsentry.alerts import HOURS_PER_MONTH, Finding, severity_rank
@@ -16,6 +17,7 @@ from spendsentry.detectors.monitors import (
     BudgetBurnMonitor,
     ChatterMonitor,
     CostSpikeMonitor,
+    OutcomeTargetMonitor,
     RatioMonitor,
     cost_per_outcome,
     duplicate_share,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from spendsentry.policy import Policy
 
 __all__ = [
+    "AnyOf",
     "LogRateShiftDetector",
     "Monitor",
     "PeriodTotals",
@@ -155,28 +158,37 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
         # Flagged (fallback / re-routed calls) or silent (a pricier default model).
         monitors.append(AnyOf("fallback_drift", [flagged, silent]))
     if (s := enabled("cost_per_outcome")) is not None:
-        monitors.append(
-            RatioMonitor(
-                "cost_per_outcome",
-                "cost_per_outcome_usd",
-                "USD",
-                cost_per_outcome,
-                describe_cost_per_outcome,
-                RatioShiftDetector(
-                    window=10,
-                    half_life=480,
-                    warmup=200,
-                    min_ratio=_ratio(1.5, s),
-                    z_threshold=4.0 / math.sqrt(s),
-                    min_den=15,
-                    long_window=45 if long_windows else 0,
-                    long_z_threshold=5.5 / math.sqrt(s),
-                ),
-                critical_ratio=2.5,
-                persistence=2,
-                num_cap=3.0,
-            )
+        usual = RatioMonitor(
+            "cost_per_outcome",
+            "cost_per_outcome_usd",
+            "USD",
+            cost_per_outcome,
+            describe_cost_per_outcome,
+            RatioShiftDetector(
+                window=10,
+                half_life=480,
+                warmup=200,
+                min_ratio=_ratio(1.5, s),
+                z_threshold=4.0 / math.sqrt(s),
+                min_den=15,
+                long_window=45 if long_windows else 0,
+                long_z_threshold=5.5 / math.sqrt(s),
+            ),
+            critical_ratio=2.5,
+            persistence=2,
+            num_cap=3.0,
         )
+        # Worse than usual, or worse than the policy's target (the economic SLO).
+        target = policy.cost_per_outcome_target_usd
+        if target:
+            monitors.append(
+                AnyOf(
+                    "cost_per_outcome",
+                    [usual, OutcomeTargetMonitor(target, policy.outcome)],
+                )
+            )
+        else:
+            monitors.append(usual)
     if (s := enabled("embedding_duplication")) is not None:
         monitors.append(
             RatioMonitor(
@@ -323,7 +335,7 @@ def describe_oversizing(sh: Shift, sig: MinuteSignals) -> str:
 class AnyOf:
     """Several monitors of one kind; the strongest finding of the minute wins."""
 
-    def __init__(self, kind: str, monitors: list[RatioMonitor]) -> None:
+    def __init__(self, kind: str, monitors: Sequence[Monitor]) -> None:
         self.kind = kind
         self.monitors = monitors
 

@@ -252,6 +252,76 @@ class CostSpikeMonitor:
         )
 
 
+class OutcomeTargetMonitor:
+    """The economic SLO: cost per outcome over the last hour above the policy's target.
+
+    The baseline-relative detector (a :class:`RatioMonitor` on cost per
+    outcome) asks "worse than usual?"; this asks "worse than promised?", which
+    is what a target in a policy means. A use case can drift over its target
+    slowly enough that no window ever looks unusual; the hour's ratio catches
+    that, and a sudden regression past the target too, once it has moved the
+    hour. The hour, not a few minutes: outcomes are sparse (a ticket resolves
+    every few minutes), and a breach of an hourly promise is what is reported.
+
+    Parameters
+    ----------
+    target
+        USD per outcome (the policy's ``cost_per_outcome.target_usd``).
+    min_outcomes
+        Outcomes the hour must hold before its ratio is judged.
+    min_minutes
+        Minutes of the hour that must be filled (after a start or a gap).
+    persistence
+        Minutes the breach must hold.
+    """
+
+    kind = "cost_per_outcome"
+
+    def __init__(
+        self,
+        target: float,
+        outcome: str | None = None,
+        min_outcomes: int = 20,
+        min_minutes: int = 30,
+        persistence: int = 5,
+    ) -> None:
+        self.target = target
+        self.outcome = outcome
+        self.min_outcomes = min_outcomes
+        self.min_minutes = min_minutes
+        self.persistence = _Persistence(persistence)
+
+    def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
+        hour = ctx.last_1h
+        judged = hour.minutes_filled >= self.min_minutes and hour.outcomes >= self.min_outcomes
+        per_outcome = hour.cost / hour.outcomes if hour.outcomes else math.inf
+        if not self.persistence.update(judged and per_outcome > self.target, signals.start):
+            return None
+        ratio = per_outcome / self.target
+        hours = hour.minutes_filled / 60.0
+        name = self.outcome or "outcome"
+        return Finding(
+            kind=self.kind,
+            severity="critical" if ratio >= 2.0 else "warning",
+            score=ratio,
+            metric="cost_per_outcome_usd_1h",
+            baseline=self.target,
+            observed=per_outcome,
+            window_s=60.0 * hour.minutes_filled,
+            summary=(
+                f"{ctx.use_case}: each {name} cost ${per_outcome:.4f} over the last hour, "
+                f"{ratio:.1f}x its ${self.target:.4f} target; check whether outcomes "
+                f"dropped (a broken flow) or cost per call rose."
+            ),
+            unit="USD",
+            # What the hour spent beyond what its outcomes were allowed to cost.
+            excess_cost_per_hour_usd=max(0.0, hour.cost - self.target * hour.outcomes) / hours,
+            example_model=_top_model(signals),
+            details={"target_usd": self.target, "outcomes_1h": hour.outcomes},
+            onset=self.persistence.onset,
+        )
+
+
 def _times(ratio: float) -> str:
     return f"{ratio:.1f}x" if math.isfinite(ratio) else "far above"
 
