@@ -12,7 +12,10 @@ Rules (``spendsentry evaluate``):
   regression is judged by whether it is seen while it is still growing.
 * An alert that diagnoses nothing is *collateral* when its span
   ``[started_at, detected_at]`` overlaps an incident (with grace) on the same
-  use case (another kind, or too late), and *false* otherwise. False alerts are
+  use case (another kind, or too late), and *false* otherwise. A ``budget_burn``
+  alert is also collateral of an incident on its use case earlier the same UTC
+  day: the day's budget counts that incident's spend (an hourly or monthly
+  budget is judged the same way, by the day, for simplicity). False alerts are
   also given per 100 use-case-hours (use cases x hours of the labels).
 * The baseline is how gateways alert today: per use case, the cost of the last
   60 minutes (evaluated at the end of every minute) over K x the policy's
@@ -278,6 +281,10 @@ def read_hourly_budgets(
 # -- scoring -------------------------------------------------------------------
 
 
+def _same_day_before(inc: Incident, when: datetime) -> bool:
+    return inc.start <= when and inc.start.date() == when.astimezone(UTC).date()
+
+
 def _minutes(delta: timedelta) -> float:
     return round(delta.total_seconds() / 60.0, 2)
 
@@ -308,6 +315,12 @@ def score(
             began = min(alert.started_at, alert.detected_at)
             for inc in by_use_case.get(alert.use_case, ()):
                 if began <= inc.end + GRACE and alert.detected_at >= inc.start:
+                    verdict, matched = "collateral", inc.incident_id
+                    break
+                if alert.kind == "budget_burn" and _same_day_before(inc, alert.detected_at):
+                    # A budget is spent by the whole day: an incident's spend
+                    # earlier in it brings the day's budget in reach of a
+                    # modest burn later on, and saying so is right.
                     verdict, matched = "collateral", inc.incident_id
                     break
         verdicts.append(

@@ -17,11 +17,14 @@ from typing import Any
 import pytest
 
 from spendsentry.detectors import (
+    AnyOf,
     LogRateShiftDetector,
     RateSpikeDetector,
     RatioShiftDetector,
     SessionLengthDetector,
+    build_monitors,
 )
+from spendsentry.policy import PolicySet
 
 
 @dataclass
@@ -239,17 +242,15 @@ def _model_mix(rng: random.Random, share: float) -> tuple[float, float]:
 
 
 def _mix_detector(hold: float) -> RatioShiftDetector:
-    # The silent fallback-drift settings (detectors/__init__.py), sensitivity 1.
-    return RatioShiftDetector(
-        window=5,
-        half_life=360,
-        warmup=300,
-        min_ratio=0.0,
-        min_delta=math.log(1.8),
-        z_threshold=6.0,
-        min_den=15,
-        hold_z_fraction=hold,
-    )
+    """The silent fallback-drift detector as build_monitors makes it (sensitivity 1)."""
+    policy = PolicySet.empty().for_use_case("agent")
+    [drift] = [m for m in build_monitors("agent", policy) if m.kind == "fallback_drift"]
+    assert isinstance(drift, AnyOf)
+    [silent] = [m for m in drift.monitors if m.metric == "price_tier_ln_usd_per_mtok"]
+    detector = silent.detector
+    assert detector.hold_z_fraction == 0.5  # what production runs; the test varies it
+    detector.hold_z_fraction = hold
+    return detector
 
 
 def _ramp(seed: int) -> list[tuple[float, float]]:

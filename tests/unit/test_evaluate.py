@@ -92,6 +92,12 @@ ALERTS = [
     # Right kind, right use case, but too late for i3: not a diagnosis; it started
     # inside i3, so collateral.
     alert("gg08", "embedding_duplication", "doc_embeddings", 330, 290),
+    # A budget burn after an incident the same day on its use case: that incident's
+    # spend counts against the day's budget, so collateral; before it, or on a use
+    # case with no incident, false.
+    alert("ii10", "budget_burn", "support_chat", 300, 298),
+    alert("jj11", "budget_burn", "support_chat", 60, 58),
+    alert("kk12", "budget_burn", "kb_search_rag", 200, 198),
     # An escalation without a firing record is not an alert; junk lines are skipped.
     alert("hh09", "cost_spike", "kb_search_rag", 50, status="escalated"),
     {"alert_id": "zz"},
@@ -116,6 +122,7 @@ def test_scoring_rules(tmp_path: Path, labels_path: Path) -> None:
     assert verdicts == {
         "aa01": "diagnosis", "bb02": "collateral", "cc03": "diagnosis", "dd04": "diagnosis",
         "ee05": "false", "ff06": "false", "ff07": "false", "gg08": "collateral",
+        "ii10": "collateral", "jj11": "false", "kk12": "false",
     }  # fmt: skip
 
     rows = {r.kind: r for r in engine.rows}
@@ -126,11 +133,16 @@ def test_scoring_rules(tmp_path: Path, labels_path: Path) -> None:
     assert rows["model_oversizing"].false_alerts == 1
     assert rows["embedding_duplication"].diagnosed == 0
     total = engine.total
-    assert (total.incidents, total.diagnosed, total.false_alerts) == (3, 2, 3)
-    assert total.collateral_alerts == 2
+    assert (total.incidents, total.diagnosed, total.false_alerts) == (3, 2, 5)
+    assert total.collateral_alerts == 3
     assert (total.median_delay_min, total.max_delay_min) == (18.0, 30.0)
-    # 3 false alerts over 4 use cases x 6 h.
-    assert engine.false_alerts_per_100_use_case_hours == pytest.approx(3 / 24 * 100, abs=1e-3)
+    # i2 is a ramp (full strength after 20 min), caught after 30: not within the ramp;
+    # steps alone: i1 after 6 min.
+    assert (rows["cost_spike"].ramps, rows["cost_spike"].ramps_within) == (1, 0)
+    assert rows["cost_spike"].step_median_delay_min is None
+    assert (total.ramps, total.ramps_within, total.step_median_delay_min) == (1, 0, 6.0)
+    # 5 false alerts over 4 use cases x 6 h.
+    assert engine.false_alerts_per_100_use_case_hours == pytest.approx(5 / 24 * 100, abs=1e-3)
 
 
 def test_read_alerts_counts_first_firing_only(tmp_path: Path) -> None:

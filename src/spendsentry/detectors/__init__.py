@@ -175,7 +175,7 @@ def build_monitors(use_case: str, policy: Policy) -> list[Monitor]:
                 long_z_threshold=5.5 / math.sqrt(s),
             ),
             critical_ratio=2.5,
-            persistence=2,
+            persistence=3,
             num_cap=3.0,
         )
         # Worse than usual, or worse than the policy's target (the economic SLO).
