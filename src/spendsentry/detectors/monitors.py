@@ -85,6 +85,13 @@ Extract = Callable[[MinuteSignals], tuple[float, float]]
 Describe = Callable[[Shift, MinuteSignals], str]
 
 
+def _supports(num: float, den: float, shift: Shift) -> bool:
+    """Whether a minute's own data lean at least halfway to the window's shift."""
+    if den <= 0:
+        return num > 0  # cost with no outcome at all: the ratio's extreme
+    return num / den - shift.baseline >= 0.5 * (shift.observed - shift.baseline)
+
+
 class RatioMonitor:
     """Adapts a :class:`RatioShiftDetector` to one alert kind."""
 
@@ -130,7 +137,15 @@ class RatioMonitor:
                 num = min(num, self.num_cap * typical)
         shift = self.detector.check(num, den)
         self.detector.learn_one(num, den)
-        if not self.persistence.update(shift is not None, signals.start) or shift is None:
+        if shift is not None and not _supports(num, den, shift):
+            # The window is anomalous but this minute's own calls are not (or
+            # there are none): the window still holds the same odd calls, so
+            # this minute may keep a confirmed shift alive but not confirm one.
+            # One minute of a few long-context calls of a sparse agent,
+            # followed by idle or ordinary minutes, is not a shift that held.
+            if not self.persistence.active:
+                return None
+        elif not self.persistence.update(shift is not None, signals.start) or shift is None:
             return None
         if self.log_scale:
             shift = Shift(
