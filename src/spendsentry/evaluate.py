@@ -40,7 +40,7 @@ import hashlib
 import statistics
 import tomllib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -413,17 +413,19 @@ def _set_delays(row: KindRow, delays: list[float], step_delays: list[float]) -> 
 def minute_costs(
     events_path: str | Path, labels: Labels, prices: PriceBook | None = None
 ) -> dict[str, list[float]]:
-    """Cost per use case per run minute (usage events, priced like the engine)."""
+    """Cost per use case per run minute (usage events, priced like the engine).
+
+    Reads what replay reads: JSON Lines, gzip or not, one event or an array per line.
+    """
+    from spendsentry.replay import open_input
+
     prices = prices or PriceBook()
     start = labels.start.timestamp()
     total = round(labels.hours * 60)
     costs: dict[str, list[float]] = {}
-    with Path(events_path).open("rb") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            event = orjson.loads(line)
-            if not isinstance(event, dict) or event.get("type", "usage") != "usage":
+    with open_input(str(events_path)) as fh:
+        for event in _events(fh):
+            if event.get("type", "usage") != "usage":
                 continue
             try:
                 minute = int((parse_ts(event["ts"]) - start) // 60)
@@ -446,6 +448,19 @@ def minute_costs(
                 row = costs[use_case] = [0.0] * total
             row[minute] += float(cost or 0.0)
     return costs
+
+
+def _events(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # replay dead-letters it; the baseline never saw it either
+        for event in parsed if isinstance(parsed, list) else [parsed]:
+            if isinstance(event, dict):
+                yield event
 
 
 def static_threshold_alerts(

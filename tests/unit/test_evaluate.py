@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -230,6 +231,22 @@ def test_minute_costs_prices_events_without_cost(tmp_path: Path) -> None:
     costs = minute_costs(write_jsonl(tmp_path / "e.jsonl", events), labels)
     assert costs["support_chat"][1] == pytest.approx(0.15)  # $0.15 per M input tokens
     assert sum(costs["support_chat"]) == pytest.approx(0.15)
+
+
+def test_minute_costs_read_what_replay_reads(tmp_path: Path) -> None:
+    """Gzip, arrays of events on one line, and junk lines (which replay dead-letters)."""
+    labels = Labels(T0, 1.0, ["support_chat"], [])
+    events = [usage(m, "support_chat", cost_usd=1.0) for m in range(4)]
+    plain = write_jsonl(tmp_path / "e.jsonl", events)
+    mixed = (
+        orjson.dumps(events[:2])
+        + b"\nnot json\n"
+        + b"".join(orjson.dumps(e) + b"\n" for e in events[2:])
+    )
+    packed = tmp_path / "e.jsonl.gz"
+    packed.write_bytes(gzip.compress(mixed))
+    assert minute_costs(packed, labels) == minute_costs(plain, labels)
+    assert sum(minute_costs(packed, labels)["support_chat"]) == 4.0
 
 
 def test_baseline_fires_once_per_excursion() -> None:
