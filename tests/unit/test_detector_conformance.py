@@ -283,3 +283,27 @@ def test_a_detector_pickled_before_hold_z_fraction_existed_still_works() -> None
     old = RatioShiftDetector.__new__(RatioShiftDetector)
     old.__dict__.update(state)
     assert _fired(old, _ramp(1)) == _fired(det, _ramp(1))
+
+
+# -- LogRateShiftDetector: idle minutes ---------------------------------------------
+
+
+def test_idle_nights_do_not_make_ordinary_days_a_shift() -> None:
+    """A few agent sessions an hour at night, busy by day, each active minute costing
+    about the same: the level is the typical active minute, not the night's floor."""
+    rng = random.Random(4)
+    det = LogRateShiftDetector(window=10, warmup=240)
+    scores = []
+    for minute in range(3 * 1440):
+        busy = 0.1 if minute % 1440 < 8 * 60 else 0.8
+        x = rng.lognormvariate(0.0, 0.5) if rng.random() < busy else 0.0
+        scores.append(det.score_one(x))
+        det.learn_one(x)
+    assert max(scores) < 1.0
+    # ... while a step of what each active minute costs still shows.
+    shifted = []
+    for _ in range(15):
+        x = 4.0 * rng.lognormvariate(0.0, 0.5)
+        shifted.append(det.score_one(x))
+        det.learn_one(x)
+    assert max(shifted) > 1.0

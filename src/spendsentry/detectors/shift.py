@@ -375,7 +375,7 @@ class LogRateShiftDetector:
     Parameters
     ----------
     window
-        Minutes averaged (in log space) into the observed level.
+        Active minutes averaged (in log space) into the observed level.
     fading
         Fading factor of the level (``stats.EWMean``): it follows daily ramps
         and growth within an hour or so.
@@ -389,7 +389,7 @@ class LogRateShiftDetector:
         Added to the rate before the log, so idle minutes are finite and rates
         far below ``floor`` (a few cents an hour) cannot make a large ratio.
     warmup
-        Minutes before scoring.
+        Active minutes before scoring.
 
     Examples
     --------
@@ -432,7 +432,9 @@ class LogRateShiftDetector:
         return math.log(max(x, 0.0) + self.floor)
 
     def learn_one(self, x: float) -> None:
-        """Add one minute's rate."""
+        """Add one minute's rate (idle minutes are skipped, see ``measure``)."""
+        if x <= 0:
+            return
         score = self.score_one(x)
         level = self._level.get()
         lx = self._log(x)
@@ -456,8 +458,16 @@ class LogRateShiftDetector:
         return self.measure(x)[0]
 
     def measure(self, x: float) -> tuple[float, float, float]:
-        """(score, geometric ratio over the level, z) of the window ending with ``x``; pure."""
-        if self._n < self.warmup:
+        """(score, geometric ratio over the level, z) of the window ending with ``x``; pure.
+
+        Only active minutes count (``x > 0``): the level is the typical *active*
+        minute. Otherwise a use case idle most of the night (a few agent
+        sessions an hour) has a level at the floor by morning, and its ordinary
+        daytime minutes read as a 20x shift the clipped level takes hours to
+        follow. A step of such a use case shows in more active minutes, which
+        the arithmetic lens sees; this lens is for busy, lumpy use cases.
+        """
+        if self._n < self.warmup or x <= 0:
             return 0.0, 1.0, 0.0
         items = list(self._ring)[-(self.window - 1) :] if self.window > 1 else []
         mean = (sum(items) + self._log(x)) / (len(items) + 1)
