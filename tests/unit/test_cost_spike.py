@@ -118,7 +118,7 @@ def test_a_monitor_pickled_before_the_geometric_lens_still_works() -> None:
     monitor = _cost_spike_monitor()
     monitor.shift = None
     state = pickle.loads(pickle.dumps(monitor)).__dict__
-    for name in ("shift", "shift_persistence", "_lens_run"):
+    for name in ("shift", "shift_persistence"):
         del state[name]
     old = CostSpikeMonitor.__new__(CostSpikeMonitor)
     old.__dict__.update(state)

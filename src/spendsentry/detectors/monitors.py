@@ -197,10 +197,9 @@ class CostSpikeMonitor:
     """
 
     kind = "cost_spike"
-    #: Defaults for monitors pickled before the second lens existed.
+    #: Default for monitors pickled before the second lens existed (without
+    #: one, its persistence is never read).
     shift: LogRateShiftDetector | None = None
-    shift_persistence = 6
-    _lens_run = 0
 
     def __init__(
         self,
@@ -212,27 +211,23 @@ class CostSpikeMonitor:
     ) -> None:
         self.detector = detector
         self.shift = shift
-        self.shift_persistence = shift_persistence
-        self._lens_run = 0
+        # The second lens must hold longer: such a use case also swings 2-3x
+        # for a few minutes on its own; an incident holds for half an hour.
+        self.shift_persistence = _Persistence(shift_persistence)
         self.persistence = _Persistence(persistence)
         self.min_calls = min_calls
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         score, observed, level, peak = self.detector.measure(signals.cost)
         self.detector.learn_one(signals.cost)
-        shift_score, geo_ratio = 0.0, 1.0
+        shift_score, geo_ratio, lens_hit = 0.0, 1.0, False
         if (lens := self.shift) is not None:
             shift_score, geo_ratio, _ = lens.measure(signals.cost)
             lens.learn_one(signals.cost)
             if observed <= peak or observed - level < self.detector.min_excess:
                 shift_score = 0.0
-        lens_run = self._lens_run + 1 if shift_score >= 1.0 else 0
-        self._lens_run = lens_run
-        # The second lens must hold longer: such a use case also swings 2-3x
-        # for a few minutes on its own; an incident holds for half an hour.
-        lens_hit = lens_run >= self.shift_persistence or (
-            shift_score >= 1.0 and self.persistence.active
-        )
+            held = self.shift_persistence.update(shift_score >= 1.0, signals.start)
+            lens_hit = held or (shift_score >= 1.0 and self.persistence.active)
         # A handful of calls is never a spike, whatever the ratio (sparse use cases).
         enough = ctx.last_5m.calls >= self.min_calls
         anomalous = (score >= 1.0 or lens_hit) and enough
@@ -308,9 +303,10 @@ class OutcomeTargetMonitor:
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         hour = ctx.last_1h
+        per_outcome = hour.cost_per_outcome
         judged = hour.minutes_filled >= self.min_minutes and hour.outcomes >= self.min_outcomes
-        per_outcome = hour.cost / hour.outcomes if hour.outcomes else math.inf
-        if not self.persistence.update(judged and per_outcome > self.target, signals.start):
+        breached = judged and per_outcome is not None and per_outcome > self.target
+        if not self.persistence.update(breached, signals.start) or per_outcome is None:
             return None
         ratio = per_outcome / self.target
         hours = hour.minutes_filled / 60.0
