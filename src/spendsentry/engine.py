@@ -70,6 +70,20 @@ class EngineConfig:
     max_use_cases: int = 10_000
     #: Quiet minutes before an incident resolves.
     resolve_after_minutes: int = 10
+    #: A use case silent this many minutes is *dormant*: its monitors stop
+    #: seeing empty minutes until it has data again (a day of silence is as
+    #: long as silence gets). This is what makes a jump of event time over
+    #: idle minutes cost O(use cases), not O(minutes): when every use case is
+    #: dormant, the clock moves to the next minute holding data at once.
+    dormant_after_minutes: int = 24 * 60
+    #: A record this far (seconds) ahead of the newest event time moves the
+    #: clock only once a second record confirms the jump: one producer with a
+    #: broken clock cannot make everybody else's events late.
+    confirm_jump_s: float = 3_600.0
+    #: Before the first minute closes, a record separated from the bulk of
+    #: the stream by more than this many minutes is an outlier (``late``), not
+    #: the start of the stream: one absurd first record cannot pin the clock.
+    start_gap_minutes: int = 7 * 24 * 60
 
 
 @dataclass(slots=True)
@@ -143,6 +157,9 @@ class UseCaseState:
     #: a live run never shows, and the alerts would differ. The class default
     #: covers states restored from snapshots taken before this attribute.
     observing = True
+    #: The last minute that closed with data in it (None: none yet, or a
+    #: state restored from a snapshot taken before dormancy existed).
+    last_data_minute: int | None = None
 
     def __init__(
         self, use_case: str, policy: Policy, monitors: list[Monitor], config: EngineConfig
@@ -165,11 +182,19 @@ class UseCaseState:
         self.last_active_minute = -1
         self.last_signals: MinuteSignals | None = None
         self.observing = False
+        self.last_data_minute = None
+
+    def dormant(self, minute: int, after_minutes: int) -> bool:
+        """Silent for more than ``after_minutes`` with nothing open at ``minute``."""
+        last = self.last_data_minute
+        return last is not None and minute - last > after_minutes and minute not in self.open
 
     def close(self, minute: int) -> MinuteSignals:
         bucket = self.open.pop(minute, None)
         if bucket is None:
             bucket = MinuteBucket(minute)
+        else:
+            self.last_data_minute = minute
         counts, top_id, top, ended = self.sessions.close_minute(minute, bucket.session_calls)
         duplicates = (
             self.content.close_minute(minute, bucket.embed_hashes) if bucket.embed_hashes else 0
@@ -223,7 +248,19 @@ MonitorFactory = Callable[[str, "Policy"], list[Monitor]]
 
 
 class Engine:
-    """Deterministic event-time core shared by the worker and replay."""
+    """Deterministic event-time core shared by the worker and replay.
+
+    Event time is the engine's own: ``closed_until`` (every minute before it is
+    closed) only moves forward, by :meth:`advance` and :meth:`flush`. Its cost
+    is O(records + use-case minutes that hold data): a use case silent for
+    :attr:`EngineConfig.dormant_after_minutes` stops being shown empty minutes,
+    and when every use case is dormant the clock jumps to the next minute that
+    holds data. Absurd event time cannot steer it (see :meth:`process`).
+    """
+
+    #: Defaults for engines restored from snapshots taken before these existed.
+    closing_started = True
+    _jump_candidate: float | None = None
 
     def __init__(
         self,
@@ -246,6 +283,12 @@ class Engine:
         #: Every minute before this one is closed (None until the first event).
         self.closed_until: int | None = None
         self.max_ts: float = -math.inf
+        #: Whether a minute has been closed yet: until then the start may move
+        #: back (partitions arrive one after another; nothing was emitted).
+        self.closing_started = False
+        #: An event time more than ``confirm_jump_s`` ahead of ``max_ts``,
+        #: waiting for a second record to confirm it.
+        self._jump_candidate = None
         self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
         #: The action ladder, operator actions and command versions.
         self.planner = ThrottlePlanner()
@@ -264,8 +307,14 @@ class Engine:
         out = EngineOutput()
         if sources is not None and not isinstance(sources, Sequence):
             sources = list(sources)
+        if not self.closing_started or self.closed_until is None:
+            if not isinstance(events, Sequence):
+                events = list(events)
+            self._place_start(events)
         stats = self.stats
         closed_until = self.closed_until
+        jump = self.config.confirm_jump_s
+        candidate = self._jump_candidate
         # The hot loop: ~100k events/s. Locals instead of attribute lookups,
         # counters summed once per batch. Per event it only decides (duplicate,
         # late, price); usage events are then added per bucket in runs (sums
@@ -291,7 +340,13 @@ class Engine:
                 out.rejected.append(self._late(e, source, closed_until))
                 continue
             if ts > max_ts:
-                max_ts = ts
+                if ts - max_ts <= jump or max_ts == -math.inf:
+                    max_ts = ts
+                elif candidate is None:
+                    candidate = ts  # a jump: wait for a second record to agree
+                else:
+                    low, high = (candidate, ts) if candidate <= ts else (ts, candidate)
+                    max_ts, candidate = (high, None) if high - low <= jump else (low, high)
             use_case = e.use_case
             state = use_cases.get(use_case)
             if state is None:
@@ -339,13 +394,44 @@ class Engine:
             totals.output_tokens += added.output_tokens
             totals.cost_nano += added.cost_nano
         self.max_ts = max_ts
+        self._jump_candidate = candidate
         stats.accepted += accepted
         stats.duplicates += duplicates
         stats.evicted_dedupe_ids += self._seen_ids.evicted - evicted_before
-        if self.closed_until is None and self.max_ts > -math.inf:
-            # The first event fixes the start; earlier minutes were never open.
-            self.closed_until = int(min(e_min for e_min in self._open_minutes()))
         return out
+
+    def _place_start(self, events: Sequence[Event]) -> None:
+        """Decide where the stream starts, before any minute has closed.
+
+        The start is the first minute of the bulk of the stream: minutes of
+        this batch and of the open buckets, split wherever
+        ``start_gap_minutes`` pass without a record; the group holding the
+        most records wins (the later one on a tie). Records before it are
+        ``late``: one absurd first record (a clock at zero, a year-old log
+        line) cannot make the engine walk every minute since. Until a minute
+        closes, the start only moves back (a partition read later may hold
+        older minutes; nothing was emitted yet).
+        """
+        weights: dict[int, int] = {}
+        for e in events:
+            minute = int(e.ts // MINUTE)
+            weights[minute] = weights.get(minute, 0) + 1
+        if not weights:
+            return
+        for minute in self._open_minutes():
+            weights[minute] = weights.get(minute, 0) + 1
+        gap = self.config.start_gap_minutes
+        best_start, best_weight = 0, -1
+        group_start, group_weight, previous = None, 0, None
+        for minute in sorted(weights):
+            if previous is None or minute - previous > gap:
+                group_start, group_weight = minute, 0
+            group_weight += weights[minute]
+            previous = minute
+            if group_weight >= best_weight:
+                best_start, best_weight = group_start, group_weight  # type: ignore[assignment]
+        if self.closed_until is None or best_start < self.closed_until:
+            self.closed_until = best_start
 
     def _open_minutes(self) -> Iterable[int]:
         for state in self.use_cases.values():
@@ -406,10 +492,9 @@ class Engine:
         if self.closed_until is None:
             return out
         wm = self.watermark() if watermark is None else watermark
-        target = int(wm // MINUTE)
-        while self.closed_until < target:
-            self._close_minute(self.closed_until, out)
-            self.closed_until += 1
+        if wm == -math.inf:
+            return out
+        self._close_until(int(wm // MINUTE), out)
         return out
 
     def flush(self) -> EngineOutput:
@@ -418,29 +503,64 @@ class Engine:
         if self.closed_until is None:
             return out
         last = max(self._open_minutes(), default=self.closed_until - 1)
-        while self.closed_until <= last:
-            self._close_minute(self.closed_until, out)
-            self.closed_until += 1
+        self._close_until(last + 1, out)
         return out
 
-    def _close_minute(self, minute: int, out: EngineOutput) -> None:
+    def _close_until(self, target: int, out: EngineOutput) -> None:
+        """Close every minute before ``target``, jumping over minutes nobody needs."""
+        assert self.closed_until is not None
+        while self.closed_until < target:
+            busy = self._close_minute(self.closed_until, out)
+            self.closed_until += 1
+            self.closing_started = True
+            if not busy:
+                self._skip_idle(target)
+
+    def _skip_idle(self, target: int) -> None:
+        """Every use case is dormant or not started: move to the next minute with data.
+
+        Exact: until that minute no use case would be closed, so all the
+        skipped minutes could do is evict idle use cases and forget event ids,
+        which is done here once, as of the last skipped minute.
+        """
+        assert self.closed_until is not None
+        to = min(min(self._open_minutes(), default=target), target)
+        if to <= self.closed_until:
+            return
+        last = to - 1
+        self._evict_idle(last)
+        self._seen_ids.expire(last - self.config.dedupe_minutes)
+        self.closed_until = to
+
+    def _evict_idle(self, minute: int) -> None:
         idle_horizon = minute - self.config.use_case_idle_minutes
         for name in sorted(self.use_cases):
             state = self.use_cases[name]
             if state.last_active_minute < idle_horizon and not state.open:
                 del self.use_cases[name]
                 self.stats.evicted_use_cases += 1
-                continue
+
+    def _close_minute(self, minute: int, out: EngineOutput) -> bool:
+        """Close ``minute`` for every live use case; False if none needed it."""
+        self._evict_idle(minute)
+        dormant_after = self.config.dormant_after_minutes
+        busy = False
+        for name in sorted(self.use_cases):
+            state = self.use_cases[name]
             if not state.observing:
                 if not state.open or minute < min(state.open):
                     continue  # before its first event: the use case did not exist yet
                 state.observing = True
+            elif state.dormant(minute, dormant_after):
+                continue  # a day of silence is as long as silence gets
+            busy = True
             sessions_evicted = state.sessions.evicted
             signals = state.close(minute)
             self.stats.evicted_sessions += state.sessions.evicted - sessions_evicted
             out.closed.append(signals)
             self._detect(state, signals, out)
         self._seen_ids.expire(minute - self.config.dedupe_minutes)
+        return busy
 
     def _detect(self, state: UseCaseState, signals: MinuteSignals, out: EngineOutput) -> None:
         at = signals.end

@@ -86,11 +86,12 @@ TOKEN_FIELDS = ["input_tokens", "output_tokens", "cached_input_tokens", "reasoni
 
 texts = st.text(min_size=1, max_size=12)
 timestamps = st.one_of(
-    st.floats(min_value=0.0, max_value=NOW + 300),
-    st.integers(min_value=0, max_value=int(NOW) + 300),
+    # valid means on or after the floor (2000-01-01) and at most 300 s ahead
+    st.floats(min_value=LIMITS.min_ts, max_value=NOW + 300),
+    st.integers(min_value=int(LIMITS.min_ts), max_value=int(NOW) + 300),
     # epoch milliseconds, as integers and as floats
-    st.integers(min_value=100_000_000_001, max_value=int(NOW * 1000)),
-    st.floats(min_value=1.0000001e11, max_value=NOW * 1000),
+    st.integers(min_value=int(LIMITS.min_ts * 1000), max_value=int(NOW * 1000)),
+    st.floats(min_value=LIMITS.min_ts * 1000, max_value=NOW * 1000),
     st.sampled_from(
         ["2026-11-02T09:00:00Z", "2026-11-02T10:00:00.250+01:00", "2026-11-02 08:59:59.999",
          " 2026-11-01T00:00:00-05:00 "]
@@ -154,34 +155,34 @@ REJECTED = [
     (b"", "empty"),
     (b"   \n", "empty"),
     (b"\xef\xbb\xbf{}", "not_json"),
-    (b'{"event_id":"e","ts":1,"use_case":"\\ud800"}', "not_json"),
-    (b'{"event_id":"e","ts":1,"use_case":"\xff"}', "not_json"),
-    (b'{"event_id":"e","ts":1,"use_case":"u"} x', "not_json"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","cost_usd":1e400}', "not_json"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","latency_ms":1e400}', "not_json"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"\\ud800"}', "not_json"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"\xff"}', "not_json"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u"} x', "not_json"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","cost_usd":1e400}', "not_json"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","latency_ms":1e400}', "not_json"),
     (b"[1]", "not_object"),
-    (b'{"event_id":"","ts":1,"use_case":"u"}', "missing_field"),
-    (b'{"ts":1,"use_case":"u"}', "missing_field"),
+    (b'{"event_id":"","ts":1.7e9,"use_case":"u"}', "missing_field"),
+    (b'{"ts":1.7e9,"use_case":"u"}', "missing_field"),
     (b'{"event_id":"e","ts":null,"use_case":"u"}', "missing_field"),
     (b'{"event_id":"e","ts":true,"use_case":"u"}', "bad_timestamp"),
     (b'{"event_id":"e","ts":-1,"use_case":"u"}', "bad_timestamp"),
     (b'{"event_id":"e","ts":"noon","use_case":"u"}', "bad_timestamp"),
     (b'{"event_id":"e","ts":9e20,"use_case":"u"}', "future_timestamp"),
     (b'{"event_id":"e","ts":1793610301,"use_case":"u"}', "future_timestamp"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","type":"bill"}', "unknown_type"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","kind":"chat"}', "invalid_value"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","input_tokens":-1}', "negative_value"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","input_tokens":1.5}', "wrong_type"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","output_tokens":true}', "wrong_type"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","reasoning_tokens":10000001}', "absurd_value"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","cost_usd":10000.5}', "absurd_value"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","cost_usd":-0.1}', "negative_value"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","latency_ms":"fast"}', "wrong_type"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","model":7}', "wrong_type"),
-    (b'{"event_id":"e","ts":1,"use_case":"u","fallback":"yes"}', "wrong_type"),
-    (orjson.dumps({"event_id": "e", "ts": 1, "use_case": "u" * 201}), "absurd_value"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","type":"bill"}', "unknown_type"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","kind":"chat"}', "invalid_value"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","input_tokens":-1}', "negative_value"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","input_tokens":1.5}', "wrong_type"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","output_tokens":true}', "wrong_type"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","reasoning_tokens":10000001}', "absurd_value"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","cost_usd":10000.5}', "absurd_value"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","cost_usd":-0.1}', "negative_value"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","latency_ms":"fast"}', "wrong_type"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","model":7}', "wrong_type"),
+    (b'{"event_id":"e","ts":1.7e9,"use_case":"u","fallback":"yes"}', "wrong_type"),
+    (orjson.dumps({"event_id": "e", "ts": 1.7e9, "use_case": "u" * 201}), "absurd_value"),
     # One bad element: the fast path cannot take the record, the good one is kept.
-    (b'[{"event_id":"a","ts":1,"use_case":"u"},{"event_id":"b","ts":1,"use_case":""}]',
+    (b'[{"event_id":"a","ts":1.7e9,"use_case":"u"},{"event_id":"b","ts":1.7e9,"use_case":""}]',
      "missing_field"),
 ]  # fmt: skip
 
@@ -198,12 +199,12 @@ def test_what_the_fast_path_cannot_represent_is_decoded_the_checking_way():
     # an unknown field (kept in extra, even one named like an internal
     # attribute), an outcome, integral floats for tokens, a duplicate key.
     cases = [
-        {"event_id": "e", "ts": 1, "use_case": "u", "x_region": "eu"},
-        {"event_id": "e", "ts": 1, "use_case": "u", "extra": {"a": 1}},
-        {"event_id": "e", "ts": 1, "use_case": "u", "source_format": "otlp"},
-        {"event_id": "e", "ts": 1, "use_case": "u", "cost_estimated": True},
-        {"event_id": "e", "ts": 1, "use_case": "u", "type": "outcome", "outcome": "ok"},
-        {"event_id": "e", "ts": 1, "use_case": "u", "input_tokens": 12.0},
+        {"event_id": "e", "ts": 1.7e9, "use_case": "u", "x_region": "eu"},
+        {"event_id": "e", "ts": 1.7e9, "use_case": "u", "extra": {"a": 1}},
+        {"event_id": "e", "ts": 1.7e9, "use_case": "u", "source_format": "otlp"},
+        {"event_id": "e", "ts": 1.7e9, "use_case": "u", "cost_estimated": True},
+        {"event_id": "e", "ts": 1.7e9, "use_case": "u", "type": "outcome", "outcome": "ok"},
+        {"event_id": "e", "ts": 1.7e9, "use_case": "u", "input_tokens": 12.0},
     ]
     for doc in cases:
         raw = orjson.dumps(doc)
@@ -212,7 +213,7 @@ def test_what_the_fast_path_cannot_represent_is_decoded_the_checking_way():
         assert not taken(raw), doc
     assert both(orjson.dumps(cases[1])).events[0].extra == {"extra": {"a": 1}}
     # Duplicate keys: both paths keep the last value.
-    (event,) = both(b'{"event_id":"a","event_id":"b","ts":1,"use_case":"u"}').events
+    (event,) = both(b'{"event_id":"a","event_id":"b","ts":1.7e9,"use_case":"u"}').events
     assert event.event_id == "b"
 
 
@@ -256,7 +257,7 @@ field_values = (
 def test_one_broken_field_decodes_identically(doc, changes):
     doc.update(changes)
     try:
-        raws = encodings(doc) + encodings([doc, {"event_id": "ok", "ts": 1, "use_case": "u"}])
+        raws = encodings(doc) + encodings([doc, {"event_id": "ok", "ts": 1.7e9, "use_case": "u"}])
     except (TypeError, ValueError, OverflowError):
         # orjson refuses to encode some values (ints over 64 bits, inf): the
         # stdlib's encoding of them is still a record.

@@ -32,7 +32,7 @@ from spendsentry.events import INGEST_ONLY_FIELDS, USAGE_KINDS, Event, OutcomeEv
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
 from spendsentry.ingest.litellm import LiteLLMMapping, is_litellm_payload, map_payload
 from spendsentry.ingest.otlp import MappingError, OtlpMapping, is_otlp_traces, map_traces
-from spendsentry.timeutil import MILLIS_THRESHOLD, parse_ts
+from spendsentry.timeutil import MILLIS_THRESHOLD, format_ts, parse_ts
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,10 @@ class IngestLimits:
     max_cost_usd: float = 10_000.0
     #: Event times further ahead of the clock than this are rejected (clock bugs).
     max_future_s: float = 300.0
+    #: Event times before this (epoch seconds; 2000-01-01T00:00:00Z) are
+    #: ``bad_timestamp``: a clock at zero, a default date of year 1. No AI usage
+    #: is that old, and accepting it would start the engine's clock decades back.
+    min_ts: float = 946_684_800.0
     max_use_case_chars: int = 200
 
 
@@ -222,10 +226,12 @@ class Decoder:
         :class:`SourcePosition` only then). Records over the size limit are
         the caller's business (:meth:`decode` checks them first).
 
+        >>> now = 1793610000.0
         >>> [(e.event_id, e.ts, e.kind) for e in Decoder().decode_native(
-        ...     b'{"event_id":"e1","ts":5,"use_case":"uc"}', now=10.0)]
-        [('e1', 5.0, 'llm_call')]
-        >>> Decoder().decode_native(b'{"event_id":"e1","ts":5,"use_case":"uc","x":1}', now=10.0)
+        ...     b'{"event_id":"e1","ts":1793609995,"use_case":"uc"}', now=now)]
+        [('e1', 1793609995.0, 'llm_call')]
+        >>> Decoder().decode_native(b'{"event_id":"e1","ts":1.7e9,"use_case":"uc","x":1}', now=now)
+        >>> Decoder().decode_native(b'{"event_id":"e1","ts":1,"use_case":"uc"}', now=now)
         """
         # A well-formed native record decodes in C. Anything msgspec does not
         # take (bad values, foreign shapes, outcomes, extra fields) goes the
@@ -236,6 +242,7 @@ class Decoder:
         except msgspec.DecodeError:
             return None
         latest = now + self.limits.max_future_s
+        earliest = self.limits.min_ts
         events: list[Event] = []
         for w in native if type(native) is list else (native,):
             ts = w.ts
@@ -244,7 +251,7 @@ class Decoder:
                     ts = parse_ts(ts)
                 except (TypeError, ValueError):
                     return None
-            if ts > latest:
+            if ts > latest or ts < earliest:
                 return None
             events.append(
                 UsageEvent(
@@ -429,7 +436,7 @@ class Decoder:
         # Fast path: epoch seconds as a float, the commonest shape from SDKs.
         if (
             type(raw_ts) is float
-            and 0.0 <= raw_ts < MILLIS_THRESHOLD
+            and self.limits.min_ts <= raw_ts < MILLIS_THRESHOLD
             and len(use_case) <= (self.limits.max_use_case_chars)
         ):
             if raw_ts > now + self.limits.max_future_s:
@@ -452,6 +459,13 @@ class Decoder:
             ts = parse_ts(doc["ts"])
         except (TypeError, ValueError) as exc:
             raise _Reject(RejectReason.BAD_TIMESTAMP, f"ts: {exc}", "ts") from None
+        if ts < self.limits.min_ts:
+            raise _Reject(
+                RejectReason.BAD_TIMESTAMP,
+                f"ts {format_ts(ts)} is before {format_ts(self.limits.min_ts)}, "
+                "the earliest event time accepted (a clock at zero or a default date)",
+                "ts",
+            )
         if ts > now + self.limits.max_future_s:
             raise _Reject(
                 RejectReason.FUTURE_TIMESTAMP,

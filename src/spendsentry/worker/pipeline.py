@@ -27,7 +27,6 @@ from spendsentry.engine import Engine
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
-from spendsentry.windows import MINUTE
 from spendsentry.worker.metrics import WorkerMetrics
 from spendsentry.worker.watermarks import PartitionWatermarks
 
@@ -110,7 +109,6 @@ class Pipeline:
         #: Dedupe keys of alerts already published (insertion-ordered, bounded).
         self.published: dict[str, None] = {}
         #: Whether the engine has closed a minute yet (see :meth:`_process`).
-        self.closing_started = False
         self.records = 0
         #: Whether the state changed since the last snapshot.
         self.dirty = False
@@ -158,6 +156,11 @@ class Pipeline:
             metrics.open_incidents.set(len(self.engine.firing()))
             metrics.batch_latency.observe(time.perf_counter() - started)
         return out
+
+    @property
+    def closing_started(self) -> bool:
+        """Whether the engine has closed a minute (its start can no longer move)."""
+        return self.engine.closing_started
 
     def ingest(self, records: list[RecordLike], *, now: float, out: BatchOutput) -> list[Event]:
         """Decode ``records`` (input records only) and feed the engine; no minute closes.
@@ -231,15 +234,9 @@ class Pipeline:
     def _process(
         self, events: list[Event], sources: list[SourcePosition], out: BatchOutput
     ) -> None:
-        engine = self.engine
-        if not self.closing_started and engine.closed_until is not None:
-            # The engine starts its clock at the first minute it sees. Partitions
-            # arrive one after another, so until a minute has actually been
-            # closed, an older minute from a partition read later is not late:
-            # move the start back (nothing was emitted, so nothing changes).
-            first = min(int(e.ts // MINUTE) for e in events)
-            engine.closed_until = min(engine.closed_until, first)
-        result = engine.process(events, sources)
+        # The engine owns its clock: until a minute has closed, an older minute
+        # from a partition read later moves its start back (Engine._place_start).
+        result = self.engine.process(events, sources)
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
@@ -299,7 +296,6 @@ class Pipeline:
         before = engine.closed_until
         result = engine.advance(self.watermark - engine.config.allowed_lateness_s)
         if engine.closed_until != before:
-            self.closing_started = True
             self.dirty = True
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
@@ -369,7 +365,7 @@ class Pipeline:
             "control_offsets": dict(self.control_offsets),
             "watermarks": self.watermarks.snapshot(),
             "published": list(self.published),
-            "closing_started": self.closing_started,
+            "closing_started": self.engine.closing_started,
             "records": self.records,
         }
 
@@ -381,7 +377,8 @@ class Pipeline:
         self.control_offsets = dict(state.get("control_offsets") or {})
         self.watermarks.restore(state["watermarks"], now=now)
         self.published = dict.fromkeys(state["published"])
-        self.closing_started = bool(state["closing_started"])
+        if "closing_started" not in vars(self.engine):  # a snapshot from before the engine owned it
+            self.engine.closing_started = bool(state["closing_started"])
         self.records = int(state.get("records", 0))
         self.dirty = False
         # Metrics count from the restored totals on: no double counting.
