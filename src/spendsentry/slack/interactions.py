@@ -279,7 +279,9 @@ class InteractionHandler:
         # copies exactly one gets here.
         outcome: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self._in_flight[replay] = outcome
-        response = web.Response(status=500, text="internal error")
+        # What waiting copies get if this request is cancelled mid-publish (its
+        # client went away): the click may not be recorded, so they may retry.
+        response = web.Response(status=503, text="could not record the action; try again")
         try:
             response, published = await self._publish_click(body, now)
             if published:
