@@ -30,6 +30,8 @@ state snapshots.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -235,6 +237,9 @@ class Policy:
 
     def __post_init__(self) -> None:
         where = f"use case {self.use_case!r}"
+        not_finite = [f"{where}: {line}" for line, _ in _non_finite_numbers(self)]
+        if not_finite:
+            raise PolicyError(not_finite)
         if self.tier not in TIERS:
             raise PolicyError(f"{where}: tier {self.tier!r} is not one of {', '.join(TIERS)}")
         if self.auto_throttle not in AUTO_THROTTLE_MODES:
@@ -250,8 +255,10 @@ class Policy:
             if step.at in seen:
                 raise PolicyError(f"{where}: two ladder steps at {step.at!r}")
             seen.add(step.at)
-        if self.max_duration_s <= 0 or self.cooldown_s < 0:
-            raise PolicyError(f"{where}: max_duration_s must be > 0 and cooldown_s >= 0")
+        # Under a second, expires_at can equal issued_at in float arithmetic
+        # and the planner could not build the command.
+        if self.max_duration_s < 1 or self.cooldown_s < 0:
+            raise PolicyError(f"{where}: max_duration_s must be >= 1 and cooldown_s >= 0")
         # Frozen: the normalized values go in through object.__setattr__.
         if not isinstance(self.detectors, _DetectorMap):
             object.__setattr__(self, "detectors", _DetectorMap(self.detectors))
@@ -365,7 +372,8 @@ class PolicySet:
         ------
         PolicyError
             With every problem found in every file (each line names the file
-            and the key): a missing path, invalid TOML, a schema violation, a
+            and the key): a missing path, invalid TOML, a number that is NaN
+            or infinite, a schema violation (out-of-range numbers included), a
             use case or ``[defaults]`` defined in two files (both named), or
             an invalid ``SPENDSENTRY_AUTO_THROTTLE`` when ``[defaults]`` does
             not set auto_throttle.
@@ -434,7 +442,15 @@ class PolicySet:
         origin: dict[str, str] = {}
         defaults: tuple[str, dict[str, Any]] | None = None
         for name, doc in docs:
-            problems = format_errors(schema.iter_errors(doc), root="")
+            # NaN and infinities first: the schema's bounds cannot see NaN
+            # (every comparison with it is false), and for infinities its
+            # message would only repeat the point at the same key.
+            not_finite = _non_finite_numbers(doc)
+            at = {path for _, path in not_finite}
+            problems = [line for line, _ in not_finite]
+            problems += format_errors(
+                (e for e in schema.iter_errors(doc) if tuple(e.absolute_path) not in at), root=""
+            )
             problems += _ladder_problems(doc)
             if problems:
                 errors.extend(f"{name}: {line}" for line in problems)
@@ -536,6 +552,36 @@ def _auto_throttle_from_env() -> str:
             f"{AUTO_THROTTLE_ENV}: {raw!r} is not one of {', '.join(AUTO_THROTTLE_MODES)}"
         )
     return raw
+
+
+def _non_finite_numbers(
+    value: object, path: tuple[str | int, ...] = ()
+) -> list[tuple[str, tuple[str | int, ...]]]:
+    """Every NaN or infinite number in ``value``: ``(message, key path)``, in order.
+
+    The one check of every number a policy holds, wherever it is (budgets,
+    targets, sensitivities, durations, ladder steps, and keys added later),
+    for both a parsed policy file and a :class:`Policy` built in code. TOML
+    has ``nan`` and ``inf``, and JSON Schema's minimum and maximum are false
+    for NaN, so without this ``max_duration_s = nan`` passed the schema and
+    the first throttle command could not be written.
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return []
+        return [(f"{key_path('', path)}: {value!r} is not a finite number", path)]
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[str | int, object]] = ((str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    else:
+        return []
+    found = []
+    for key, item in items:
+        found += _non_finite_numbers(item, (*path, key))
+    return found
 
 
 def _ladder_problems(doc: dict[str, Any]) -> list[str]:

@@ -1,27 +1,41 @@
 """POST /slack/interactions: only signed, fresh Slack clicks become control actions.
 
-Each test runs the real aiohttp handler on a loopback port (aiohttp's TestServer)
+Each test runs the real aiohttp handler on a loopback port (aiohttp's TestServer,
+or an AppRunner in its own loop thread when clients must be truly concurrent)
 and a real HTTP client; ``publish`` is an in-memory list standing in for the
-Kafka producer (the integration test covers the worker's real producer).
+Kafka producer, except in the concurrent-copies test, which counts the records
+a real producer put on the session's embedded broker (the integration test
+covers the worker's own producer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
+import time
+import urllib.error
 import urllib.parse
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from spendsentry.broker import TopicSpec, ensure_topics
 from spendsentry.contracts import SCHEMA_NAMES, validate
 from spendsentry.slack.blocks import button_value
 from spendsentry.slack.interactions import (
     MAX_BODY_BYTES,
     PATH,
+    kafka_publisher,
     register,
     register_from_env,
     sign,
@@ -224,3 +238,200 @@ def test_no_route_without_a_signing_secret() -> None:
         return statuses[0], statuses[1]
 
     assert asyncio.run(main()) == (404, 401)
+
+
+# -- attacks: concurrent replays, undecodable bodies, random bytes ---------------------
+
+
+class _Served:
+    """The module's route on a real aiohttp server on 127.0.0.1, in its own loop thread.
+
+    Clients in other threads then hit it truly concurrently, as Slack's
+    retries or an attacker's copies would.
+    """
+
+    def __init__(self, publish: Callable[[bytes, bytes], Awaitable[None]], clock: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._publish = publish
+        self._clock = clock
+        self.port = 0
+
+    def call(self, coro: Awaitable[Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    async def _start(self) -> None:
+        app = web.Application()
+        register(app, self._publish, SECRET, clock=self._clock)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def __enter__(self) -> _Served:
+        self.thread.start()
+        self.call(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.call(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def post(self, body: bytes, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{PATH}", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+
+def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_eight_concurrent_copies_of_one_signed_request_give_one_control_record(
+    broker: Any, unique_name: Callable[[str], str]
+) -> None:
+    topic = unique_name("control")
+    asyncio.run(ensure_topics(broker.bootstrap, [TopicSpec(topic, 1)]))
+    producer: list[AIOKafkaProducer] = []
+
+    async def start_producer() -> None:
+        producer.append(AIOKafkaProducer(bootstrap_servers=broker.bootstrap))
+        await producer[0].start()
+
+    copies = 8
+    body = click("spendsentry_release")
+    headers = signed(body, ts=time.time())
+    barrier = threading.Barrier(copies)
+
+    with _Served(kafka_publisher(lambda: producer[0], topic), time.time) as served:
+        served.call(start_producer())
+        try:
+
+            def one_copy(_: int) -> int:
+                barrier.wait(10)
+                return served.post(body, headers)
+
+            with ThreadPoolExecutor(copies) as pool:
+                statuses = list(pool.map(one_copy, range(copies)))
+        finally:
+            served.call(producer[0].stop())
+
+    assert statuses == [200] * copies
+    assert asyncio.run(_records_on(broker.bootstrap, topic)) == 1
+
+
+async def _records_on(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
+
+
+def test_in_flight_copies_share_the_outcome_of_the_first_so_a_failure_is_retried() -> None:
+    # A copy that arrives while the first is being published must not answer
+    # 200 when that publish then fails: Slack would show a click that did nothing.
+    release = asyncio.Event()
+    calls: list[bytes] = []
+
+    async def publish(key: bytes, value: bytes) -> None:
+        calls.append(value)
+        await release.wait()
+        if len(calls) == 1:
+            raise ConnectionError("broker unreachable")
+
+    async def main() -> list[int]:
+        app = web.Application()
+        register(app, publish, SECRET, clock=lambda: NOW)
+        async with TestServer(app, host="127.0.0.1") as server, TestClient(server) as client:
+            body = click()
+            headers = signed(body)
+            posts = [asyncio.create_task(client.post(PATH, data=body, headers=headers))]
+            while not calls:
+                await asyncio.sleep(0.01)
+            posts.append(asyncio.create_task(client.post(PATH, data=body, headers=headers)))
+            await asyncio.sleep(0.1)
+            release.set()
+            statuses = [(await p).status for p in posts]
+            # The failed request was forgotten: Slack's retry of it goes through.
+            retry = await client.post(PATH, data=body, headers=headers)
+            return [*statuses, retry.status]
+
+    assert asyncio.run(asyncio.wait_for(main(), 20)) == [503, 503, 200]
+    assert len(calls) == 2
+
+
+INVALID_UTF8 = b"payload=%7B%7D\xff\xfe\x80"
+
+
+def test_an_undecodable_body_with_a_plausible_signature_is_401_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    plausible = {**signed(b"something else"), "Content-Type": "application/octet-stream"}
+    _rejected(lambda body: (INVALID_UTF8, plausible), 401)
+    assert _tracebacks(caplog) == []
+
+
+def test_an_undecodable_body_with_a_valid_signature_is_400_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario(client: TestClient, published: list[Any]) -> None:
+        resp = await client.post(PATH, data=INVALID_UTF8, headers=signed(INVALID_UTF8))
+        assert resp.status == 400
+        assert "not form-encoded UTF-8" in await resp.text()
+
+    assert run(scenario) == []
+    assert _tracebacks(caplog) == []
+
+
+@pytest.fixture(scope="module")
+def fuzz_server() -> Iterator[tuple[_Served, list[bytes]]]:
+    published: list[bytes] = []
+
+    async def publish(key: bytes, value: bytes) -> None:
+        published.append(value)
+
+    with _Served(publish, lambda: NOW) as served:
+        yield served, published
+
+
+_FORMISH = st.lists(
+    st.sampled_from([b"payload=", b"&", b"=", b"%", b"%7B", b"%ff", b"\xff", b"\x00", b"+"])
+    | st.binary(max_size=40),
+    max_size=12,
+).map(b"".join)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=st.binary(max_size=2048) | _FORMISH, content_type=st.sampled_from(["form", "none"]))
+def test_fuzz_any_signed_body_is_never_a_server_error(
+    fuzz_server: tuple[_Served, list[bytes]],
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    content_type: str,
+) -> None:
+    served, _ = fuzz_server
+    headers = signed(body)
+    if content_type == "none":
+        del headers["Content-Type"]
+    caplog.clear()
+    status = served.post(body, headers)
+    assert status < 500, status
+    assert status in (200, 400, 413)
+    assert _tracebacks(caplog) == []

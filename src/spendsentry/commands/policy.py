@@ -22,9 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "check",
         help="validate policy files against schemas/policy.json",
         description=(
-            "Validate policy files: TOML syntax, schemas/policy.json, one ladder step per "
-            "severity, each use case and [defaults] defined once across all files, and "
-            "SPENDSENTRY_AUTO_THROTTLE when [defaults] does not set auto_throttle."
+            "Validate policy files: TOML syntax, schemas/policy.json, every number finite "
+            "(TOML's nan and inf are rejected), one ladder step per severity, each use case "
+            "and [defaults] defined once across all files, and SPENDSENTRY_AUTO_THROTTLE when "
+            "[defaults] does not set auto_throttle."
         ),
     )
     check.add_argument(

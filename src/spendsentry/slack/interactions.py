@@ -5,19 +5,27 @@ Slack posts each click to the app's interactivity URL (``POST
 signing secret. This handler:
 
 1. answers 413 to a body over :data:`MAX_BODY_BYTES` (before reading it all);
-2. answers 401 unless ``X-Slack-Signature`` is the HMAC of the exact body with
-   a ``X-Slack-Request-Timestamp`` within 5 minutes (slack-sdk's
-   ``SignatureVerifier``): a forged or replayed-late request changes nothing;
+2. answers 401 unless ``X-Slack-Signature`` is the HMAC of the exact body
+   bytes with a ``X-Slack-Request-Timestamp`` within 5 minutes (Slack's v0
+   scheme, as slack-sdk's ``SignatureVerifier`` checks it, but over bytes: a
+   body that is not UTF-8 is answered 401 like any other forgery, never 500):
+   a forged or replayed-late request changes nothing;
 3. parses the ``block_actions`` payload and the button's value (alert_id,
    use_case, kind, scope_key, see :func:`spendsentry.slack.blocks.button_value`),
-   answering 400 with the reason when it is malformed;
+   answering 400 with the reason when it is malformed (a correctly signed body
+   that is not form-encoded UTF-8 included: the sender holds the secret, so
+   the answer says what is wrong rather than "unauthorized");
 4. publishes one control message, keyed by use case, through the injected
    ``publish(key, value)`` coroutine, and answers 200 once the broker has it
    (503 when it could not: Slack then shows the click failed, and it can be
    clicked again).
 
 A request seen before (same timestamp and signature, i.e. a replay inside the
-5-minute window) is answered 200 and not published again.
+5-minute window) is answered 200 and not published again. Copies that arrive
+while the first is still being published (Slack's retries, or an attacker's
+concurrent copies) wait for it and get its answer: of any number of copies
+exactly one control message is published, and a copy never answers 200 for a
+publish that failed (the failed request is forgotten, so a retry can succeed).
 
 The control message (``schemas/control-action.json``)::
 
@@ -47,7 +55,6 @@ from urllib.parse import parse_qs
 
 import orjson
 from aiohttp import web
-from slack_sdk.signature import SignatureVerifier
 
 from spendsentry.alerts import ALERT_KINDS
 from spendsentry.slack.blocks import ACTION_IDS
@@ -89,6 +96,7 @@ class InvalidInteraction(ValueError):
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """Slack's v0 signature of ``body`` (what a test, or Slack, sends).
 
+    >>> from slack_sdk.signature import SignatureVerifier
     >>> body = b"payload=%7B%7D"
     >>> sig = SignatureVerifier("s3cret").generate_signature(timestamp="1793610000", body=body)
     >>> sign("s3cret", "1793610000", body) == sig
@@ -182,14 +190,6 @@ def control_message(
     }
 
 
-class _Clock:
-    def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
-
-    def now(self) -> float:
-        return self._now()
-
-
 class InteractionHandler:
     """The aiohttp handler of ``POST /slack/interactions``.
 
@@ -216,25 +216,34 @@ class InteractionHandler:
     ) -> None:
         if not signing_secret or not signing_secret.strip():
             raise ValueError("the Slack signing secret is empty")
-        self._verifier = SignatureVerifier(signing_secret, clock=_Clock(clock))  # type: ignore[arg-type]
+        self._secret = signing_secret
         self.publish = publish
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.publish_timeout_s = publish_timeout_s
-        #: (timestamp, signature) of requests handled, for replay detection.
+        #: (timestamp, signature) of requests published, for replay detection.
         self._seen: dict[tuple[str, str], float] = {}
+        #: The same key of requests being published now -> their answer, once known.
+        self._in_flight: dict[tuple[str, str], asyncio.Future[tuple[int, str]]] = {}
         self.published = 0
         self.rejected = 0
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> bool:
-        """Whether ``body`` carries a valid, fresh Slack signature."""
+        """Whether ``body`` carries a valid, fresh Slack signature.
+
+        The HMAC is taken over the raw bytes, never a decoded text: slack-sdk's
+        ``SignatureVerifier`` decodes the body as UTF-8 first, so bytes that
+        are not UTF-8 raised out of it (a 500 with a traceback) instead of
+        being answered 401.
+        """
         lowered = {k.lower(): v for k, v in headers.items()}
         timestamp = lowered.get("x-slack-request-timestamp", "")
         signature = lowered.get("x-slack-signature", "")
-        # SignatureVerifier raises on a non-numeric timestamp; reject those first.
         if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
             return False
-        return bool(self._verifier.is_valid(body=body, timestamp=timestamp, signature=signature))
+        if abs(self.clock() - int(timestamp)) > _MAX_SKEW_S:
+            return False
+        return hmac.compare_digest(sign(self._secret, timestamp, body), signature)
 
     async def __call__(self, request: web.Request) -> web.Response:
         length = request.content_length
@@ -258,12 +267,38 @@ class InteractionHandler:
         if replay in self._seen:
             log.info("ignoring a repeated Slack interaction request")
             return web.Response(status=200)
+        in_flight = self._in_flight.get(replay)
+        if in_flight is not None:
+            # A copy of a request still being published: answer what the first
+            # gets, so a copy never says 200 for a click whose publish failed.
+            log.info("a repeated Slack interaction request waits for the first")
+            status, text = await asyncio.shield(in_flight)
+            return web.Response(status=status, text=text)
+        # Claimed before the first await below: the event loop runs no other
+        # request between the checks above and this line, so of concurrent
+        # copies exactly one gets here.
+        outcome: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        self._in_flight[replay] = outcome
+        # What waiting copies get if this request is cancelled mid-publish (its
+        # client went away): the click may not be recorded, so they may retry.
+        response = web.Response(status=503, text="could not record the action; try again")
+        try:
+            response, published = await self._publish_click(body, now)
+            if published:
+                self._seen[replay] = now
+        finally:
+            del self._in_flight[replay]
+            outcome.set_result((response.status, response.text or ""))
+        return response
+
+    async def _publish_click(self, body: bytes, now: float) -> tuple[web.Response, bool]:
+        """Parse and publish a verified request: the answer, and whether it was published."""
         try:
             parsed = parse_interaction(body)
         except InvalidInteraction as exc:
-            return self._reject(400, str(exc))
+            return self._reject(400, str(exc)), False
         if parsed is None:
-            return web.Response(status=200)  # someone else's button or a non-click
+            return web.Response(status=200), False  # someone else's button or a non-click
         action, value, user = parsed
         message = control_message(action, value, user, now=now)
         try:
@@ -273,11 +308,10 @@ class InteractionHandler:
             )
         except Exception as exc:
             log.error("could not publish the Slack %s of %s: %s", action, value["alert_id"], exc)
-            return web.Response(status=503, text="could not record the action; try again")
-        self._seen[replay] = now
+            return web.Response(status=503, text="could not record the action; try again"), False
         self.published += 1
         log.info("Slack %s of %s (%s) by %s", action, value["alert_id"], value["use_case"], user)
-        return web.Response(status=200)
+        return web.Response(status=200), True
 
     def _reject(self, status: int, reason: str) -> web.Response:
         self.rejected += 1
