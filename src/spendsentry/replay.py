@@ -45,9 +45,10 @@ class ReplayResult:
     skipped: int = 0
 
     def count_rejected(self, letters: list[DeadLetter]) -> None:
+        # A summary letter stands for several rejected elements: count those.
         for letter in letters:
-            key = letter.reason.value
-            self.rejected[key] = self.rejected.get(key, 0) + 1
+            for key, n in letter.counts().items():
+                self.rejected[key] = self.rejected.get(key, 0) + n
 
 
 def open_input(path: str) -> IO[bytes]:
