@@ -22,8 +22,15 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from spendsentry import cli
+from spendsentry.engine import Engine
 from spendsentry.ingest import Decoder, IngestLimits, SourcePosition
-from spendsentry.ingest.deadletter import MAX_DEAD_LETTER_BYTES, DeadLetter, dead_letter_limit
+from spendsentry.ingest.deadletter import (
+    MAX_DEAD_LETTER_BYTES,
+    DeadLetter,
+    dead_letter_limit,
+    one_per_source,
+)
+from spendsentry.policy import PolicySet
 
 NOW = 1_793_610_000.0
 SRC = SourcePosition("ai.usage", partition=1, offset=7)
@@ -150,6 +157,30 @@ def test_mixed_reasons_are_counted_per_reason() -> None:
     assert letter.counts() == {"invalid_value": 1, "not_object": 2, "negative_value": 1}
     assert letter.reason.value == "not_object"
     _valid(letter.to_dict())
+
+
+def test_late_events_of_one_message_are_written_as_one_dead_letter() -> None:
+    engine = Engine(PolicySet.empty())
+    decoder = Decoder()
+    engine.process(decoder.decode(orjson.dumps(_event(0, ts=NOW)), SRC, now=NOW).events)
+    engine.advance(NOW)
+    raw = orjson.dumps([_event(i, ts=NOW - 3600) for i in range(1, 2001)])
+    events = decoder.decode(raw, SRC, now=NOW).events
+    late = engine.process(events, [SRC] * len(events)).rejected
+    assert len(late) == 2000
+    [letter] = one_per_source(late)
+    assert letter.counts() == {"late": 2000}
+    assert [e["event_id"] for e in orjson.loads(letter.original)] == [
+        f"e{i}" for i in range(1, 2001)
+    ]
+    written = len(orjson.dumps(letter.to_dict())) + 1
+    _valid(letter.to_dict())
+    # Normalized events (every field) in base64: ~5x a compact input, once.
+    assert written / len(raw) < 6
+    # Letters of other records stay apart.
+    other = SourcePosition("ai.usage", partition=1, offset=8)
+    mixed = [*late[:2], DeadLetter(late[0].reason, "m", other, b"{}")]
+    assert [d.source.offset for d in one_per_source(mixed)] == [7, 8]
 
 
 # -- replay --deadletter-out applies the same bounds ---------------------------------

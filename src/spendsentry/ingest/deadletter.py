@@ -210,3 +210,32 @@ def one_per_record(letters: list[DeadLetter], original: bytes) -> list[DeadLette
             listed=listed,
         )
     ]
+
+
+def one_per_source(letters: list[DeadLetter]) -> list[DeadLetter]:
+    """Letters of one source record (a Kafka offset, a file line) merged into one.
+
+    For what the decoder did not already merge: the engine's ``late`` letters,
+    one per event of a message behind the watermark (2,000 late events of a
+    107 KB message wrote 1.5 MB). The summary's original is the JSON array of
+    the letters' originals, in order: still a record that can be replayed.
+
+    >>> src = SourcePosition("t", partition=0, offset=1)
+    >>> late = [DeadLetter(RejectReason.LATE, "x", src, b"{}") for _ in range(2)]
+    >>> [(d.original, d.elements) for d in one_per_source(late)]
+    [(b'[{},{}]', {'late': 2})]
+    """
+    if len(letters) <= 1:
+        return letters
+    groups: dict[SourcePosition, list[DeadLetter]] = {}
+    for letter in letters:
+        groups.setdefault(letter.source, []).append(letter)
+    if len(groups) == len(letters):
+        return letters
+    out: list[DeadLetter] = []
+    for group in groups.values():
+        if len(group) == 1 or any(d.elements for d in group):
+            out += group  # a summary already stands for its record: keep it whole
+        else:
+            out += one_per_record(group, b"[" + b",".join(d.original for d in group) + b"]")
+    return out

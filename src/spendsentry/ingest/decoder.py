@@ -440,22 +440,6 @@ class Decoder:
             )
         )
 
-    def event_from_dict(self, doc: dict[str, Any], now: float) -> Event:
-        """Validate one JSON object and build its event (raises ``_Reject``)."""
-        self._check_lengths(doc)
-        etype = doc.get("type", "usage")
-        if etype == "usage" or etype is None:
-            return self._usage(doc, now)
-        if etype == "outcome":
-            return self._outcome(doc, now)
-        raise _Reject(
-            RejectReason.UNKNOWN_TYPE,
-            f"type {str(etype)[:40]!r} is neither 'usage' nor 'outcome'",
-            "type",
-        )
-
-    # -- field validators -------------------------------------------------
-
     def _check_lengths(self, doc: dict[str, Any]) -> None:
         """Over-long names and ids never enter engine state: ``oversized``.
 
@@ -479,6 +463,22 @@ class Decoder:
                     f"{name} is {len(value)} characters, over the limit of {limit}",
                     name,
                 )
+
+    def event_from_dict(self, doc: dict[str, Any], now: float) -> Event:
+        """Validate one JSON object and build its event (raises ``_Reject``)."""
+        self._check_lengths(doc)
+        etype = doc.get("type", "usage")
+        if etype == "usage" or etype is None:
+            return self._usage(doc, now)
+        if etype == "outcome":
+            return self._outcome(doc, now)
+        raise _Reject(
+            RejectReason.UNKNOWN_TYPE,
+            f"type {str(etype)[:40]!r} is neither 'usage' nor 'outcome'",
+            "type",
+        )
+
+    # -- field validators -------------------------------------------------
 
     def _common(self, doc: dict[str, Any], now: float) -> tuple[str, float, str]:
         event_id = doc.get("event_id")

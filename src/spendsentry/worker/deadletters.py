@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from spendsentry.ingest import DeadLetter
+from spendsentry.ingest.deadletter import one_per_source
 from spendsentry.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,12 @@ class DeadLetterSink:
         return _Encoded(partition, use_case.encode() if use_case else None, orjson.dumps(doc))
 
     async def publish(self, producer: Any, letters: Sequence[DeadLetter]) -> None:
-        """Publish ``letters`` and wait for the broker; what fails goes elsewhere."""
-        await self._deliver(producer, [self.encode(letter) for letter in letters])
+        """Publish ``letters`` and wait for the broker; what fails goes elsewhere.
+
+        Letters of one record (the engine's ``late`` ones) go out as one.
+        """
+        merged = one_per_source(list(letters))
+        await self._deliver(producer, [self.encode(letter) for letter in merged])
 
     async def retry(self, producer: Any) -> None:
         """Try the letters written nowhere yet again (topic, then file)."""
