@@ -23,6 +23,7 @@ from spendsentry.engine import Engine, EngineOutput
 from spendsentry.errors import InputFileError
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
+from spendsentry.ingest.deadletter import one_per_source
 
 _BLANK_STARTS = (b"\n", b"\r", b" ", b"\t", b"")
 
@@ -45,9 +46,10 @@ class ReplayResult:
     skipped: int = 0
 
     def count_rejected(self, letters: list[DeadLetter]) -> None:
+        # A summary letter stands for several rejected elements: count those.
         for letter in letters:
-            key = letter.reason.value
-            self.rejected[key] = self.rejected.get(key, 0) + 1
+            for key, n in letter.counts().items():
+                self.rejected[key] = self.rejected.get(key, 0) + n
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -237,7 +239,8 @@ def _emit(
     letters = rejected + out.rejected
     rejected.clear()
     result.count_rejected(letters)
-    sinks.write("deadletter", [d.to_dict() for d in letters])
+    # Counted per element above; written as one letter per source line.
+    sinks.write("deadletter", [d.to_dict() for d in one_per_source(letters)])
     sinks.write("alerts", [a.to_dict() for a in out.alerts])
     result.alerts_written += len(out.alerts)
     sinks.write("commands", [c.to_dict(keys) for c in out.commands])

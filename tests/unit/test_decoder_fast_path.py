@@ -180,7 +180,10 @@ REJECTED = [
     (b'{"event_id":"e","ts":1.7e9,"use_case":"u","latency_ms":"fast"}', "wrong_type"),
     (b'{"event_id":"e","ts":1.7e9,"use_case":"u","model":7}', "wrong_type"),
     (b'{"event_id":"e","ts":1.7e9,"use_case":"u","fallback":"yes"}', "wrong_type"),
-    (orjson.dumps({"event_id": "e", "ts": 1.7e9, "use_case": "u" * 201}), "absurd_value"),
+    (orjson.dumps({"event_id": "e", "ts": 1.7e9, "use_case": "u" * 201}), "oversized"),
+    (orjson.dumps({"event_id": "e" * 257, "ts": 1.7e9, "use_case": "u"}), "oversized"),
+    (orjson.dumps({"event_id": "e", "ts": 1.7e9, "use_case": "u", "session_id": "s" * 257}),
+     "oversized"),
     # One bad element: the fast path cannot take the record, the good one is kept.
     (b'[{"event_id":"a","ts":1.7e9,"use_case":"u"},{"event_id":"b","ts":1.7e9,"use_case":""}]',
      "missing_field"),
@@ -231,6 +234,7 @@ def test_configured_limits_bind_the_fast_path_too():
         assert [letter.reason.value for letter in result.rejected] in (
             ["absurd_value"],
             ["future_timestamp"],
+            ["oversized"],
         ), change
         assert not taken(raw, SMALL_LIMITS)
         # The default limits accept it (except the future timestamp, 6 s ahead: fine).

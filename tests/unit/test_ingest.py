@@ -88,9 +88,14 @@ def test_outcome_event():
 def test_an_array_message_keeps_good_elements_and_dead_letters_bad_ones():
     r = decode([usage(event_id="a"), 42, usage(event_id="c", input_tokens=-1), usage(event_id="d")])
     assert [e.event_id for e in r.events] == ["a", "d"]
-    reasons = [(d.reason, d.index) for d in r.rejected]
-    assert reasons == [(RejectReason.NOT_OBJECT, 1), (RejectReason.NEGATIVE_VALUE, 2)]
-    assert orjson.loads(r.rejected[1].original)["event_id"] == "c"
+    # Two bad elements: one dead letter for the message, its elements counted.
+    (letter,) = r.rejected
+    assert letter.counts() == {"not_object": 1, "negative_value": 1}
+    assert [(d["index"], d["reason"]) for d in letter.to_dict()["listed_elements"]] == [
+        (1, "not_object"),
+        (2, "negative_value"),
+    ]
+    assert orjson.loads(letter.original)[2]["event_id"] == "c"
 
 
 BAD_CASES = [
@@ -117,7 +122,7 @@ BAD_CASES = [
     (usage(cost_usd=-0.01), RejectReason.NEGATIVE_VALUE, "cost_usd"),
     (usage(output_tokens=50_000_000), RejectReason.ABSURD_VALUE, "output_tokens"),
     (usage(cost_usd=1e9), RejectReason.ABSURD_VALUE, "cost_usd"),
-    (usage(use_case="x" * 500), RejectReason.ABSURD_VALUE, "use_case"),
+    (usage(use_case="x" * 500), RejectReason.OVERSIZED, "use_case"),
     (usage(ts="yesterday"), RejectReason.BAD_TIMESTAMP, "ts"),
     (usage(ts="2026-13-45T99:00:00Z"), RejectReason.BAD_TIMESTAMP, "ts"),
     (usage(ts=True), RejectReason.BAD_TIMESTAMP, "ts"),

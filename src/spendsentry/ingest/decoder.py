@@ -29,7 +29,12 @@ import msgspec
 import orjson
 
 from spendsentry.events import INGEST_ONLY_FIELDS, USAGE_KINDS, Event, OutcomeEvent, UsageEvent
-from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
+from spendsentry.ingest.deadletter import (
+    DeadLetter,
+    RejectReason,
+    SourcePosition,
+    one_per_record,
+)
 from spendsentry.ingest.litellm import LiteLLMMapping, is_litellm_payload, map_payload
 from spendsentry.ingest.otlp import MappingError, OtlpMapping, is_otlp_traces, map_traces
 from spendsentry.timeutil import MILLIS_THRESHOLD, format_ts, parse_ts
@@ -51,7 +56,32 @@ class IngestLimits:
     #: ``bad_timestamp``: a clock at zero, a default date of year 1. No AI usage
     #: is that old, and accepting it would start the engine's clock decades back.
     min_ts: float = 946_684_800.0
+    #: Use case names longer than this are dead-lettered as ``oversized``.
     max_use_case_chars: int = 200
+    #: Ids and names (:data:`IDENTIFIER_FIELDS`) longer than this are dead-lettered
+    #: as ``oversized``: the engine keys state by them, and no real producer
+    #: sends more (a UUID is 36 characters, a model name under 100).
+    max_identifier_chars: int = 256
+
+
+#: The strings besides ``use_case`` that the engine keys state by (dedupe ids,
+#: sessions, requests, embedding hashes, models, outcome names) or keeps per
+#: event; each is bounded by :attr:`IngestLimits.max_identifier_chars`.
+IDENTIFIER_FIELDS = (
+    "event_id",
+    "session_id",
+    "request_id",
+    "agent_id",
+    "tool_name",
+    "provider",
+    "model",
+    "requested_model",
+    "content_hash",
+    "environment",
+    "team",
+    "status",
+    "outcome",
+)
 
 
 @functools.lru_cache(maxsize=16)
@@ -66,11 +96,15 @@ def _native_decoder(limits: IngestLimits) -> msgspec.json.Decoder[Any]:
     timestamps and the future check are handled after decoding.
     """
     tokens = Annotated[int, msgspec.Meta(ge=0, le=limits.max_tokens)] | None
-    text = str | None
+    # Over-long identifiers fail here and get their reason on the checking path.
+    text = Annotated[str, msgspec.Meta(max_length=limits.max_identifier_chars)] | None
     wire = msgspec.defstruct(
         "NativeUsage",
         [
-            ("event_id", Annotated[str, msgspec.Meta(min_length=1)]),
+            (
+                "event_id",
+                Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_identifier_chars)],
+            ),
             ("ts", str | int | float),
             (
                 "use_case",
@@ -214,6 +248,9 @@ class Decoder:
                 self._decode_object(item, source, index, None, clock, result)
         else:
             self._decode_object(doc, source, None, raw, clock, result)
+        # Several bad elements (or spans) of one message: one summary letter
+        # holding the message once, not one letter per element (amplification).
+        result.rejected = one_per_record(result.rejected, raw)
         return result
 
     def decode_native(self, raw: bytes, *, now: float) -> list[Event] | None:
@@ -410,8 +447,33 @@ class Decoder:
             )
         )
 
+    def _check_lengths(self, doc: dict[str, Any]) -> None:
+        """Over-long names and ids never enter engine state: ``oversized``.
+
+        Checked before anything else, so the reason does not depend on what
+        else is wrong; values of other types are left to the type checks.
+        """
+        use_case = doc.get("use_case")
+        limit = self.limits.max_use_case_chars
+        if type(use_case) is str and len(use_case) > limit:
+            raise _Reject(
+                RejectReason.OVERSIZED,
+                f"use_case is {len(use_case)} characters, over the limit of {limit}",
+                "use_case",
+            )
+        limit = self.limits.max_identifier_chars
+        for name in IDENTIFIER_FIELDS:
+            value = doc.get(name)
+            if type(value) is str and len(value) > limit:
+                raise _Reject(
+                    RejectReason.OVERSIZED,
+                    f"{name} is {len(value)} characters, over the limit of {limit}",
+                    name,
+                )
+
     def event_from_dict(self, doc: dict[str, Any], now: float) -> Event:
         """Validate one JSON object and build its event (raises ``_Reject``)."""
+        self._check_lengths(doc)
         etype = doc.get("type", "usage")
         if etype == "usage" or etype is None:
             return self._usage(doc, now)

@@ -119,6 +119,8 @@ class WorkerMetrics:
     consumer_lag: Gauge
     snapshots: Counter
     snapshot_latency: Histogram
+    deadletter_failures: Counter
+    deadletters_unwritten: Gauge
     use_cases: UseCaseLabels
     #: (metric, label values) series created per use-case label, for eviction.
     _series: dict[str, set[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
@@ -214,6 +216,19 @@ class WorkerMetrics:
                 "spendsentry_snapshot_seconds",
                 "Time to write a snapshot and commit its offsets",
                 buckets=BATCH_BUCKETS,
+                registry=r,
+            ),
+            deadletter_failures=Counter(
+                "spendsentry_deadletter_publish_failures",
+                "Dead letters the broker did not take, by error and by where they went "
+                "instead (file: the local dead-letter file; held: nowhere yet, retried)",
+                ["error", "outcome"],
+                registry=r,
+            ),
+            deadletters_unwritten=Gauge(
+                "spendsentry_deadletters_unwritten",
+                "Dead letters neither on the topic nor in the local file: their "
+                "partitions' snapshots and commits wait for them",
                 registry=r,
             ),
             use_cases=UseCaseLabels(use_case_limit),

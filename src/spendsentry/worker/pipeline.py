@@ -401,7 +401,9 @@ def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None
 def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
     """Dead letters, suppressed repeats, alerts and detector scores of one batch."""
     for letter in out.dead_letters:
-        metrics.rejected.labels(letter.reason.value).inc()
+        # A summary letter stands for several rejected elements: count those.
+        for reason, n in letter.counts().items():
+            metrics.rejected.labels(reason).inc(n)
     if out.suppressed:
         metrics.alerts_suppressed.inc(out.suppressed)
     for alert in out.alerts:

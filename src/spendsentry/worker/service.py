@@ -52,6 +52,8 @@ from spendsentry.actions import ThrottleCommand, ThrottleKeys
 from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
+from spendsentry.ingest.deadletter import DEFAULT_MAX_REQUEST_SIZE, dead_letter_limit
+from spendsentry.worker.deadletters import DeadLetterSink
 from spendsentry.worker.metrics import WorkerMetrics
 from spendsentry.worker.partitions import EngineView, PartitionSet
 from spendsentry.worker.pipeline import Pipeline
@@ -89,6 +91,9 @@ class WorkerConfig:
     readback_timeout_s: float = 30.0
     #: Signs throttle commands; without a signing key none is published.
     throttle_keys: ThrottleKeys = field(default_factory=ThrottleKeys)
+    #: The producer's largest request; every dead letter is cut to fit in it
+    #: (:func:`~spendsentry.ingest.deadletter.dead_letter_limit`).
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
 
 
 @dataclass(slots=True)
@@ -146,6 +151,14 @@ class IngestService(faust.Service):
             idle_after_s=config.idle_partition_s,
             decoder=decoder,
         )
+        #: Publishes dead letters; one it could not write holds its partition's commit.
+        self.deadletters = DeadLetterSink(
+            config.topics.deadletter.name,
+            config.topics.inputs,
+            config.state_dir / "deadletters.jsonl",
+            metrics,
+            max_bytes=dead_letter_limit(config.max_request_size),
+        )
         #: Throttle commands not published for want of a signing key.
         self.commands_unpublished = 0
         self.commands_published = 0
@@ -201,6 +214,7 @@ class IngestService(faust.Service):
             acks="all",
             linger_ms=5,
             client_id=cfg.group_id,
+            max_request_size=cfg.max_request_size,
             **security,
         )
         await self.producer.start()
@@ -295,6 +309,8 @@ class IngestService(faust.Service):
                 )
                 control = await self._read_control()
                 async with self.lock:
+                    if self.deadletters.unwritten:
+                        await self.deadletters.retry(self.producer)
                     pending = await self._pending()
                     if batch:
                         out = self.parts.handle(batch, pending=pending)
@@ -460,12 +476,10 @@ class IngestService(faust.Service):
             self.commands_published += 1
         if commands:
             self._count_throttles()
-        for letter in letters:
-            await producer.send(
-                topics.deadletter.name,
-                value=orjson.dumps(letter.to_dict()),
-                key=letter.use_case.encode() if letter.use_case else None,
-            )
+        if letters:
+            # Never raises: what the broker does not take goes to a local file,
+            # or is held (and its partition with it) until it can be written.
+            await self.deadletters.publish(producer, letters)
 
     # -- snapshots ------------------------------------------------------------
 
@@ -504,6 +518,12 @@ class IngestService(faust.Service):
             targets = [p for p in parts if parts.pipelines[p].dirty]
         else:
             targets = [p for p in partitions if p in parts]
+        held = self.deadletters.held(targets)
+        if held:
+            # A record whose dead letter is written nowhere must be read again
+            # after a restart: no snapshot (nor commit) may reflect it yet.
+            log.warning("partitions %s wait for held dead letters: not snapshotted", sorted(held))
+            targets = [p for p in targets if p not in held]
         if not targets:
             return None
         # Alerts and dead letters of the state being snapshotted are on the
@@ -660,6 +680,9 @@ class IngestService(faust.Service):
                 if dirty:
                     await self._ensure_state_topic()
                     await self.checkpoint(dirty)
+                # Their held dead letters are the next owner's: it reads the
+                # records again from the snapshot that did not claim them.
+                self.deadletters.forget(numbers)
                 for p in numbers:
                     pipeline = self.parts.remove(p)
                     if pipeline is not None:
