@@ -43,7 +43,7 @@ scopes again, so a crash between a snapshot and the flush loses nothing.
 ...     issued_at=1000.0, expires_at=4600.0, reason=CommandReason(None, None, "x"))
 >>> doc = wall_clock_body(cmd, event_time=1060.0, now=90_060.0)  # 89,000 s behind
 >>> doc["issued_at"], doc["expires_at"], doc["event_time_issued_at"]
-('1970-01-02T00:00:00.000Z', '1970-01-02T01:00:00.000Z', '1970-01-01T00:16:40.000Z')
+('1970-01-02T01:00:00.000Z', '1970-01-02T02:00:00.000Z', '1970-01-01T00:16:40.000Z')
 """
 
 from __future__ import annotations
