@@ -202,6 +202,66 @@ def test_bad_options_fail_with_a_reason() -> None:
         assert result.returncode == 2 and needle in result.stderr, result.stderr
 
 
+DEMO_KEY = "demo-guard-test-key"
+DEMO_POLICY = """
+[use_cases.claims_triage]
+owner = "#claims"
+auto_throttle = "on"
+cooldown_s = 0
+max_duration_s = 3600
+[[use_cases.claims_triage.ladder]]
+at = "warning"
+action = "block"
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_gateway_guard_enforces_a_throttle_command_from_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's event time is a day behind the wall clock: its commands must
+    still be in force for a real ThrottleGuard (it used to count them expired)."""
+    from spendsentry.actions import ThrottleKeys
+    from spendsentry.client import ThrottleGuard
+    from spendsentry.demo import DemoOptions, run_demo
+
+    monkeypatch.setenv("SPENDSENTRY_THROTTLE_KEY", DEMO_KEY)  # the worker child inherits it
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "claims.toml").write_text(DEMO_POLICY)
+    options = DemoOptions(
+        duration_s=180, speed=60, web_port=free_port(), policies=str(tmp_path / "policies")
+    )
+    decisions: list[Any] = []
+
+    async def main(bootstrap: str) -> None:
+        with (tmp_path / "demo.out").open("w") as out:
+            demo = asyncio.create_task(run_demo(options, bootstrap, out=out, tty=False))
+            guard = ThrottleGuard(bootstrap, ThrottleKeys.of(DEMO_KEY), topic="ai.throttle")
+            await guard.start()
+            try:
+                deadline = time.monotonic() + 170
+                while not demo.done() and time.monotonic() < deadline:
+                    decision = guard.check("claims_triage")
+                    if decision.action == "deny":
+                        decisions.append(decision)
+                        break
+                    await asyncio.sleep(0.2)
+            finally:
+                await guard.stop()
+                demo.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo
+        decisions.append(dict(guard.counts))
+
+    with EmbeddedBroker() as own:  # its own broker: the demo uses the default topic names
+        asyncio.run(main(own.bootstrap))
+    out = (tmp_path / "demo.out").read_text()
+    assert len(decisions) == 2, f"the guard never denied: counts {decisions[-1]}\n{out[-3000:]}"
+    denied, counts = decisions
+    assert denied.reason == "blocked" and denied.retry_after_s > 600, denied
+    assert counts.get("applied", 0) >= 1 and counts.get("bad_signature", 0) == 0, counts
+
+
 # -- the plan and the view, without processes -----------------------------------
 
 
