@@ -403,8 +403,13 @@ def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None
 
 def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
     """Dead letters, suppressed repeats, alerts and detector scores of one batch."""
+    late: dict[str | None, int] = {}
     for letter in out.dead_letters:
         metrics.rejected.labels(letter.reason.value).inc()
+        if letter.reason is RejectReason.LATE:
+            late[letter.use_case] = late.get(letter.use_case, 0) + 1
+    for use_case, n in late.items():
+        metrics.count_late(use_case, n)
     if out.suppressed:
         metrics.alerts_suppressed.inc(out.suppressed)
     for alert in out.alerts:
