@@ -202,6 +202,66 @@ def test_bad_options_fail_with_a_reason() -> None:
         assert result.returncode == 2 and needle in result.stderr, result.stderr
 
 
+DEMO_KEY = "demo-guard-test-key"
+DEMO_POLICY = """
+[use_cases.claims_triage]
+owner = "#claims"
+auto_throttle = "on"
+cooldown_s = 0
+max_duration_s = 3600
+[[use_cases.claims_triage.ladder]]
+at = "warning"
+action = "block"
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_gateway_guard_enforces_a_throttle_command_from_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's event time is a day behind the wall clock: its commands must
+    still be in force for a real ThrottleGuard (it used to count them expired)."""
+    from spendsentry.actions import ThrottleKeys
+    from spendsentry.client import ThrottleGuard
+    from spendsentry.demo import DemoOptions, run_demo
+
+    monkeypatch.setenv("SPENDSENTRY_THROTTLE_KEY", DEMO_KEY)  # the worker child inherits it
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "claims.toml").write_text(DEMO_POLICY)
+    options = DemoOptions(
+        duration_s=180, speed=60, web_port=free_port(), policies=str(tmp_path / "policies")
+    )
+    decisions: list[Any] = []
+
+    async def main(bootstrap: str) -> None:
+        with (tmp_path / "demo.out").open("w") as out:
+            demo = asyncio.create_task(run_demo(options, bootstrap, out=out, tty=False))
+            guard = ThrottleGuard(bootstrap, ThrottleKeys.of(DEMO_KEY), topic="ai.throttle")
+            await guard.start()
+            try:
+                deadline = time.monotonic() + 170
+                while not demo.done() and time.monotonic() < deadline:
+                    decision = guard.check("claims_triage")
+                    if decision.action == "deny":
+                        decisions.append(decision)
+                        break
+                    await asyncio.sleep(0.2)
+            finally:
+                await guard.stop()
+                demo.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo
+        decisions.append(dict(guard.counts))
+
+    with EmbeddedBroker() as own:  # its own broker: the demo uses the default topic names
+        asyncio.run(main(own.bootstrap))
+    out = (tmp_path / "demo.out").read_text()
+    assert len(decisions) == 2, f"the guard never denied: counts {decisions[-1]}\n{out[-3000:]}"
+    denied, counts = decisions
+    assert denied.reason == "blocked" and denied.retry_after_s > 600, denied
+    assert counts.get("applied", 0) >= 1 and counts.get("bad_signature", 0) == 0, counts
+
+
 # -- the plan and the view, without processes -----------------------------------
 
 
@@ -307,3 +367,56 @@ def test_produce_without_a_broker_says_how_to_give_one(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 2 and "--broker" in result.stderr
+
+
+def _produce_cli(
+    broker: EmbeddedBroker, topics: Path, source: str, *extra: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spendsentry", "produce", source, "--broker", broker.bootstrap,
+         "--topics", str(topics), *extra],
+        capture_output=True, text=True, timeout=60, check=False, input=stdin,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_produce_refuses_history_behind_what_the_topic_holds_and_points_to_replay(
+    broker: EmbeddedBroker, unique_name: Any, tmp_path: Path
+) -> None:
+    prefix = unique_name("late")
+    topics = tmp_path / "topics.toml"
+    topics.write_text(
+        "\n".join(
+            f'[topics.{t}]\nname = "{prefix}.{t}"\npartitions = 2\n'
+            for t in ("usage", "outcomes", "alerts", "throttle", "deadletter", "control")
+        )
+    )
+    now = time.time()
+
+    def events(name: str, start: float, n: int) -> str:
+        lines = [json.dumps({"event_id": f"{name}{i}", "ts": start + i, "use_case": f"uc{i % 3}"})
+                 for i in range(n)]  # fmt: skip
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    events("live", now - 600, 100)
+    history = events("history", now - 86_400, 100)
+    first = _produce_cli(broker, topics, str(tmp_path / "live.jsonl"))
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    # A day behind what the topic holds: every event would be dead-lettered as late.
+    refused = _produce_cli(broker, topics, str(tmp_path / "history.jsonl"))
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "100 of 100 events (100%)" in refused.stderr
+    assert "spendsentry replay" in refused.stderr and "--allow-late" in refused.stderr
+    usage = asyncio.run(_read(broker.bootstrap, f"{prefix}.usage", 2))
+    assert sum(len(json.loads(v)) for _, v in usage) == 100  # nothing of the history went out
+    allowed = _produce_cli(broker, topics, str(tmp_path / "history.jsonl"), "--allow-late")
+    assert allowed.returncode == 0 and "published 100 events" in allowed.stdout
+    assert "100 of 100 events" in allowed.stderr  # still said
+    # Standard input cannot be checked first: published, then said, exit 3.
+    piped = _produce_cli(broker, topics, "-", stdin=history)
+    assert piped.returncode == 3 and "published 100 events" in piped.stdout
+    assert "spendsentry replay" in piped.stderr
+    # Current events are fine after all that.
+    again = _produce_cli(broker, topics, str(tmp_path / "live.jsonl"))
+    assert again.returncode == 0 and again.stderr == "", again.stderr

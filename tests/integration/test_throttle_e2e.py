@@ -183,7 +183,10 @@ def test_incident_throttles_the_gateway_until_an_operator_releases_it(
         reporter.close()
     assert reporter.counts["dropped_full"] == reporter.counts["dropped_send_failed"] == 0
     status = worker.wait_for(
-        lambda s: s["accepted"] == len(events) and s["throttle"]["published"] >= 2,
+        # The worker reads a backlog two hours behind the wall clock: it publishes
+        # only the latest command of the scope (the block, version 2), not the
+        # route_model a live run would have sent first and the block replaced.
+        lambda s: s["accepted"] == len(events) and s["throttle"]["published"] >= 1,
         60,
         "the worker to accept every reported event and throttle",
     )
@@ -197,13 +200,15 @@ def test_incident_throttles_the_gateway_until_an_operator_releases_it(
         denied = guard.check("support_chat", model="gpt-4o")
         assert denied.action == "deny" and denied.retry_after_s and denied.retry_after_s > 60
         assert guard.check("another_use_case").allowed
-        assert guard.counts["applied"] >= 2 and guard.counts["bad_signature"] == 0
+        assert guard.counts["applied"] >= 1 and guard.counts["bad_signature"] == 0
 
         # Every command on the topic keeps to the contract and verifies.
         latest = asyncio.run(read_latest(broker.bootstrap, names["throttle"], keys=guard.keys))
         doc, verified = latest["support_chat"]
         assert verified and doc["action"] == "block" and validate("throttle-command", doc) == []
-        assert verify(doc, [KEY])
+        assert verify(doc, [KEY]) and doc["version"] == 2
+        # On the wall clock for the gateway; the event time it was issued at beside it.
+        assert doc["event_time_issued_at"] < doc["issued_at"]
 
         listing = subprocess.run(
             [sys.executable, "-m", "spendsentry", "throttle", "list", "--broker",

@@ -214,6 +214,15 @@ VALID: list[tuple[str, str, Callable[[], Any]]] = [
     ),
     ("throttle-command", "release", lambda: changed(COMMAND, action="release", params={})),
     ("throttle-command", "unsigned (replay without a key)", lambda: changed(COMMAND, signature="")),
+    (
+        "throttle-command",
+        "published by the worker: event time kept beside the wall clock",
+        lambda: changed(
+            COMMAND,
+            event_time_issued_at="2026-11-01T09:00:00.000Z",
+            event_time_expires_at="2026-11-01T10:00:00.000Z",
+        ),
+    ),
     # control-action
     ("control-action", "release", lambda: CONTROL),
     (
@@ -420,6 +429,12 @@ INVALID: list[tuple[str, str, Callable[[], Any], str]] = [
         "$.expires_at",
     ),
     ("throttle-command", "version 0", lambda: changed(COMMAND, version=0), "$.version"),
+    (
+        "throttle-command",
+        "event time not RFC 3339",
+        lambda: changed(COMMAND, event_time_issued_at=1793610000),
+        "$.event_time_issued_at",
+    ),
     (
         "throttle-command",
         "dry_run as string",

@@ -179,6 +179,9 @@ def test_board_keeps_the_latest_record_and_drops_released_or_expired_throttles()
     board.observe_throttle({"scope_key": "s3", "action": "block"})
     board.observe_throttle({"scope_key": "s3", "action": "release"})
     board.observe_throttle({"action": "block"})  # no scope: ignored
-    snap = build_snapshot(Engine(PolicySet.empty()), board, watermark=1793610000.0)  # 09:00
+    # Time left is by the wall clock (commands are published on it), not event time.
+    snap = build_snapshot(
+        Engine(PolicySet.empty()), board, watermark=1793000000.0, now=1793610000.0
+    )  # 09:00 on the wall clock; event time a week behind
     assert [t["scope_key"] for t in snap["throttles"]] == ["s1"]
     assert snap["throttles"][0]["seconds_left"] == pytest.approx(3600)

@@ -303,3 +303,25 @@ def test_topics_file_overrides_defaults(tmp_path: Path) -> None:
         "ai.state",
     ]  # fmt: skip
     assert topics.state.config["cleanup.policy"] == "compact"
+
+
+def test_late_events_are_counted_per_use_case_with_a_capped_label() -> None:
+    registry = CollectorRegistry()
+    p = new_pipeline(registry, limit=1)
+    p.watermarks.assign([("u", 0)], now=NOW)
+    start = NOW - 7200
+    recs = [Rec("u", 0, i, json.dumps(usage(i, start + 30 * i)).encode()) for i in range(40)]
+    p.handle(batch(*recs), now=NOW)
+    # History produced into the live topic: a use case with a label, one without.
+    late = [
+        Rec("u", 0, 40 + i, json.dumps(usage(900 + i, start, use_case=uc)).encode())
+        for i, uc in enumerate(["support", "support", "history_a", "history_b"])
+    ]
+    out = p.handle(batch(*late), now=NOW)
+    assert [d.reason.value for d in out.dead_letters] == ["late"] * 4
+
+    def late_of(label: str) -> float | None:
+        return registry.get_sample_value("spendsentry_late_events_total", {"use_case": label})
+
+    assert late_of("support") == 2 and late_of("other") == 2
+    assert late_of("history_a") is None  # the label set stays bounded

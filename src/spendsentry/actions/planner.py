@@ -286,6 +286,20 @@ class ThrottlePlanner:
             if s.current is not None and s.current.active_at(now)
         ]
 
+    def latest(self, scope_key: str) -> ThrottleCommand | None:
+        """The last command issued on ``scope_key`` (a release too); None if none
+        is held (unknown scope, or released from the command line)."""
+        state = self._scopes.get(scope_key)
+        return None if state is None else state.current
+
+    def recent(self, since: float) -> list[ThrottleCommand]:
+        """The latest command of every scope changed at or after ``since``."""
+        return [
+            s.current
+            for _, s in sorted(self._scopes.items())
+            if s.current is not None and s.changed_at >= since
+        ]
+
     def version(self, scope_key: str) -> int:
         """The last version issued (or seen) for ``scope_key``; 0 if none."""
         state = self._scopes.get(scope_key)

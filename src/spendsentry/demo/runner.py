@@ -285,7 +285,7 @@ async def run_demo(
             if status is not None:
                 snapshot = status.get("view")
             feed_info = {**asdict(feed.stats), "speed": f"{options.speed:g}"}
-            # The worker's list drops expired commands (by event time); the topic
+            # The worker's list drops expired commands (by the wall clock); the topic
             # reader is the fallback while the worker does not answer.
             in_force = (snapshot or {}).get("throttles")
             if in_force is None:

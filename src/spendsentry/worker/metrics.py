@@ -107,6 +107,7 @@ class WorkerMetrics:
     cost: Counter
     rejected: Counter
     duplicates: Counter
+    late: Counter
     alerts: Counter
     alerts_suppressed: Counter
     active_throttles: Gauge
@@ -161,6 +162,13 @@ class WorkerMetrics:
             ),
             duplicates=Counter(
                 "spendsentry_duplicates", "Events dropped as duplicates", registry=r
+            ),
+            late=Counter(
+                "spendsentry_late_events",
+                "Events dead-lettered as late (behind the watermark), by use case: history "
+                "produced into a live topic shows here (it goes through `spendsentry replay`)",
+                ["use_case"],
+                registry=r,
             ),
             alerts=Counter(
                 "spendsentry_alerts",
@@ -263,6 +271,12 @@ class WorkerMetrics:
         if cost_usd:
             self.cost.labels(label).inc(cost_usd)
             self._track(label, "cost", (label,))
+
+    def count_late(self, use_case: str | None, n: int = 1) -> None:
+        """Count late events of ``use_case`` (the label is capped like the others)."""
+        label = self.use_cases.label(use_case) if use_case else OTHER
+        self.late.labels(label).inc(n)
+        self._track(label, "late", (label,))
 
     def set_score(self, use_case: str, detector: str, score: float) -> None:
         """Record a detector's latest score for a use case."""

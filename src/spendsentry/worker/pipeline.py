@@ -400,10 +400,15 @@ def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None
 
 def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
     """Dead letters, suppressed repeats, alerts and detector scores of one batch."""
+    late: dict[str | None, int] = {}
     for letter in out.dead_letters:
         # A summary letter stands for several rejected elements: count those.
         for reason, n in letter.counts().items():
             metrics.rejected.labels(reason).inc(n)
+            if reason == RejectReason.LATE.value:
+                late[letter.use_case] = late.get(letter.use_case, 0) + n
+    for use_case, n in late.items():
+        metrics.count_late(use_case, n)
     if out.suppressed:
         metrics.alerts_suppressed.inc(out.suppressed)
     for alert in out.alerts:

@@ -60,6 +60,7 @@ from spendsentry.worker.pipeline import Pipeline
 from spendsentry.worker.snapshots import KafkaSnapshotStore
 from spendsentry.worker.state import EncodedSnapshot
 from spendsentry.worker.status_page import StatusBoard, build_snapshot
+from spendsentry.worker.throttle_edge import CommandEdge, wall_clock_body, wall_clock_doc
 from spendsentry.worker.topics import TopicsConfig, check_co_partitioned
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,10 @@ class IngestService(faust.Service):
         #: Throttle commands not published for want of a signing key.
         self.commands_unpublished = 0
         self.commands_published = 0
+        #: Re-stamps commands onto the wall clock and holds them while catching up.
+        self.throttle_edge = CommandEdge()
+        #: Whether an assigned partition had records waiting at the last poll.
+        self._lagging = False
         self.store = KafkaSnapshotStore(config.bootstrap, config.topics.state, config.group_id)
         self.consumer: AIOKafkaConsumer | None = None
         #: Reads ai.control outside the group: every worker applies every action.
@@ -319,7 +324,8 @@ class IngestService(faust.Service):
                     if control:
                         self.parts.apply_control(control, out)
                     self._seek_behind()
-                    if out.alerts or out.dead_letters or out.commands:
+                    self._lagging = bool(pending)
+                    if out.alerts or out.dead_letters or out.commands or self.throttle_edge.waiting:
                         await self._publish(out.alerts, out.dead_letters, out.commands)
                 writing = self._writing
                 if writing is not None and writing.done():
@@ -456,8 +462,26 @@ class IngestService(faust.Service):
             await producer.send(
                 topics.alerts.name, value=orjson.dumps(doc), key=alert.use_case.encode()
             )
+        await self._publish_commands(commands)
+        if letters:
+            # Never raises: what the broker does not take goes to a local file,
+            # or is held (and its partition with it) until it can be written.
+            await self.deadletters.publish(producer, letters)
+
+    async def _publish_commands(self, commands: Sequence[ThrottleCommand]) -> None:
+        """Sign and publish throttle commands on the wall clock (see
+        :mod:`.throttle_edge`): held while catching up, then the latest per scope."""
+        producer = self.producer
+        assert producer is not None
+        edge = self.throttle_edge
+        now = time.time()
+        event_time = self.parts.watermark
+        edge.offer(commands, now=now)
+        if not edge.due(lagging=self._lagging, event_time=event_time, now=now):
+            return
+        due = edge.take(self._latest_command)
         keys = self.config.throttle_keys
-        for command in commands:
+        for command in due:
             if not keys.can_sign:
                 if self.commands_unpublished == 0:
                     log.warning(
@@ -466,20 +490,44 @@ class IngestService(faust.Service):
                     )
                 self.commands_unpublished += 1
                 continue
-            doc = command.to_dict(keys)
+            doc = wall_clock_doc(command, keys, event_time=event_time, now=now)
             self.board.observe_throttle(doc)
-            # Re-processing after a restart re-emits identical commands (same
-            # version): gateways ignore them, and compaction keeps one.
             await producer.send(
-                topics.throttle.name, value=orjson.dumps(doc), key=command.scope_key.encode()
+                self.config.topics.throttle.name,
+                value=orjson.dumps(doc),
+                key=command.scope_key.encode(),
             )
+            edge.mark_published(command)
             self.commands_published += 1
-        if commands:
+        if due:
             self._count_throttles()
-        if letters:
-            # Never raises: what the broker does not take goes to a local file,
-            # or is held (and its partition with it) until it can be written.
-            await self.deadletters.publish(producer, letters)
+
+    def _latest_command(self, scope_key: str) -> ThrottleCommand | None:
+        """The latest command on ``scope_key`` of the engine here that holds it."""
+        for pipeline in self.parts.values():
+            command = pipeline.engine.planner.latest(scope_key)
+            if command is not None:
+                return command
+        return None
+
+    def _revisit_commands(self, pipelines: Iterable[Pipeline]) -> None:
+        """Engines taken over may hold commands that never went out (held while
+        catching up, then a crash or a hand-over): publish them at the next flush."""
+        from spendsentry.actions.planner import MAX_COMMAND_S
+
+        edge = self.throttle_edge
+        edge.known(self._throttle_versions)
+        now = time.time()
+        for pipeline in pipelines:
+            planner = pipeline.engine.planner
+            # No command outlives a day: older ones cannot be in force anywhere.
+            since = pipeline.watermark - MAX_COMMAND_S
+            edge.revisit(planner.recent(since if math.isfinite(since) else -math.inf), now=now)
+
+    def _event_now(self) -> float:
+        """The worker's event time (the wall clock before any data)."""
+        watermark = self.parts.watermark
+        return watermark if math.isfinite(watermark) else time.time()
 
     # -- snapshots ------------------------------------------------------------
 
@@ -587,8 +635,9 @@ class IngestService(faust.Service):
             log.warning("offset commit failed (the snapshots stand): %s", exc)
 
     def _count_throttles(self) -> None:
-        # Gateways expire commands by wall clock, so "active" is judged by it too.
-        self.metrics.active_throttles.set(len(self.parts.active_commands(time.time())))
+        # Commands carry event time in the engine: judged against the worker's
+        # event time, as their wall-clock copies are against the gateways' clock.
+        self.metrics.active_throttles.set(len(self.parts.active_commands(self._event_now())))
 
     async def _read_throttle_versions(self) -> None:
         """Versions on ai.throttle (a lost snapshot, or releases from
@@ -793,6 +842,9 @@ class IngestService(faust.Service):
                     # crash between the snapshot and the commit).
                     consumer.seek(tp, offset)
         self._parked.clear()
+        self._revisit_commands(
+            self.parts.pipelines[p] for p in numbers if p in self.parts and p not in fresh
+        )
         if restored:
             starts: dict[int, int] = {}
             for _, offsets in restored:
@@ -850,7 +902,11 @@ class IngestService(faust.Service):
             "alerts_suppressed": parts.suppressed,
             "partitions": {str(p): self._partition_status(p) for p in parts},
             "throttle": {
-                "active": [c.body() for c in parts.active_commands(time.time())],
+                "active": [
+                    wall_clock_body(c, event_time=parts.watermark, now=time.time())
+                    for c in parts.active_commands(self._event_now())
+                ],
+                "held_while_catching_up": len(self.throttle_edge.waiting),
                 "published": self.commands_published,
                 "unpublished_no_key": self.commands_unpublished,
                 "signing_key": self.config.throttle_keys.can_sign,

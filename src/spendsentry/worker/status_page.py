@@ -137,10 +137,10 @@ def build_snapshot(
     board : StatusBoard
         Open incidents, recent changes and throttles.
     watermark : float, optional
-        Event time now (epoch seconds); throttle time left is counted against it,
-        since commands are issued in event time.
+        Event time now (epoch seconds).
     now : float, optional
-        Wall clock, for the page's "generated at".
+        Wall clock, for the page's "generated at" and the throttles' time left
+        (published commands are on the wall clock).
     header : mapping, optional
         Extra facts for the header (group id, records consumed, ...).
     limit : int
@@ -195,7 +195,8 @@ def build_snapshot(
         throttles = []
         for key, cmd in sorted(board.throttles.items()):
             expires = _ts(cmd.get("expires_at"))
-            left = None if expires is None or event_now is None else expires - event_now
+            # Published commands are on the wall clock (see worker/throttle_edge.py).
+            left = None if expires is None else expires - now
             if left is not None and left <= 0:
                 continue
             throttles.append({**cmd, "scope_key": key, "seconds_left": left})
