@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -222,24 +222,13 @@ class Pipeline:
             out.commands.extend(result.commands)
         return applied
 
-    def advance(
-        self,
-        *,
-        now: float,
-        pending: Collection[TP] = (),
-        out: BatchOutput,
-        idle_floor: float = -math.inf,
-        event_time: float | None = None,
-    ) -> None:
+    def advance(self, *, now: float, out: BatchOutput, event_time: float) -> None:
         """Close the minutes the watermark has passed; results go to ``out``.
 
-        ``event_time``, when given, is the watermark decided for the whole worker
-        (see :class:`~spendsentry.worker.partitions.PartitionSet`); otherwise this
-        pipeline's own partitions decide.
+        ``event_time`` is the watermark decided for the whole worker (see
+        :class:`~spendsentry.worker.partitions.PartitionSet`).
         """
         engine = self.engine
-        if event_time is None:
-            event_time = self.watermarks.current(now=now, pending=pending, idle_floor=idle_floor)
         # Never backwards: minutes already closed stay closed.
         self.watermark = max(self.watermark, event_time)
         if self.watermark == -math.inf or engine.closed_until is None:
