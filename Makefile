@@ -22,4 +22,4 @@ check: lint types test  ## everything CI checks
 bench:  ## detection quality and throughput benchmarks (minutes)
 	$(PY) benchmarks/bench_detection.py --seeds 1-16 --quiet-seeds 101-104
 	$(PY) benchmarks/bench_replay.py
-	$(PY) benchmarks/bench_worker.py --events 300000 --gc-freeze
+	$(PY) benchmarks/bench_worker.py

@@ -1,19 +1,37 @@
-"""Worker throughput: raw aiokafka ``getmany`` + orjson vs the worker pipeline.
+"""Worker throughput: the real ``spendsentry worker`` process against the raw ceiling.
 
-Run with ``python benchmarks/bench_worker.py [--events N]``. It starts an
-embedded broker, writes N usage events to a 6-partition topic, then reads them
-back twice in the same run:
+Run with ``python benchmarks/bench_worker.py [--runs 3]``. Each run of each
+traffic shape starts an embedded broker, publishes the events with
+``spendsentry produce`` (to the topics of streams/topics.toml, before anything
+reads them, so produce speed is not measured), then reads them twice:
 
-1. raw: ``getmany`` + ``orjson.loads`` per record (the ceiling for any consumer);
-2. pipeline: ``getmany`` + :class:`spendsentry.worker.Pipeline.handle` (decode and
-   validate, engine ``process``, watermarks, ``advance``, metrics), as the worker's
-   consume loop runs it;
+1. ceiling: a plain aiokafka consumer, ``getmany`` + ``orjson.loads`` per
+   record over the same input topics (the most any Python consumer can do);
+2. worker: ``python -m spendsentry worker`` as a subprocess (the integration
+   tests' :class:`WorkerProcess`), events/s from its own ``/metrics``: the
+   ``spendsentry_events_total`` counter is polled, and the rate runs from the
+   first poll that sees a record counted to the poll that sees the last one.
 
-and prints events/s for both and their ratio. Not collected by pytest.
+The ceiling is timed the same way (from its first batch to its last record),
+so start-up costs (process start, group join, snapshot restore) are in neither.
 
-``--latency-rate R`` (e.g. 50000, half the pipeline's rate) measures event-to-alert
-latency through a real worker process instead (``python -m spendsentry worker``
-with ``--allowed-lateness 1``): ``--producers`` processes write R usage events/s
+Traffic shapes:
+
+``dense``
+    A large company: ``--dense-rate`` events per event-second (100k) over many
+    use cases, all within one event-time minute: the cost of ingest.
+``sample``
+    examples/sample-6h.jsonl.gz: six hours of a dozen use cases (its junk
+    lines included). Most of the cost is closing minutes (detectors).
+
+Prints each run, then the median per shape and the median of the per-run
+ratios worker/ceiling (the machines here are shared and noisy: the ratio is
+the figure to compare), and last a one-line JSON summary. Not collected by
+pytest; tests/integration/test_bench_worker.py runs it on a tiny input.
+
+``--latency-rate R`` (e.g. 50000) measures event-to-alert latency through a
+real worker process instead (``python -m spendsentry worker`` with
+``--allowed-lateness 1``): ``--producers`` processes write R usage events/s
 in all, whose event time is the wall clock at produce time (it is also the Kafka
 record timestamp), 40 use cases with a ``tokens_per_minute`` budget. At ``--waves``
 consecutive minute boundaries a new group of 10 use cases steps its input tokens
@@ -32,114 +50,393 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+import gzip
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-from spendsentry.broker import EmbeddedBroker, TopicSpec, ensure_topics, free_port
-from spendsentry.engine import Engine
-from spendsentry.policy import PolicySet
-from spendsentry.timeutil import parse_ts
-from spendsentry.worker import Pipeline, WorkerMetrics
+from spendsentry.broker import EmbeddedBroker, ensure_topics, free_port
+from spendsentry.timeutil import format_ts, parse_ts
 from spendsentry.worker.topics import TopicsConfig
 
-PARTITIONS = 6
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample-6h.jsonl.gz"
+#: The topics a deployment creates (12 partitions of usage and outcomes).
+TOPICS_FILE = ROOT / "streams" / "topics.toml"
+
+# The worker process as the integration tests run it (one harness, not a copy).
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from _worker_harness import WorkerProcess  # noqa: E402
+
+WEEK = 7 * 86400.0
+SHAPES = ("dense", "sample")
+
+# -- traffic shapes ----------------------------------------------------------------
+
+#: Priced models of the bundled sample, so the dense shape costs what real traffic does.
+DENSE_MODELS = ("gpt-4.1-mini", "gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 
 
-async def produce(bootstrap: str, topic: str, n: int, span_s: float) -> None:
-    rng = random.Random(1)
-    start = time.time() - span_s - 600
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
-    await producer.start()
-    try:
+def write_dense(path: Path, n: int, rate: float, use_cases: int, seed: int = 1) -> None:
+    """``n`` usage events at ``rate`` per event-second over ``use_cases`` use cases.
+
+    They start on a whole minute ten minutes ago, so at 100k events per
+    event-second they all fall in one minute: no minute closes while they are
+    counted, the run measures ingest.
+    """
+    rng = random.Random(seed)
+    start = (int(time.time()) // 60) * 60 - 600.0
+    with path.open("wb") as fh:
         for i in range(n):
-            uc = f"uc{rng.randrange(40)}"
             doc = {
-                "event_id": f"e{i}",
-                "ts": start + i * (span_s / n),
-                "use_case": uc,
+                "event_id": f"d{i}",
+                "ts": format_ts(start + i / rate),
+                "use_case": f"uc{rng.randrange(use_cases)}",
                 "provider": "openai",
-                "model": "gpt-4o-mini",
+                "model": DENSE_MODELS[i % len(DENSE_MODELS)],
                 "input_tokens": rng.randint(50, 2000),
                 "output_tokens": rng.randint(10, 500),
-                "cost_usd": 0.001,
-                "session_id": f"s{rng.randrange(500)}",
+                "session_id": f"s{rng.randrange(2000)}",
             }
-            await producer.send(topic, orjson.dumps(doc), key=uc.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+            fh.write(orjson.dumps(doc) + b"\n")
 
 
-async def consume(bootstrap: str, topic: str, n: int, pipeline: Pipeline | None) -> float:
+def _shift_doc(doc: object, shift: float) -> object:
+    if isinstance(doc, dict) and isinstance(doc.get("ts"), str | int | float):
+        ts = _ts(doc["ts"])
+        if ts is not None:  # a bad timestamp stays bad: the worker dead-letters it
+            doc["ts"] = format_ts(ts + shift)
+    elif isinstance(doc, list):
+        return [_shift_doc(d, shift) for d in doc]
+    return doc
+
+
+def _sample_lines(limit: int) -> Iterator[bytes]:
+    with gzip.open(SAMPLE, "rb") as fh:
+        for i, line in enumerate(fh):
+            if limit and i >= limit:
+                return
+            yield line.rstrip(b"\n")
+
+
+def write_sample(path: Path, limit: int = 0) -> None:
+    """The bundled sample (its first ``limit`` lines; 0: all), moved by whole weeks
+    to end within the last week: the same traffic, the same hours and weekdays,
+    never in the future nor older than what a worker takes as current."""
+    last = max(
+        (ts for line in _sample_lines(limit) if (ts := _line_ts(line)) is not None),
+        default=time.time(),
+    )
+    shift = ((time.time() - last) // WEEK) * WEEK
+    with path.open("wb") as fh:
+        for line in _sample_lines(limit):
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                fh.write(line + b"\n")  # junk stays junk
+                continue
+            fh.write(orjson.dumps(_shift_doc(doc, shift)) + b"\n")
+
+
+def _ts(value: object) -> float | None:
+    try:
+        return parse_ts(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _line_ts(line: bytes) -> float | None:
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return _ts(doc.get("ts")) if isinstance(doc, dict) else None
+
+
+def publish(bootstrap: str, path: Path, batch: int, cwd: Path) -> None:
+    """``spendsentry produce`` the file: keyed by use case, JSON arrays of ``batch``."""
+    cmd = [
+        sys.executable, "-m", "spendsentry", "produce", str(path), "--broker", bootstrap,
+        "--topics", str(TOPICS_FILE), "--batch", str(batch),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"spendsentry produce failed ({done.returncode}):\n{done.stderr}")
+    print(f"  {done.stdout.strip()}", flush=True)
+
+
+# -- measuring -----------------------------------------------------------------------
+
+
+@dataclass
+class Rate:
+    """Events counted between the first and the last observation of a reader."""
+
+    events: int = 0
+    seconds: float = 0.0
+
+    @property
+    def per_s(self) -> float | None:
+        # One observation only (a tiny input read in one batch): no rate.
+        return self.events / self.seconds if self.seconds > 0 else None
+
+
+@dataclass
+class Observed:
+    """What one reader saw of the whole topic."""
+
+    rate: Rate
+    total_events: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    #: Events counted before the first observation (outside the window).
+    before: int = 0
+
+
+def _input_partitions(topics: TopicsConfig) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic.name, p)
+        for topic in (topics.usage, topics.outcomes)
+        for p in range(topic.partitions)
+    ]
+
+
+def _events_in(value: bytes | None) -> int:
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return 0
+    return len(doc) if isinstance(doc, list) else 1
+
+
+async def ceiling(bootstrap: str, topics: TopicsConfig, max_batch: int) -> tuple[Observed, int]:
+    """``getmany`` + ``orjson.loads`` over the input topics, fetched as the worker's
+    consumer fetches (same fetch sizes, wait and batch size); returns what it
+    saw and how many records the topics hold."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 << 20,
-        fetch_max_bytes=64 << 20,
+        fetch_max_wait_ms=50,
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        tps = _input_partitions(topics)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        if pipeline is not None:
-            pipeline.watermarks.assign([(topic, p) for p in range(PARTITIONS)], now=time.time())
-        seen = 0
-        started = time.perf_counter()
+        records = events = 0
+        first: tuple[float, int] | None = None
         deadline = time.monotonic() + 600
-        while seen < n and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            if pipeline is None:
-                for records in batch.values():
-                    for r in records:
-                        orjson.loads(r.value)
-                    seen += len(records)
-            else:
-                pipeline.handle(batch)
-                seen += sum(len(rs) for rs in batch.values())
-        return seen / (time.perf_counter() - started)
+        while not await _caught_up(consumer, tps):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the ceiling read {records:,} records and not the end in 600 s")
+            batch = await consumer.getmany(timeout_ms=200, max_records=max_batch)
+            for rs in batch.values():
+                for r in rs:
+                    events += _events_in(r.value)
+                records += len(rs)
+            if batch and first is None:
+                first = (time.perf_counter(), events)
+        assert first is not None, "the input topics are empty"
+        rate = Rate(events - first[1], time.perf_counter() - first[0])
+        return Observed(rate, events, before=first[1]), records
     finally:
         await consumer.stop()
 
 
-async def main(n: int, event_rate: float, gc_freeze: bool = False) -> None:
-    # Event time advances at ``event_rate`` events per second, as it would in a
-    # stream that really carries that many events: detectors run once per use
-    # case per closed minute, so packing hours of event time into a few
-    # thousand events would measure the detectors, not the stream path.
-    span_s = n / event_rate
-    with EmbeddedBroker() as broker:
-        topic = f"bench-{uuid.uuid4().hex[:8]}"
-        await ensure_topics(broker.bootstrap, [TopicSpec(topic, PARTITIONS)])
-        t = time.perf_counter()
-        await produce(broker.bootstrap, topic, n, span_s)
-        print(f"produced {n:,} events in {time.perf_counter() - t:.1f}s")
-        if gc_freeze:
-            # What the worker would gain from gc.freeze() after start-up: full
-            # collections stop walking the long-lived heap (see docs/worker.md).
-            gc.collect()
-            gc.freeze()
-        raw = await consume(broker.bootstrap, topic, n, None)
-        metrics = WorkerMetrics.create(CollectorRegistry())
-        pipeline = Pipeline(Engine(PolicySet.empty()), metrics=metrics)
-        worker = await consume(broker.bootstrap, topic, n, pipeline)
-        print(f"raw getmany + orjson : {raw:>10,.0f} events/s")
-        print(f"worker pipeline      : {worker:>10,.0f} events/s")
-        print(f"ratio raw / pipeline : {raw / worker:>10.1f}")
-        print(f"accepted {pipeline.engine.stats.accepted:,}, alerts {pipeline.engine.stats.alerts}")
+async def _caught_up(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
+    """Every partition read up to the high watermark its last fetch reported.
+
+    Not ``end_offsets``: the embedded broker (Tansu) answers ListOffsets with an
+    offset short of the end of a partition written in several batches (measured:
+    150 for a partition whose records run to offset 233); fetch responses carry
+    the right one.
+    """
+    for tp in tps:
+        high = consumer.highwater(tp)
+        if high is None or await consumer.position(tp) < high:
+            return False
+    return True
+
+
+@dataclass
+class Counters:
+    """The worker's counters of interest, from one ``/metrics`` scrape."""
+
+    records: int
+    events: int
+    rejected: dict[str, int]
+
+
+def read_counters(text: str) -> Counters:
+    records = events = 0.0
+    rejected: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "spendsentry_records_total":
+                records += s.value
+            elif s.name == "spendsentry_events_total":
+                events += s.value
+            elif s.name == "spendsentry_rejected_total" and s.value:
+                rejected[s.labels["reason"]] = int(s.value)
+    return Counters(int(records), int(events), rejected)
+
+
+def run_worker(
+    bootstrap: str, tmp: Path, records: int, max_batch: int, poll_s: float, timeout: float
+) -> Observed:
+    """The worker process over the pre-produced topics, its counters polled.
+
+    Flags as the integration tests run it, except the batch size and snapshot
+    interval, which are the defaults. ``--idle-partition 2`` (the harness's) lets
+    partitions that carry nothing stop holding event time back early in the
+    run; with the default 30 s, a backlog read in less than that would be
+    ingested before the first minute closes, and the closing (the sample's main
+    cost) would fall outside the measured window.
+    """
+    worker = WorkerProcess(
+        bootstrap,
+        TOPICS_FILE,
+        tmp / "state",
+        group=f"bench-{uuid.uuid4().hex[:8]}",
+        snapshot_interval=5.0,
+        extra_args=["--max-batch", str(max_batch), "--no-notify"],
+    )
+    try:
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + timeout
+        while True:
+            if worker.proc.poll() is not None:
+                raise SystemExit(f"the worker exited:\n{worker.tail()}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not count {records:,} records in {timeout:.0f} s")
+            try:
+                text = worker.get("/metrics").decode()
+            except OSError:
+                text = None  # not listening yet
+            at = time.perf_counter()
+            if text is not None:
+                now = read_counters(text)
+                if first is None and now.records > 0:
+                    first = (at, now.events)
+                if first is not None and now.records >= records:
+                    rate = Rate(now.events - first[1], at - first[0])
+                    return Observed(rate, now.events, now.rejected, before=first[1])
+            time.sleep(poll_s)
+    finally:
+        worker.stop()
+
+
+@dataclass
+class RunResult:
+    ceiling: Observed
+    worker: Observed
+    records: int
+
+    @property
+    def ratio(self) -> float | None:
+        c, w = self.ceiling.rate.per_s, self.worker.rate.per_s
+        return w / c if c and w else None
+
+
+def one_run(shape: str, data: Path, args: argparse.Namespace) -> RunResult:
+    topics = TopicsConfig.load(TOPICS_FILE)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        publish(broker.bootstrap, data, args.batch, tmp)
+        raw, records = asyncio.run(ceiling(broker.bootstrap, topics, args.max_batch))
+        worker = run_worker(broker.bootstrap, tmp, records, args.max_batch, args.poll, args.timeout)
+    result = RunResult(raw, worker, records)
+    print(
+        f"  {shape}: {records:,} records, {raw.total_events:,} events; "
+        f"ceiling {_fmt(raw.rate.per_s)} events/s, worker {_fmt(worker.rate.per_s)} events/s "
+        f"(counted {worker.total_events:,}, {worker.before:,} before its first scrape; "
+        f"rejected {worker.rejected or 0}), "
+        f"worker/ceiling {_fmt(result.ratio, '.3f')}",
+        flush=True,
+    )
+    return result
+
+
+def _fmt(value: float | None, spec: str = ",.0f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+@dataclass
+class ShapeSummary:
+    """One traffic shape over all runs: medians, and what the last run counted."""
+
+    records: int
+    events: int
+    worker_events_counted: int
+    rejected: dict[str, int]
+    ceiling_events_per_s: float | None
+    worker_events_per_s: float | None
+    #: The median of the per-run ratios (each run's pair shares its machine load).
+    ratio_worker_to_ceiling: float | None
+
+
+def summarize(results: list[RunResult]) -> ShapeSummary:
+    last = results[-1]
+    return ShapeSummary(
+        records=last.records,
+        events=last.ceiling.total_events,
+        worker_events_counted=last.worker.total_events,
+        rejected=last.worker.rejected,
+        ceiling_events_per_s=_round(_median([r.ceiling.rate.per_s for r in results])),
+        worker_events_per_s=_round(_median([r.worker.rate.per_s for r in results])),
+        ratio_worker_to_ceiling=_round(_median([r.ratio for r in results]), 3),
+    )
+
+
+def _round(value: float | None, digits: int = 0) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def throughput(args: argparse.Namespace) -> dict[str, object]:
+    """Every shape, ``args.runs`` times; returns the summary printed as JSON."""
+    shapes: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as data_dir:
+        for shape in args.shapes:
+            data = Path(data_dir, f"{shape}.jsonl")
+            if shape == "dense":
+                write_dense(data, args.dense_events, args.dense_rate, args.dense_use_cases)
+            else:
+                write_sample(data, args.sample_lines)
+            print(f"{shape}: {args.runs} run(s)", flush=True)
+            summary = summarize([one_run(shape, data, args) for _ in range(args.runs)])
+            shapes[shape] = asdict(summary)
+            print(
+                f"{shape}: median ceiling {_fmt(summary.ceiling_events_per_s)} events/s, "
+                f"worker {_fmt(summary.worker_events_per_s)} events/s, "
+                f"worker/ceiling {_fmt(summary.ratio_worker_to_ceiling, '.3f')}",
+                flush=True,
+            )
+    return {
+        "bench": "worker",
+        "runs": args.runs,
+        "batch": args.batch,
+        "max_batch": args.max_batch,
+        "shapes": shapes,
+    }
 
 
 # -- event-to-alert latency through a real worker process ------------------------
@@ -405,29 +702,59 @@ async def latency(
             )
 
 
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--_produce":
-        bootstrap, topic, rate, step_at, waves, until, part, tick = sys.argv[2:10]
-        asyncio.run(
-            produce_steady(
-                bootstrap,
-                topic,
-                float(rate),
-                float(step_at),
-                int(waves),
-                float(until),
-                int(part),
-                float(tick),
-            )
-        )
-        raise SystemExit(0)
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="runs per shape (default 3)")
     parser.add_argument(
-        "--event-rate",
+        "--shapes",
+        nargs="+",
+        choices=SHAPES,
+        default=list(SHAPES),
+        help="traffic shapes to run (default: both)",
+    )
+    parser.add_argument(
+        "--dense-events", type=int, default=300_000, help="dense: events (default 300,000)"
+    )
+    parser.add_argument(
+        "--dense-rate",
         type=float,
-        default=5_000.0,
-        help="events per second of event time (default 5,000)",
+        default=100_000.0,
+        help="dense: events per second of event time (default 100,000)",
+    )
+    parser.add_argument(
+        "--dense-use-cases", type=int, default=500, help="dense: use cases (default 500)"
+    )
+    parser.add_argument(
+        "--sample-lines",
+        type=int,
+        default=0,
+        help="sample: read only the first N lines of the sample (default 0: all)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        help="events per message, as spendsentry produce --batch (default 100)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=5_000,
+        help="records per getmany, worker and ceiling (default 5,000: the worker's)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="interval between two scrapes of the worker's /metrics (default 0.05)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up on a worker run after this long (default 600)",
     )
     parser.add_argument(
         "--latency-rate",
@@ -458,11 +785,27 @@ if __name__ == "__main__":
     parser.add_argument(
         "--trace", action="store_true", help="latency run: print the worker's lags every second"
     )
-    parser.add_argument(
-        "--gc-freeze", action="store_true", help="gc.freeze() before the read phases"
-    )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--_produce":
+        bootstrap, topic, rate, step_at, waves, until, part, tick = sys.argv[2:10]
+        asyncio.run(
+            produce_steady(
+                bootstrap,
+                topic,
+                float(rate),
+                float(step_at),
+                int(waves),
+                float(until),
+                int(part),
+                float(tick),
+            )
+        )
+        raise SystemExit(0)
+    args = _parse_args()
     if args.latency_rate:
         asyncio.run(latency(args.latency_rate, args.waves, args.producers, args.tick, args.trace))
     else:
-        asyncio.run(main(args.events, args.event_rate, args.gc_freeze))
+        print(orjson.dumps(throughput(args)).decode())

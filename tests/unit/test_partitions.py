@@ -12,7 +12,7 @@ import pytest
 
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.policy import PolicySet
-from spendsentry.worker import PartitionSet, Pipeline
+from spendsentry.worker import PartitionSet
 from spendsentry.worker.state import assemble, encode_snapshot, parse_record, unpack_state
 
 pytestmark = pytest.mark.timeout(30)
@@ -216,9 +216,3 @@ def test_merged_view_sums_the_engines() -> None:
     assert view.firing() == []
     assert s.records == 2
     assert pickle.loads(pickle.dumps(s.pipelines[0].snapshot_state()))["partition"] == 0
-
-
-def test_pipeline_without_partition_still_handles_a_batch() -> None:
-    p = Pipeline(engine())
-    out = p.handle({("u", 3): [Rec("u", 3, 0, usage(1, NOW - 600, "a"))]}, now=NOW)
-    assert out.dead_letters == [] and p.engine.stats.accepted == 1

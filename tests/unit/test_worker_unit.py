@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.policy import PolicySet
 from spendsentry.worker import (
+    PartitionSet,
     PartitionWatermarks,
-    Pipeline,
     TopicsConfig,
     UseCaseLabels,
     WorkerMetrics,
@@ -64,10 +64,19 @@ def batch(*records: Rec) -> dict[tuple[str, int], list[Rec]]:
     return out
 
 
-def new_pipeline(registry: CollectorRegistry | None = None, limit: int = 50) -> Pipeline:
+def engine() -> Engine:
+    return Engine(PolicySet.empty(), config=EngineConfig(allowed_lateness_s=120.0))
+
+
+def new_parts(
+    registry: CollectorRegistry | None = None, limit: int = 50, *, numbers: tuple[int, ...] = (0,)
+) -> PartitionSet:
+    """The worker's batch path (usage "u", outcomes "o") owning partitions ``numbers``."""
     metrics = WorkerMetrics.create(registry, use_case_limit=limit) if registry else None
-    engine = Engine(PolicySet.empty(), config=EngineConfig(allowed_lateness_s=120.0))
-    return Pipeline(engine, metrics=metrics, idle_after_s=10.0)
+    parts = PartitionSet(engine, metrics, inputs=("u", "o"), idle_after_s=10.0)
+    for p in numbers:
+        parts.fresh(p)
+    return parts
 
 
 # -- metrics --------------------------------------------------------------------
@@ -75,7 +84,7 @@ def new_pipeline(registry: CollectorRegistry | None = None, limit: int = 50) -> 
 
 def test_metrics_count_events_tokens_cost_rejections_and_duplicates() -> None:
     registry = CollectorRegistry()
-    p = new_pipeline(registry)
+    s = new_parts(registry)
     start = NOW - 3600
     records = [
         Rec("u", 0, 0, json.dumps(usage(1, start)).encode()),
@@ -97,7 +106,7 @@ def test_metrics_count_events_tokens_cost_rejections_and_duplicates() -> None:
             ).encode(),
         ),
     ]
-    p.handle(batch(*records), now=NOW)
+    s.handle(batch(*records), now=NOW)
     get = registry.get_sample_value
     assert get("spendsentry_events_total", {"use_case": "support", "kind": "llm_call"}) == 3
     assert get("spendsentry_events_total", {"use_case": "support", "kind": "outcome"}) == 1
@@ -110,20 +119,20 @@ def test_metrics_count_events_tokens_cost_rejections_and_duplicates() -> None:
     assert get("spendsentry_batch_seconds_count") == 1
     assert get("spendsentry_processing_lag_seconds_count") == 2  # one per partition
     # A second batch adds deltas, it does not recount the totals.
-    p.handle(batch(Rec("u", 0, 4, json.dumps(usage(4, start + 4)).encode())), now=NOW)
+    s.handle(batch(Rec("u", 0, 4, json.dumps(usage(4, start + 4)).encode())), now=NOW)
     assert get("spendsentry_events_total", {"use_case": "support", "kind": "llm_call"}) == 4
     assert get("spendsentry_cost_usd_total", {"use_case": "support"}) == pytest.approx(2.0)
 
 
 def test_use_case_label_cardinality_is_capped() -> None:
     registry = CollectorRegistry()
-    p = new_pipeline(registry, limit=2)
+    s = new_parts(registry, limit=2)
     start = NOW - 3600
     records = [
         Rec("u", 0, i, json.dumps(usage(i, start + i, use_case=f"uc{i % 4}")).encode())
         for i in range(8)
     ]
-    p.handle(batch(*records), now=NOW)
+    s.handle(batch(*records), now=NOW)
     samples = [
         s
         for metric in registry.collect()
@@ -181,33 +190,46 @@ def test_watermark_waits_for_every_active_partition_and_skips_idle_ones() -> Non
     assert w.current(now=9.0) == 900.0  # never backwards
 
 
-def test_pipeline_dead_letters_events_behind_the_watermark_as_late() -> None:
-    p = new_pipeline()
-    p.watermarks.assign([("u", 0), ("u", 1)], now=NOW)
+def test_events_behind_the_watermark_of_every_partition_are_dead_lettered_as_late() -> None:
+    s = new_parts(numbers=(0, 1))
+    for p in (0, 1):
+        s.pipelines[p].watermarks.assign([("u", p)], now=NOW)
+    first, second = s.pipelines[0], s.pipelines[1]
     start = NOW - 7200
     recs0 = [Rec("u", 0, i, json.dumps(usage(i, start + 30 * i)).encode()) for i in range(40)]
     recs1 = [
         Rec("u", 1, i, json.dumps(usage(100 + i, start + 30 * i, "b")).encode()) for i in range(40)
     ]
-    out = p.handle(batch(*recs0), now=NOW)
-    assert p.engine.closed_until is not None and not p.closing_started  # waits for partition 1
-    out = p.handle(batch(*recs1), now=NOW)
-    assert p.closing_started
-    assert p.engine.closed_until * 60 <= p.watermark - 120
+    out = s.handle(batch(*recs0), now=NOW)
+    assert first.engine.closed_until is not None and not first.closing_started  # waits for 1
+    out = s.handle(batch(*recs1), now=NOW)
+    for pl in (first, second):
+        assert pl.closing_started and pl.engine.closed_until is not None
+        assert pl.engine.closed_until * 60 <= pl.watermark - 120
     late = Rec("u", 1, 40, json.dumps(usage(999, start)).encode())
-    out = p.handle(batch(late), now=NOW)
+    out = s.handle(batch(late), now=NOW)
     assert [d.reason.value for d in out.dead_letters] == ["late"]
-    assert p.engine.stats.late == 1 and p.engine.stats.accepted == 80
+    stats = s.view().stats
+    assert stats.late == 1 and stats.accepted == 80
 
 
 def test_an_older_minute_on_a_partition_read_later_is_not_late_before_closing_starts() -> None:
-    p = new_pipeline()
-    p.watermarks.assign([("u", 0), ("u", 1)], now=NOW)
+    # Outcomes p feed the engine of usage p: the second partition of one engine.
+    s = new_parts()
+    s.pipelines[0].watermarks.assign([("u", 0), ("o", 0)], now=NOW)
     start = NOW - 7200
-    p.handle(batch(Rec("u", 0, 0, json.dumps(usage(1, start + 600)).encode())), now=NOW)
-    out = p.handle(batch(Rec("u", 1, 0, json.dumps(usage(2, start)).encode())), now=NOW)
-    assert out.dead_letters == [] and p.engine.stats.accepted == 2
-    assert p.engine.closed_until is not None and p.engine.closed_until * 60 <= start
+    s.handle(batch(Rec("u", 0, 0, json.dumps(usage(1, start + 600)).encode())), now=NOW)
+    outcome = {
+        "type": "outcome",
+        "event_id": "o1",
+        "ts": start,
+        "use_case": "support",
+        "outcome": "resolved",
+    }
+    out = s.handle(batch(Rec("o", 0, 0, json.dumps(outcome).encode())), now=NOW)
+    engine = s.pipelines[0].engine
+    assert out.dead_letters == [] and engine.stats.accepted == 2
+    assert engine.closed_until is not None and engine.closed_until * 60 <= start
 
 
 # -- snapshots and alert dedupe -------------------------------------------------
@@ -221,15 +243,16 @@ def _restore(records: tuple[bytes, list[bytes]]) -> dict[str, object]:
 
 
 def test_snapshot_round_trip_restores_engine_offsets_and_published_keys() -> None:
-    p = new_pipeline()
+    s = new_parts()
+    p = s.pipelines[0]
     p.watermarks.assign([("u", 0)], now=NOW)
     start = NOW - 3600
-    p.handle(batch(*[Rec("u", 0, i, json.dumps(usage(i, start + i)).encode()) for i in range(5)]))
+    s.handle(batch(*[Rec("u", 0, i, json.dumps(usage(i, start + i)).encode()) for i in range(5)]))
     assert p.mark_published("a1:firing:warning:1")
     encoded = encode_snapshot(p.snapshot_state(), group="g", partition=0, seq=1, writer="w")
     assert encoded.chunks == [] and encoded.manifest_key == b"g:0"
 
-    q = new_pipeline()
+    q = new_parts(numbers=()).new_pipeline(0)
     q.restore_state(_restore((encoded.manifest_value(chunk_offsets=[]), [])), now=NOW)
     assert q.offsets == {("u", 0): 5}
     assert q.engine.stats.accepted == 5
@@ -307,8 +330,7 @@ def test_topics_file_overrides_defaults(tmp_path: Path) -> None:
 
 def test_late_events_are_counted_per_use_case_with_a_capped_label() -> None:
     registry = CollectorRegistry()
-    p = new_pipeline(registry, limit=1)
-    p.watermarks.assign([("u", 0)], now=NOW)
+    p = new_parts(registry, limit=1)
     start = NOW - 7200
     recs = [Rec("u", 0, i, json.dumps(usage(i, start + 30 * i)).encode()) for i in range(40)]
     p.handle(batch(*recs), now=NOW)

@@ -1,15 +1,15 @@
-"""The worker's batch-shaped hot path, without any I/O.
+"""One engine's share of the worker's batch-shaped hot path, without any I/O.
 
-:class:`Pipeline` takes what one ``getmany`` returned (records grouped by
-partition), decodes it with the :class:`~spendsentry.ingest.Decoder`, feeds the
-:class:`~spendsentry.engine.Engine` in one ``process`` call, moves event time
-forward by the partition watermarks, and returns what must be published. The
-Kafka shell (:mod:`spendsentry.worker.service`) only moves bytes, which keeps
-this part unit-testable and deterministic.
-
-The worker runs one pipeline per input partition number (usage *p* and
-outcomes *p*: see :mod:`spendsentry.worker.partitions`); a pipeline is also
-the unit of a state snapshot.
+A :class:`Pipeline` decodes its records with the
+:class:`~spendsentry.ingest.Decoder` and feeds the
+:class:`~spendsentry.engine.Engine` in one ``process`` call (:meth:`Pipeline.ingest`),
+then closes the minutes event time has passed (:meth:`Pipeline.advance`), and
+collects what must be published. The worker runs one pipeline per input
+partition number (usage *p* and outcomes *p*), driven by
+:class:`~spendsentry.worker.partitions.PartitionSet`, which splits each
+``getmany`` between them and decides event time for all; the Kafka shell
+(:mod:`spendsentry.worker.service`) only moves bytes, which keeps this part
+unit-testable and deterministic. A pipeline is also the unit of a state snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,43 +120,6 @@ class Pipeline:
 
     # -- the hot path ---------------------------------------------------------
 
-    def handle(
-        self,
-        batch: Mapping[Any, Sequence[RecordLike]],
-        *,
-        now: float | None = None,
-        pending: Collection[TP] = (),
-        idle_floor: float = -math.inf,
-    ) -> BatchOutput:
-        """Process one ``getmany`` result and advance event time.
-
-        Parameters
-        ----------
-        batch : mapping of partition -> records
-            As returned by ``AIOKafkaConsumer.getmany`` (keys are not read: each
-            record names its topic and partition).
-        now : float, optional
-            Wall-clock time (``time.time()`` when omitted).
-        pending : collection of (topic, partition)
-            Partitions with unconsumed data on the broker (never idle).
-        idle_floor : float
-            See :meth:`PartitionWatermarks.current`.
-        """
-        started = time.perf_counter()
-        now = time.time() if now is None else now
-        out = BatchOutput()
-        records = [r for rs in batch.values() for r in rs]
-        events = self.ingest(records, now=now, out=out)
-        self.advance(now=now, pending=pending, out=out, idle_floor=idle_floor)
-        metrics = self.metrics
-        if metrics is not None:
-            count_records(metrics, records)
-            self.count_use_cases(events)
-            count_output(metrics, out)
-            metrics.open_incidents.set(len(self.engine.firing()))
-            metrics.batch_latency.observe(time.perf_counter() - started)
-        return out
-
     @property
     def closing_started(self) -> bool:
         """Whether the engine has closed a minute (its start can no longer move)."""
@@ -216,21 +179,6 @@ class Pipeline:
             self._process(events, sources, out)
         return events
 
-    def tick(
-        self,
-        *,
-        now: float | None = None,
-        pending: Collection[TP] = (),
-        idle_floor: float = -math.inf,
-    ) -> BatchOutput:
-        """No new records: let idle partitions release the watermark."""
-        now = time.time() if now is None else now
-        out = BatchOutput()
-        self.advance(now=now, pending=pending, out=out, idle_floor=idle_floor)
-        if self.metrics is not None and (out.alerts or out.dead_letters):
-            count_output(self.metrics, out)
-        return out
-
     def _process(
         self, events: list[Event], sources: list[SourcePosition], out: BatchOutput
     ) -> None:
@@ -271,24 +219,13 @@ class Pipeline:
             out.commands.extend(result.commands)
         return applied
 
-    def advance(
-        self,
-        *,
-        now: float,
-        pending: Collection[TP] = (),
-        out: BatchOutput,
-        idle_floor: float = -math.inf,
-        event_time: float | None = None,
-    ) -> None:
+    def advance(self, *, now: float, out: BatchOutput, event_time: float) -> None:
         """Close the minutes the watermark has passed; results go to ``out``.
 
-        ``event_time``, when given, is the watermark decided for the whole worker
-        (see :class:`~spendsentry.worker.partitions.PartitionSet`); otherwise this
-        pipeline's own partitions decide.
+        ``event_time`` is the watermark decided for the whole worker (see
+        :class:`~spendsentry.worker.partitions.PartitionSet`).
         """
         engine = self.engine
-        if event_time is None:
-            event_time = self.watermarks.current(now=now, pending=pending, idle_floor=idle_floor)
         # Never backwards: minutes already closed stay closed.
         self.watermark = max(self.watermark, event_time)
         if self.watermark == -math.inf or engine.closed_until is None:

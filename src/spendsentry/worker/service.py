@@ -3,8 +3,8 @@
 Why an aiokafka consumer with ``getmany`` and not a Faust agent with
 ``stream.take()``: measured on this machine, aiokafka ``getmany`` + orjson reads
 ~370k events/s while Faust's per-message stream path tops out near 14k events/s
-(``benchmarks/bench_worker.py`` measures both paths side by side; see
-docs/worker.md for the numbers). Just as important, the snapshot protocol
+(see docs/worker.md for the numbers; ``benchmarks/bench_worker.py`` measures this
+process against the raw ``getmany`` ceiling). Just as important, the snapshot protocol
 needs full control of offsets: commit only after the snapshot that reflects them
 is durable, and seek to the snapshot's offsets when a partition is assigned.
 Faust commits on its own schedule (the architecture notes record a Table losing
@@ -861,7 +861,7 @@ class IngestService(faust.Service):
         log.info("assigned partitions %s (fresh: %s)", numbers, fresh)
         # What exists now (clients, restored engines) lives for the run: take it
         # out of the cyclic collector's reach, or every full collection walks it
-        # again. Measured: ~2x throughput (benchmarks/bench_worker.py --gc-freeze).
+        # again. Measured: ~2x throughput (docs/worker.md, Performance).
         # Objects freed by reference counting are still freed.
         gc.collect()
         gc.freeze()
