@@ -49,6 +49,7 @@ import orjson
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
+from spendsentry.actions.commands import Scope
 from spendsentry.alerts import ALERT_KINDS
 from spendsentry.slack.blocks import ACTION_IDS
 from spendsentry.timeutil import format_ts
@@ -153,8 +154,13 @@ def parse_interaction(body: bytes) -> tuple[str, dict[str, Any], str] | None:
             f"button value: kind {value.get('kind')!r:.40} is not an alert kind"
         )
     scope_key = value.get("scope_key")
-    if scope_key is not None and (not isinstance(scope_key, str) or not 0 < len(scope_key) <= 500):
-        raise InvalidInteraction("button value: scope_key is not a string or null")
+    if scope_key is not None:
+        if not isinstance(scope_key, str) or not 0 < len(scope_key) <= 2000:
+            raise InvalidInteraction("button value: scope_key is not a string or null")
+        try:
+            Scope.parse(scope_key)  # the engine would dead-letter it: say so now
+        except ValueError:
+            raise InvalidInteraction("button value: scope_key is not a scope key") from None
     user = payload.get("user")
     who = None
     if isinstance(user, dict):
