@@ -4,7 +4,7 @@ A forged record on the throttle topic used to reach engine state: a version
 of 2^64 made the next command unserializable (the worker exited), and 50k junk
 scope keys bloated every engine snapshot. These tests drive the pure parts:
 ``trusted_command``, ``ThrottleTopic`` (what every reader of the topic keeps),
-and the planner's bounds. tests/integration/test_throttle_trust.py runs the
+and the planner's bounds. tests/integration/test_throttle_topic_forgery.py runs the
 worker and the CLI against forged records on a real broker.
 """
 
