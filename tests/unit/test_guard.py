@@ -205,3 +205,26 @@ def test_token_bucket_rejects_a_bad_rate_and_caps_huge_requests() -> None:
     assert b.take(30, now=0.0) == 0.0
     assert b.take(100, now=0.0) == pytest.approx(30.0)  # never fits: wait for a full bucket
     assert b.take(10, now=100.0) == 0.0 and b.tokens == pytest.approx(50.0)
+
+
+def test_a_use_case_named_like_a_narrower_scope_throttles_only_itself() -> None:
+    # Issue 12, item 5: the use case "support_chat/model=gpt-4o" used to have
+    # the key of support_chat on gpt-4o, and blocked the real one.
+    g = guard()
+    impostor = Scope("support_chat/model=gpt-4o")
+    assert g.apply(command("block", scope=impostor)) == "applied"
+    assert g.check("support_chat", model="gpt-4o").allowed
+    assert not g.check("support_chat/model=gpt-4o").allowed
+    assert not g.check("support_chat/model=gpt-4o", model="gpt-4o-mini").allowed
+    g.apply(command("block", scope=Scope("support_chat", model="gpt-4o")))
+    assert not g.check("support_chat", model="gpt-4o").allowed
+    assert g.check("support_chat", model="gpt-4o-mini").allowed
+
+
+def test_a_command_whose_key_is_not_the_key_of_its_scope_is_invalid() -> None:
+    # A signed command must not say one scope in `scope` and mean another by
+    # its key (the key decides what a guard throttles).
+    doc = command("block", scope=Scope("support_chat/model=gpt-4o"))
+    doc["scope_key"] = "support_chat/model=gpt-4o"
+    doc["signature"] = KEYS.sign(doc)
+    assert guard().apply(doc) == "invalid"

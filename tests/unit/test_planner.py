@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -235,8 +236,12 @@ def test_bad_control_messages_are_rejected_with_a_reason() -> None:
         ControlAction.parse({**control("ack").to_dict(), "user": ""})
     with pytest.raises(ControlError, match="needs until"):
         ControlAction.parse(control("ack").to_dict() | {"action": "snooze"})
+    with pytest.raises(ControlError, match=r"\$\.scope_key"):
+        control("release", scope_key="a/b")
+    # Built past parse (an embedding caller): the planner refuses it too.
+    bad = dataclasses.replace(control("release"), scope_key="a/b")
     with pytest.raises(ControlError, match="scope key"):
-        ThrottlePlanner().apply_control(control("release", scope_key="a/b"), policy())
+        ThrottlePlanner().apply_control(bad, policy())
 
 
 def test_versions_seen_on_the_topic_keep_new_commands_newer() -> None:

@@ -435,3 +435,54 @@ def test_fuzz_any_signed_body_is_never_a_server_error(
     assert status < 500, status
     assert status in (200, 400, 413)
     assert _tracebacks(caplog) == []
+
+
+def test_the_release_button_of_a_use_case_with_a_slash_releases_that_use_case() -> None:
+    # Issue 12, item 5: the control message of this click was dead-lettered
+    # ("cannot release: scope key ... is not use_case[/model=...]").
+    from spendsentry.actions.commands import Scope
+    from spendsentry.engine import Engine
+    from spendsentry.policy import LadderStep, Policy, PolicySet
+    from spendsentry.timeutil import format_ts
+
+    name = "support_chat/model=gpt-4o"
+    alert = {**ALERT, "use_case": name}
+
+    async def scenario(client: TestClient, published: list[Any]) -> None:
+        body = click("spendsentry_release", value=button_value(alert))
+        resp = await client.post(PATH, data=body, headers=signed(body))
+        assert resp.status == 200, await resp.text()
+
+    [(key, message)] = run(scenario)
+    assert key == name.encode() and validate("control-action", message) == []
+    policy = Policy(name, auto_throttle="on", ladder=(LadderStep("warning", "block"),))
+    engine = Engine(PolicySet([policy]))
+    from spendsentry.alerts import Alert
+
+    firing = Alert(
+        ALERT["alert_id"],
+        "cost_spike",
+        name,
+        "warning",
+        "firing",
+        NOW - 60,
+        NOW - 360,
+        "x",
+        {},
+        2.0,
+    )
+    block = engine.planner.plan(firing, policy)
+    assert block is not None and block.scope_key == "support_chat%2Fmodel%3Dgpt-4o"
+    [release] = engine.apply_control({**message, "at": format_ts(NOW)}).commands
+    assert release.action == "release" and release.scope == Scope(name)
+
+
+def test_a_click_with_a_malformed_scope_key_is_400() -> None:
+    value = json.dumps({**json.loads(button_value(ALERT)), "scope_key": "a/x=y"})
+
+    async def scenario(client: TestClient, published: list[Any]) -> None:
+        body = click("spendsentry_release", value=value)
+        resp = await client.post(PATH, data=body, headers=signed(body))
+        assert resp.status == 400 and "scope_key" in await resp.text()
+
+    assert run(scenario) == []

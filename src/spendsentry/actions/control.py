@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from spendsentry.actions.commands import Scope
 from spendsentry.contracts import validate
 from spendsentry.errors import SpendSentryError
 from spendsentry.timeutil import format_ts, parse_ts
@@ -53,9 +54,20 @@ class ControlAction:
     version: int | None = None
 
     @property
+    def scope(self) -> Scope:
+        """The scope a release applies to: ``scope_key``, else the whole use case.
+
+        Raises ``ValueError`` for a malformed ``scope_key``. A use case is never
+        parsed as a key: its name may hold ``/`` or ``=``.
+        """
+        if self.scope_key is not None:
+            return Scope.parse(self.scope_key)
+        return Scope(self.use_case)
+
+    @property
     def target_scope(self) -> str:
-        """The scope a release applies to (the use case when no scope_key is given)."""
-        return self.scope_key or self.use_case
+        """The key of :attr:`scope` (the use case's key when no scope_key is given)."""
+        return self.scope_key if self.scope_key is not None else Scope(self.use_case).key
 
     @classmethod
     def parse(cls, raw: bytes | str | Mapping[str, Any]) -> ControlAction:

@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spendsentry.actions.commands import CommandReason, Scope, ThrottleCommand
+from spendsentry.actions.commands import MAX_VERSION, CommandReason, Scope, ThrottleCommand
 from spendsentry.actions.control import ControlAction, ControlError
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ __all__ = ["MAX_COMMAND_S", "Baseline", "ThrottlePlanner", "action_of"]
 
 #: No command lasts longer than a day, whatever a policy says.
 MAX_COMMAND_S = 24 * 3600.0
+#: How far ahead of the version held a release from ``spendsentry throttle
+#: release`` may be (it publishes latest + 1): ai.control is not signed, and a
+#: forged version near :data:`MAX_VERSION` would end throttling on the scope.
+MAX_CONTROL_VERSION_STEP = 1000
 _SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 _SUMMARY_CHARS = 300
 
@@ -103,11 +107,18 @@ def action_of(cmd: ThrottleCommand | None) -> dict[str, Any]:
 class ThrottlePlanner:
     """Turns alerts and operator actions into throttle commands (see the module doc).
 
+    Versions stay within 1..:data:`MAX_VERSION`; at the bound a scope gets no
+    further command (counted in :attr:`ignored_versions`) rather than one
+    that cannot be serialized.
+
     Parameters
     ----------
     max_scopes, max_snoozes, max_acks
         Memory bounds; beyond them the oldest inactive entries are forgotten.
     """
+
+    #: Class default: planners pickled before the counter existed restore with 0.
+    ignored_versions = 0
 
     def __init__(
         self, *, max_scopes: int = 50_000, max_snoozes: int = 10_000, max_acks: int = 10_000
@@ -121,6 +132,17 @@ class ThrottlePlanner:
         #: alert_id -> who acknowledged it and when.
         self.acks: dict[str, dict[str, Any]] = {}
         self.issued = 0
+        #: Versions not taken (out of range, implausible, unknown scope) and
+        #: commands not issued because the scope's version is at the bound.
+        self.ignored_versions = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # A snapshot written before versions were bounded may hold a forged
+        # version (2^64 made the next command unserializable): forget the scope.
+        for key in [k for k, s in self._scopes.items() if not 0 <= s.version <= MAX_VERSION]:
+            del self._scopes[key]
+            self.ignored_versions += 1
 
     # -- alerts ---------------------------------------------------------------
 
@@ -235,15 +257,18 @@ class ThrottlePlanner:
             _trim(self.snoozes, self.max_snoozes)
             return []
         try:
-            scope = Scope.parse(action.target_scope)
+            scope = action.scope
         except ValueError as exc:
             raise ControlError(f"cannot release: {exc}") from None
         state = self._scopes.get(scope.key)
         if action.version is not None:
             # The release is already on ai.throttle (the CLI published it):
-            # remember its version so the next command here is newer.
-            if state is None:
-                state = self._new_scope(scope.key)
+            # remember its version so the next command here is newer. Only for
+            # a scope this planner knows (it issued or saw a verified command
+            # there), and only a plausible step ahead: ai.control is not signed.
+            if state is None or not _plausible(action.version, state.version):
+                self.ignored_versions += 1
+                return []
             state.version = max(state.version, action.version)
             state.current, state.owner, state.severity = None, None, -1
             state.changed_at = max(state.changed_at, action.at)
@@ -264,17 +289,23 @@ class ThrottlePlanner:
             owner=None,
             severity=-1,
         )
-        return [cmd]
+        return [] if cmd is None else [cmd]
 
     def observe_version(self, scope_key: str, version: int) -> None:
-        """A command with ``version`` exists on ai.throttle (seen at start-up).
+        """A verified command with ``version`` exists on ai.throttle (seen at start-up).
 
         Keeps versions monotonic when the engine starts without its snapshot.
+        The caller passes only commands that verify (see
+        :func:`~spendsentry.actions.commands.trusted_command`); a version
+        outside 1..:data:`MAX_VERSION` is ignored all the same.
         """
+        if type(version) is not int or not 0 < version <= MAX_VERSION:
+            self.ignored_versions += 1
+            return
         state = self._scopes.get(scope_key)
         if state is None:
             state = self._new_scope(scope_key)
-        state.version = max(state.version, int(version))
+        state.version = max(state.version, version)
 
     # -- queries --------------------------------------------------------------
 
@@ -320,7 +351,11 @@ class ThrottlePlanner:
         dry_run: bool,
         owner: str | None,
         severity: int,
-    ) -> ThrottleCommand:
+    ) -> ThrottleCommand | None:
+        if state.version >= MAX_VERSION:
+            # No newer version can be written: gateways would ignore it.
+            self.ignored_versions += 1
+            return None
         state.version += 1
         duration = min(policy.max_duration_s, MAX_COMMAND_S)
         cmd = ThrottleCommand.build(
@@ -345,6 +380,10 @@ class ThrottlePlanner:
             del self._scopes[victim]
         state = self._scopes[key] = _ScopeState()
         return state
+
+
+def _plausible(version: int, held: int) -> bool:
+    return 0 < version <= min(MAX_VERSION, held + MAX_CONTROL_VERSION_STEP)
 
 
 def _short(text: str) -> str:

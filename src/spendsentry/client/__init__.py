@@ -13,14 +13,22 @@ from __future__ import annotations
 
 from spendsentry.actions.signing import ThrottleKeys
 from spendsentry.client.buckets import TokenBucket
-from spendsentry.client.guard import Decision, ThrottleGuard, read_latest
+from spendsentry.client.guard import (
+    Decision,
+    ThrottleGuard,
+    ThrottleTopic,
+    read_commands,
+    read_latest,
+)
 from spendsentry.client.reporter import UsageReporter
 
 __all__ = [
     "Decision",
     "ThrottleGuard",
     "ThrottleKeys",
+    "ThrottleTopic",
     "TokenBucket",
     "UsageReporter",
+    "read_commands",
     "read_latest",
 ]

@@ -29,18 +29,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from spendsentry import kafka_security
+from spendsentry.actions.commands import Rejection, scope_keys_of_call, trusted_command
 from spendsentry.actions.signing import ThrottleKeys
 from spendsentry.client.buckets import TokenBucket
-from spendsentry.contracts import validate
 from spendsentry.timeutil import parse_ts
 
-__all__ = ["Decision", "ThrottleGuard", "read_latest"]
+__all__ = ["Decision", "ThrottleGuard", "ThrottleTopic", "read_commands", "read_latest"]
 
 log = logging.getLogger(__name__)
 
@@ -154,21 +154,10 @@ class ThrottleGuard:
         return verdict
 
     def _judge(self, message: bytes | str | Mapping[str, Any], now: float) -> tuple[str, str]:
-        doc: Any = message
-        if isinstance(message, bytes | str):
-            try:
-                doc = orjson.loads(message)
-            except orjson.JSONDecodeError:
-                return "invalid", "?"
-        if not isinstance(doc, dict):
-            return "invalid", "?"
-        scope_key = str(doc.get("scope_key", "?"))[:200]
-        if not doc.get("signature"):
-            return "unsigned", scope_key
-        if validate("throttle-command", doc):
-            return "invalid", scope_key
-        if not self.keys.verify(doc):
-            return "bad_signature", scope_key
+        doc = trusted_command(message, self.keys)
+        if isinstance(doc, Rejection):
+            return doc.reason, doc.scope_key
+        scope_key = doc["scope_key"]
         version = int(doc["version"])
         expires_at, issued_at = parse_ts(doc["expires_at"]), parse_ts(doc["issued_at"])
         with self._lock:
@@ -230,13 +219,7 @@ class ThrottleGuard:
                 retry_after_s=self.retry_after_unavailable_s,
                 reason="throttle commands unavailable (fail closed)",
             )
-        keys = [use_case]
-        if model:
-            keys.append(f"{use_case}/model={model}")
-        if agent_id:
-            keys.append(f"{use_case}/agent={agent_id}")
-        if model and agent_id:
-            keys.append(f"{use_case}/model={model}/agent={agent_id}")
+        keys = scope_keys_of_call(use_case, model, agent_id)
         with self._lock:
             enforced: list[tuple[str, _Held]] = []
             dry: list[tuple[str, _Held]] = []
@@ -530,6 +513,84 @@ async def _partitions(consumer: Any, topic: str) -> list[int]:
     return sorted(found) if found else []
 
 
+@dataclass(slots=True)
+class ThrottleTopic:
+    """What a read of ai.throttle found (see :func:`read_commands`)."""
+
+    #: The newest trusted command per scope key (sorted by key).
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Records ignored, by reason (``invalid``, ``unsigned``, ``bad_signature``).
+    rejected: Counter[str] = field(default_factory=Counter)
+    #: The first few of them, for a log line (their scope keys are not trusted).
+    examples: list[Rejection] = field(default_factory=list)
+    #: Records read (tombstones included).
+    records: int = 0
+
+    def take(self, value: bytes | None, keys: ThrottleKeys) -> None:
+        """Count one record; keep it if it is a trusted command newer than the one held."""
+        self.records += 1
+        if value is None:
+            return  # a tombstone: compaction's business
+        doc = trusted_command(value, keys)
+        if isinstance(doc, Rejection):
+            self.rejected[doc.reason] += 1
+            if len(self.examples) < _EXAMPLES:
+                self.examples.append(doc)
+            return
+        held = self.latest.get(doc["scope_key"])
+        if held is None or doc["version"] > held["version"]:
+            self.latest[doc["scope_key"]] = doc
+
+    def versions(self, limit: int) -> dict[str, int]:
+        """Version per scope of the ``limit`` most recently issued trusted commands."""
+        newest = sorted(self.latest.items(), key=lambda kv: _issued(kv[1]), reverse=True)
+        return {key: int(doc["version"]) for key, doc in newest[:limit]}
+
+    def describe_rejected(self) -> str:
+        """One line for the log: how many were ignored and why, with examples."""
+        counts = ", ".join(f"{reason}={n}" for reason, n in sorted(self.rejected.items()))
+        shown = "; ".join(
+            f"{r.scope_key[:60]!r}: {r.reason} ({r.detail[:120]})" for r in self.examples
+        )
+        return f"{sum(self.rejected.values())} ignored ({counts}), e.g. {shown}"
+
+
+#: Rejected records kept as examples for the log.
+_EXAMPLES = 3
+
+
+def _issued(doc: Mapping[str, Any]) -> float:
+    try:
+        return parse_ts(doc["issued_at"])
+    except (KeyError, TypeError, ValueError):
+        return -float("inf")
+
+
+async def read_commands(
+    bootstrap: str,
+    topic: str = "ai.throttle",
+    *,
+    keys: ThrottleKeys,
+    timeout_s: float = 20.0,
+) -> ThrottleTopic:
+    """The newest trusted command per scope on ``topic`` (read from the beginning).
+
+    Only commands that :func:`~spendsentry.actions.commands.trusted_command`
+    accepts with ``keys`` count: a forged record (unsigned, signed with
+    another key, malformed, a version out of range) is counted in
+    ``rejected`` and can neither hide nor replace a real command.
+
+    Raises
+    ------
+    TimeoutError
+        The topic could not be read to its end within ``timeout_s``.
+    """
+    found = ThrottleTopic()
+    await _read_topic(bootstrap, topic, timeout_s, lambda value: found.take(value, keys))
+    found.latest = dict(sorted(found.latest.items()))
+    return found
+
+
 async def read_latest(
     bootstrap: str,
     topic: str = "ai.throttle",
@@ -539,15 +600,39 @@ async def read_latest(
 ) -> dict[str, tuple[dict[str, Any], bool | None]]:
     """The newest command per scope key on ``topic`` (read from the beginning).
 
-    Returns ``{scope_key: (command, verified)}``; ``verified`` is None without
-    ``keys``. Records that are not JSON objects with a scope key and a
-    version are skipped.
+    Returns ``{scope_key: (command, verified)}``. With ``keys``, only trusted
+    commands (as :func:`read_commands`; ``verified`` is True). Without keys,
+    every record that is a JSON object with a scope key and a version, not
+    verified (``verified`` is None): for looking, never for acting on.
 
     Raises
     ------
     TimeoutError
         The topic could not be read to its end within ``timeout_s``.
     """
+    if keys is not None:
+        found = await read_commands(bootstrap, topic, keys=keys, timeout_s=timeout_s)
+        return {key: (doc, True) for key, doc in found.latest.items()}
+    latest: dict[str, tuple[dict[str, Any], bool | None]] = {}
+
+    def take(value: bytes | None) -> None:
+        try:
+            doc = orjson.loads(value or b"")
+            key, version = doc["scope_key"], int(doc["version"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        held = latest.get(key)
+        if held is None or version > int(held[0]["version"]):
+            latest[key] = (doc, None)
+
+    await _read_topic(bootstrap, topic, timeout_s, take)
+    return dict(sorted(latest.items()))
+
+
+async def _read_topic(
+    bootstrap: str, topic: str, timeout_s: float, take: Callable[[bytes | None], None]
+) -> None:
+    """Pass every record value of ``topic``, from the beginning to its end, to ``take``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -558,32 +643,28 @@ async def read_latest(
         **kafka_security.client_kwargs(),
     )
     await asyncio.wait_for(consumer.start(), timeout_s)
-    latest: dict[str, tuple[dict[str, Any], bool | None]] = {}
     try:
         partitions = await _partitions(consumer, topic)
         if not partitions:
-            return latest
+            return
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout_s
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+        while True:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic} to its end in {timeout_s:g}s")
             batch = await consumer.getmany(timeout_ms=300, max_records=5000)
             for records in batch.values():
                 for r in records:
-                    try:
-                        doc = orjson.loads(r.value or b"")
-                        key, version = doc["scope_key"], int(doc["version"])
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                        continue
-                    held = latest.get(key)
-                    if held is None or version > int(held[0]["version"]):
-                        verified = None if keys is None else keys.verify(doc)
-                        latest[key] = (doc, verified)
-        return dict(sorted(latest.items()))
+                    take(r.value)
+            # Past the end offsets and nothing more: done. The end offset alone
+            # is not enough: the embedded broker can report one below records
+            # already written (seen: 49912 of 50001), and the newest command
+            # on a scope is the one that counts.
+            if not batch and not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                return
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), 5)

@@ -1,17 +1,24 @@
 """``spendsentry throttle``: see and lift throttle commands on ``ai.throttle``.
 
-``list`` reads the topic from the beginning and shows the latest command per
-scope, its time left and whether its signature verifies with the configured
-keys. ``release SCOPE`` publishes a signed ``release`` (version = latest + 1)
-and tells the worker on ``ai.control``, so its next command is newer still; it
-needs the signing key (``SPENDSENTRY_THROTTLE_KEY``, ``SPENDSENTRY_THROTTLE_KEYS``
-or ``SPENDSENTRY_THROTTLE_KEY_FILE``).
+``list`` reads the topic from the beginning and shows the latest verified
+command per scope and its time left; records that do not verify with the
+configured keys are counted and ignored (a forged record cannot hide or
+replace a real command). ``release SCOPE`` publishes a signed ``release``
+(version = latest verified + 1) and tells the worker on ``ai.control``, so its
+next command is newer still. Both need a key (``SPENDSENTRY_THROTTLE_KEY``,
+``SPENDSENTRY_THROTTLE_KEYS`` or ``SPENDSENTRY_THROTTLE_KEY_FILE``); ``release``
+needs the signing one.
+
+SCOPE is a scope key (``support_chat/model=gpt-4o``, reserved characters in
+names escaped) or a use case's name as it is (``team/a=b``); when it could be
+both and both hold a command, ``--use-case`` or the escaped key says which.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
@@ -42,10 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         cmd.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS")
         if name == "list":
+            cmd.add_argument(
+                "scope", metavar="SCOPE", nargs="?", help="only this scope key or use case"
+            )
             cmd.add_argument("--json", action="store_true", help="one JSON object per scope")
             cmd.add_argument("--all", action="store_true", help="also expired and released")
         else:
-            cmd.add_argument("scope", metavar="SCOPE", help="scope key, e.g. support_chat")
+            cmd.add_argument(
+                "scope", metavar="SCOPE", help="scope key or use case name, e.g. support_chat"
+            )
+            cmd.add_argument(
+                "--use-case", action="store_true", help="SCOPE is a use case name, not a key"
+            )
             cmd.add_argument("--reason", default="", help="why (goes into the command)")
             cmd.add_argument("--user", default=None, help="who (default: the login name)")
 
@@ -78,38 +93,72 @@ def _names(args: argparse.Namespace) -> tuple[str, str]:
     return topics.throttle.name, topics.control.name
 
 
-async def _list(args: argparse.Namespace) -> int:
+def _keys_or_none(command: str) -> Any:
     from spendsentry.actions import ThrottleKeys
-    from spendsentry.client import read_latest
-    from spendsentry.timeutil import parse_ts
 
     keys = ThrottleKeys.from_env()
+    if not keys.accepted:
+        print(
+            f"spendsentry throttle {command}: no key to verify commands with; set "
+            "SPENDSENTRY_THROTTLE_KEYS (or SPENDSENTRY_THROTTLE_KEY or "
+            "SPENDSENTRY_THROTTLE_KEY_FILE)",
+            file=sys.stderr,
+        )
+        return None
+    return keys
+
+
+def _candidates(text: str, *, use_case_only: bool = False) -> list[Any]:
+    """The scopes ``text`` may name: the scope key it parses as, and the use case so named."""
+    from spendsentry.actions import Scope
+
+    found = [Scope(text)]
+    if not use_case_only:
+        with contextlib.suppress(ValueError):  # not a key: only a use case name
+            found.insert(0, Scope.parse(text))
+    return list({scope.key: scope for scope in found}.values())
+
+
+def _report_rejected(found: Any, topic: str, command: str) -> None:
+    if found.rejected:
+        print(
+            f"spendsentry throttle {command}: {topic}: not verified commands, "
+            f"{found.describe_rejected()}",
+            file=sys.stderr,
+        )
+
+
+async def _list(args: argparse.Namespace) -> int:
+    from spendsentry.client import read_commands
+    from spendsentry.timeutil import parse_ts
+
+    keys = _keys_or_none("list")
+    if keys is None:
+        return 2
     throttle, _ = _names(args)
-    latest = await read_latest(
-        args.broker, throttle, keys=keys if keys.accepted else None, timeout_s=args.timeout
-    )
+    found = await read_commands(args.broker, throttle, keys=keys, timeout_s=args.timeout)
+    _report_rejected(found, throttle, "list")
+    wanted = None if args.scope is None else {s.key for s in _candidates(args.scope)}
     now = time.time()
     shown = 0
-    for scope_key, (doc, verified) in latest.items():
-        try:
-            left = parse_ts(doc["expires_at"]) - now
-        except (KeyError, TypeError, ValueError):
-            left = 0.0
-        active = left > 0 and doc.get("action") != "release"
+    for scope_key, doc in found.latest.items():
+        if wanted is not None and scope_key not in wanted:
+            continue
+        left = parse_ts(doc["expires_at"]) - now
+        active = left > 0 and doc["action"] != "release"
         if not active and not args.all:
             continue
         shown += 1
-        status = {True: "verified", False: "BAD SIGNATURE", None: "not checked (no key)"}
         if args.json:
-            row = {**doc, "seconds_left": max(0, round(left)), "verified": verified}
+            row = {**doc, "seconds_left": max(0, round(left)), "verified": True}
             print(orjson.dumps(row).decode())
             continue
-        params = ",".join(f"{k}={v}" for k, v in sorted((doc.get("params") or {}).items()))
+        params = ",".join(f"{k}={v}" for k, v in sorted(doc["params"].items()))
         print(
-            f"{scope_key}\tv{doc.get('version')}\t{doc.get('action')}"
+            f"{scope_key}\tv{doc['version']}\t{doc['action']}"
             f"{' (' + params + ')' if params else ''}"
-            f"{' DRY RUN' if doc.get('dry_run') else ''}\t"
-            f"{_left(left)}\t{status[verified]}\t{(doc.get('reason') or {}).get('summary', '')}"
+            f"{' DRY RUN' if doc['dry_run'] else ''}\t"
+            f"{_left(left)}\tverified\t{doc['reason']['summary']}"
         )
     if not shown and not args.json:
         print("no active throttle commands", file=sys.stderr)
@@ -126,9 +175,9 @@ def _left(seconds: float) -> str:
 async def _release(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
 
-    from spendsentry.actions import Scope, ThrottleCommand, ThrottleKeys
-    from spendsentry.actions.commands import CommandReason
-    from spendsentry.client import read_latest
+    from spendsentry.actions import ThrottleCommand, ThrottleKeys
+    from spendsentry.actions.commands import MAX_VERSION, CommandReason
+    from spendsentry.client import read_commands
     from spendsentry.timeutil import format_ts, parse_ts
 
     keys = ThrottleKeys.from_env()
@@ -139,18 +188,40 @@ async def _release(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    scope = Scope.parse(args.scope)
+    candidates = _candidates(args.scope, use_case_only=args.use_case)
     throttle, control = _names(args)
-    latest = await read_latest(args.broker, throttle, keys=keys, timeout_s=args.timeout)
-    held = latest.get(scope.key)
+    found = await read_commands(args.broker, throttle, keys=keys, timeout_s=args.timeout)
+    _report_rejected(found, throttle, "release")
     now = time.time()
-    if held is None:
-        print(f"spendsentry throttle release: no command for {scope.key}", file=sys.stderr)
+    held = [(s, found.latest[s.key]) for s in candidates if s.key in found.latest]
+    live = [
+        (s, doc)
+        for s, doc in held
+        if doc["action"] != "release" and parse_ts(doc["expires_at"]) > now
+    ]
+    if len(live) > 1:
+        keys_held = " and ".join(s.key for s, _ in live)
+        print(
+            f"spendsentry throttle release: {args.scope!r} names two throttled scopes "
+            f"({keys_held}); give the escaped scope key, or --use-case for the use case",
+            file=sys.stderr,
+        )
+        return 2
+    if not held:
+        print(f"spendsentry throttle release: no command for {candidates[0].key}", file=sys.stderr)
         return 1
-    doc, _ = held
-    if doc.get("action") == "release" or parse_ts(doc["expires_at"]) <= now:
-        print(f"{scope.key}: nothing to release (latest is {doc.get('action')}, or expired)")
+    if not live:
+        scope, doc = held[0]
+        print(f"{scope.key}: nothing to release (latest is {doc['action']}, or expired)")
         return 0
+    scope, doc = live[0]
+    if doc["version"] >= MAX_VERSION:
+        print(
+            f"spendsentry throttle release: {scope.key} is at version {doc['version']}, the "
+            "largest allowed: no newer command can be written",
+            file=sys.stderr,
+        )
+        return 2
     user = args.user or _login()
     summary = f"released by {user}" + (f": {args.reason}" if args.reason else "")
     reason = doc.get("reason") or {}

@@ -56,6 +56,7 @@ from urllib.parse import parse_qs
 import orjson
 from aiohttp import web
 
+from spendsentry.actions.commands import Scope
 from spendsentry.alerts import ALERT_KINDS
 from spendsentry.slack.blocks import ACTION_IDS
 from spendsentry.timeutil import format_ts
@@ -161,8 +162,13 @@ def parse_interaction(body: bytes) -> tuple[str, dict[str, Any], str] | None:
             f"button value: kind {value.get('kind')!r:.40} is not an alert kind"
         )
     scope_key = value.get("scope_key")
-    if scope_key is not None and (not isinstance(scope_key, str) or not 0 < len(scope_key) <= 500):
-        raise InvalidInteraction("button value: scope_key is not a string or null")
+    if scope_key is not None:
+        if not isinstance(scope_key, str) or not 0 < len(scope_key) <= 2000:
+            raise InvalidInteraction("button value: scope_key is not a string or null")
+        try:
+            Scope.parse(scope_key)  # the engine would dead-letter it: say so now
+        except ValueError:
+            raise InvalidInteraction("button value: scope_key is not a scope key") from None
     user = payload.get("user")
     who = None
     if isinstance(user, dict):

@@ -111,6 +111,7 @@ class WorkerMetrics:
     alerts: Counter
     alerts_suppressed: Counter
     active_throttles: Gauge
+    throttle_records_rejected: Counter
     open_incidents: Gauge
     detector_score: Gauge
     processing_lag: Histogram
@@ -183,6 +184,12 @@ class WorkerMetrics:
             ),
             active_throttles=Gauge(
                 "spendsentry_active_throttles", "Throttle commands in force", registry=r
+            ),
+            throttle_records_rejected=Counter(
+                "spendsentry_throttle_records_rejected",
+                "Records on the throttle topic ignored because they are not verified commands",
+                ["reason"],
+                registry=r,
             ),
             open_incidents=Gauge(
                 "spendsentry_open_incidents", "Incidents currently firing", registry=r

@@ -36,6 +36,7 @@ import logging
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,10 @@ from spendsentry.worker.throttle_edge import CommandEdge, wall_clock_body, wall_
 from spendsentry.worker.topics import TopicsConfig, check_co_partitioned
 
 log = logging.getLogger(__name__)
+
+#: Scopes whose version on ai.throttle a fresh engine learns at most (the most
+#: recently issued): state grows with what the worker signed, not the topic.
+MAX_OBSERVED_VERSIONS = 10_000
 
 
 @dataclass(slots=True)
@@ -188,6 +193,8 @@ class IngestService(faust.Service):
         self._parked: dict[int, tuple[Pipeline, tuple[str, int] | None]] = {}
         self._control_next: dict[int, int] = {}
         self._throttle_versions: dict[str, int] = {}
+        #: Records on ai.throttle ignored at start, by reason (not verified commands).
+        self.throttle_rejected: Counter[str] = Counter()
         self._last_checkpoint = time.monotonic()
         #: The snapshot write in flight, started by the consume loop.
         self._writing: asyncio.Task[None] | None = None
@@ -640,18 +647,29 @@ class IngestService(faust.Service):
         self.metrics.active_throttles.set(len(self.parts.active_commands(self._event_now())))
 
     async def _read_throttle_versions(self) -> None:
-        """Versions on ai.throttle (a lost snapshot, or releases from
-        ``spendsentry throttle release``): fresh engines continue from them."""
-        from spendsentry.client.guard import read_latest
+        """Versions of the verified commands on ai.throttle (a lost snapshot, or
+        releases from ``spendsentry throttle release``): fresh engines continue
+        from them. Records that do not verify with the configured keys are
+        counted and ignored: anyone who can write to the topic could forge them."""
+        from spendsentry.client.guard import read_commands
 
-        try:
-            latest = await read_latest(
-                self.config.bootstrap, self.config.topics.throttle.name, timeout_s=20.0
-            )
-        except Exception as exc:
-            log.warning("could not read %s for versions: %s", self.config.topics.throttle.name, exc)
+        keys, name = self.config.throttle_keys, self.config.topics.throttle.name
+        if not keys.accepted:
+            log.info("no throttle key: versions on %s are not read (none could verify)", name)
             return
-        self._throttle_versions = {key: int(doc["version"]) for key, (doc, _) in latest.items()}
+        try:
+            found = await read_commands(self.config.bootstrap, name, keys=keys, timeout_s=20.0)
+        except Exception as exc:
+            log.warning("could not read %s for versions: %s", name, exc)
+            return
+        for reason, n in found.rejected.items():
+            self.throttle_rejected[reason] += n
+            self.metrics.throttle_records_rejected.labels(reason).inc(n)
+        if found.rejected:
+            log.warning(
+                "%s: records that are not verified commands: %s", name, found.describe_rejected()
+            )
+        self._throttle_versions = found.versions(MAX_OBSERVED_VERSIONS)
 
     async def _alerts_end_offsets(self) -> dict[int, int]:
         consumer = self.consumer
@@ -910,6 +928,7 @@ class IngestService(faust.Service):
                 "published": self.commands_published,
                 "unpublished_no_key": self.commands_unpublished,
                 "signing_key": self.config.throttle_keys.can_sign,
+                "rejected_records": dict(sorted(self.throttle_rejected.items())),
             },
             "state_topic": self.config.topics.state.name,
             "last_snapshot_at": self.last_snapshot_at,
