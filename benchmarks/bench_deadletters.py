@@ -42,7 +42,7 @@ def late(name: str, events: int) -> None:
         orjson.dumps({"event_id": "now", "ts": NOW, "use_case": "u"}), SOURCE, now=NOW
     )
     engine.process(current.events)
-    engine.advance(NOW)
+    engine.advance(NOW + engine.config.allowed_lateness_s)
     docs = [{"event_id": f"e{i}", "ts": NOW - 3600, "use_case": "u"} for i in range(events)]
     raw = orjson.dumps(docs)
     result = decoder.decode(raw, SOURCE, now=NOW)

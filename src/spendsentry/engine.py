@@ -7,7 +7,7 @@ Shape of a run::
 
     engine = Engine(policies)
     out = engine.process(batch)          # ingest a batch (dedupe, late check, price)
-    out += engine.advance(watermark)     # close every minute before the watermark
+    out += engine.advance(event_time)    # close what the allowed lateness behind it allows
     ...
     out += engine.flush()                # end of input: close what is still open
 
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendsentry.actions import Baseline, ControlAction, ThrottleCommand, ThrottlePlanner
 from spendsentry.alerts import Alert, IncidentTracker, severity_rank
+from spendsentry.clock import EventClock
 from spendsentry.dedupe import EventIdIndex
 from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext, build_monitors
 from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
@@ -260,7 +261,9 @@ class Engine:
 
     #: Defaults for engines restored from snapshots taken before these existed.
     closing_started = True
-    _jump_candidate: float | None = None
+
+    #: Where its events come from, for its own clock (replay: one stream).
+    STREAM = "stream"
 
     def __init__(
         self,
@@ -282,13 +285,12 @@ class Engine:
         self.use_cases: dict[str, UseCaseState] = {}
         #: Every minute before this one is closed (None until the first event).
         self.closed_until: int | None = None
-        self.max_ts: float = -math.inf
+        #: How far its own input has got (what :meth:`advance` uses by default;
+        #: the worker passes the event time of all its partitions instead).
+        self.clock = EventClock(math.inf, self.config.confirm_jump_s)
         #: Whether a minute has been closed yet: until then the start may move
         #: back (partitions arrive one after another; nothing was emitted).
         self.closing_started = False
-        #: An event time more than ``confirm_jump_s`` ahead of ``max_ts``,
-        #: waiting for a second record to confirm it.
-        self._jump_candidate = None
         self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
         #: The action ladder, operator actions and command versions.
         self.planner = ThrottlePlanner()
@@ -307,14 +309,12 @@ class Engine:
         out = EngineOutput()
         if sources is not None and not isinstance(sources, Sequence):
             sources = list(sources)
+        if not isinstance(events, Sequence):
+            events = list(events)
         if not self.closing_started or self.closed_until is None:
-            if not isinstance(events, Sequence):
-                events = list(events)
             self._place_start(events)
         stats = self.stats
         closed_until = self.closed_until
-        jump = self.config.confirm_jump_s
-        candidate = self._jump_candidate
         # The hot loop: ~100k events/s. Locals instead of attribute lookups,
         # counters summed once per batch. Per event it only decides (duplicate,
         # late, price); usage events are then added per bucket in runs (sums
@@ -323,7 +323,6 @@ class Engine:
         evicted_before = self._seen_ids.evicted
         use_cases = self.use_cases
         price = self.prices.cost
-        max_ts = self.max_ts
         accepted = duplicates = 0
         #: Usage events per open bucket, in arrival order, and each bucket's use case.
         runs: dict[MinuteBucket, list[UsageEvent]] = {}
@@ -339,14 +338,6 @@ class Engine:
                 source = sources[index] if sources is not None else None
                 out.rejected.append(self._late(e, source, closed_until))
                 continue
-            if ts > max_ts:
-                if ts - max_ts <= jump or max_ts == -math.inf:
-                    max_ts = ts
-                elif candidate is None:
-                    candidate = ts  # a jump: wait for a second record to agree
-                else:
-                    low, high = (candidate, ts) if candidate <= ts else (ts, candidate)
-                    max_ts, candidate = (high, None) if high - low <= jump else (low, high)
             use_case = e.use_case
             state = use_cases.get(use_case)
             if state is None:
@@ -393,8 +384,8 @@ class Engine:
             totals.input_tokens += added.input_tokens
             totals.output_tokens += added.output_tokens
             totals.cost_nano += added.cost_nano
-        self.max_ts = max_ts
-        self._jump_candidate = candidate
+        # Late and duplicate events never move it: they are behind, or seen.
+        self.clock.observe(self.STREAM, [e.ts for e in events], now=0.0)
         stats.accepted += accepted
         stats.duplicates += duplicates
         stats.evicted_dedupe_ids += self._seen_ids.evicted - evicted_before
@@ -482,20 +473,37 @@ class Engine:
 
     # -- event time ---------------------------------------------------------
 
-    def watermark(self) -> float:
-        """The default watermark: newest event time minus the allowed lateness."""
-        return self.max_ts - self.config.allowed_lateness_s
+    @property
+    def max_ts(self) -> float:
+        """The newest (confirmed) event time of this engine's own input."""
+        return self.clock.newest()
 
-    def advance(self, watermark: float | None = None) -> EngineOutput:
-        """Close every minute that ends at or before ``watermark``."""
+    def advance(self, event_time: float | None = None) -> EngineOutput:
+        """Close every minute that ends at or before ``event_time`` minus the lateness.
+
+        ``event_time`` is how far the stream has got (see
+        :func:`spendsentry.clock.event_time`); by default, how far this engine's
+        own input has got. The allowed lateness is applied here, and only here.
+        """
         out = EngineOutput()
         if self.closed_until is None:
             return out
-        wm = self.watermark() if watermark is None else watermark
-        if wm == -math.inf:
+        reached = self.clock.newest() if event_time is None else event_time
+        if reached == -math.inf:
             return out
-        self._close_until(int(wm // MINUTE), out)
+        self._close_until(int((reached - self.config.allowed_lateness_s) // MINUTE), out)
         return out
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Engines pickled before the engine had its own clock kept ``max_ts``.
+        self.__dict__.update(state)
+        if "clock" not in state:
+            clock = self.clock = EventClock(math.inf, EngineConfig().confirm_jump_s)
+            newest = state.get("max_ts", -math.inf)
+            if newest > -math.inf:
+                clock.max_ts[self.STREAM] = newest
+        self.__dict__.pop("max_ts", None)
+        self.__dict__.pop("_jump_candidate", None)
 
     def flush(self) -> EngineOutput:
         """End of input: close every open minute."""

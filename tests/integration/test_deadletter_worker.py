@@ -148,7 +148,7 @@ async def _refused(broker: EmbeddedBroker, unique_name: Callable[[str], str], tm
     try:
         pipeline = service.parts.new_pipeline(0)
         service.parts.add(pipeline)
-        out = pipeline.handle({0: [_Record(names["usage"], 0, 5, _big_invalid())]})
+        out = service.parts.handle({0: [_Record(names["usage"], 0, 5, _big_invalid())]})
         [letter] = out.dead_letters
         assert letter.source == SourcePosition(names["usage"], None, 0, 5)
 

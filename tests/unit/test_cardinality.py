@@ -77,7 +77,9 @@ def test_session_memory_at_the_cap_is_bounded() -> None:
     config = EngineConfig(max_sessions_per_use_case=5_000)
     engine = Engine(PolicySet.empty(), config=config)
     engine.process([_call(0, T0, "chat", "s-0")])
-    engine.advance(T0 + 60)  # the use case exists and observes: only sessions grow
+    engine.advance(
+        T0 + 60 + engine.config.allowed_lateness_s
+    )  # the use case exists and observes: only sessions grow
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
@@ -89,7 +91,7 @@ def test_session_memory_at_the_cap_is_bounded() -> None:
                     for i in range(5_000)
                 ]
             )
-            engine.advance(T0 + (minute + 1) * 60)
+            engine.advance(T0 + (minute + 1) * 60 + engine.config.allowed_lateness_s)
         after, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

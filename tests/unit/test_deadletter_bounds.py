@@ -163,7 +163,7 @@ def test_late_events_of_one_message_are_written_as_one_dead_letter() -> None:
     engine = Engine(PolicySet.empty())
     decoder = Decoder()
     engine.process(decoder.decode(orjson.dumps(_event(0, ts=NOW)), SRC, now=NOW).events)
-    engine.advance(NOW + 120)  # a minute has closed: the engine's start is fixed
+    engine.advance(NOW + 240)  # the watermark passed a minute: the engine's start is fixed
     raw = orjson.dumps([_event(i, ts=NOW - 3600) for i in range(1, 2001)])
     events = decoder.decode(raw, SRC, now=NOW).events
     late = engine.process(events, [SRC] * len(events)).rejected

@@ -152,7 +152,7 @@ def test_snapshot_from_a_real_engine() -> None:
         for k, uc in enumerate(("big", "small", "small"))
     ]
     engine.process(events)
-    engine.advance(t0 + 70 * 60)
+    engine.advance(t0 + 70 * 60 + engine.config.allowed_lateness_s)
     board = StatusBoard()
     board.observe_alert(_alert(alert_id="gone", use_case="big"))  # not firing in the engine
     snap = build_snapshot(engine, board, watermark=t0 + 70 * 60, header={"group_id": "g"})

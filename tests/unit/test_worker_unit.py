@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from spendsentry.clock import EventClock, event_time
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.policy import PolicySet
 from spendsentry.worker import (
+    BatchOutput,
     PartitionSet,
-    PartitionWatermarks,
     TopicsConfig,
     UseCaseLabels,
     WorkerMetrics,
@@ -177,17 +178,21 @@ def test_use_case_labels_do_not_flap_between_similar_volumes() -> None:
 
 
 def test_watermark_waits_for_every_active_partition_and_skips_idle_ones() -> None:
-    w = PartitionWatermarks(idle_after_s=5.0)
+    w = EventClock(idle_after_s=5.0)
     w.assign(["a", "b"], now=0.0)
-    w.observe("a", 500.0, now=1.0)
-    assert w.current(now=1.0) == -math.inf
-    w.observe("b", 300.0, now=2.0)
-    assert w.current(now=2.0) == 300.0
-    w.observe("a", 900.0, now=8.0)
-    assert w.current(now=8.0, pending={"b"}) == 300.0  # b has a backlog: never idle
-    assert w.current(now=8.0) == 900.0
-    w.observe("b", 400.0, now=9.0)
-    assert w.current(now=9.0) == 900.0  # never backwards
+    w.observe("a", [500.0], now=1.0)
+    assert event_time([w], now=1.0) == -math.inf
+    w.observe("b", [300.0], now=2.0)
+    assert event_time([w], now=2.0) == 300.0
+    w.observe("a", [900.0], now=8.0)
+    assert event_time([w], now=8.0, pending={"b"}) == 300.0  # b has a backlog: never idle
+    assert event_time([w], now=8.0) == 900.0
+    w.observe("b", [400.0], now=9.0)
+    assert event_time([w], now=9.0) == 400.0  # b is active again ...
+    pipeline = new_parts().pipelines[0]
+    for reached in (900.0, 400.0):
+        pipeline.advance(now=9.0, out=BatchOutput(), event_time=reached)
+    assert pipeline.watermark == 900.0  # ... but event time never moves backwards
 
 
 def test_events_behind_the_watermark_of_every_partition_are_dead_lettered_as_late() -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spendsentry.actions import ThrottleCommand
+from spendsentry.clock import event_time
 from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
 from spendsentry.events import Event
 from spendsentry.ingest import Decoder
@@ -80,7 +81,7 @@ class PartitionSet:
     inputs : sequence of str
         The co-partitioned input topics (usage, outcomes).
     idle_after_s : float
-        See :class:`~spendsentry.worker.watermarks.PartitionWatermarks`.
+        See :class:`~spendsentry.clock.EventClock`.
     """
 
     def __init__(
@@ -223,20 +224,14 @@ class PartitionSet:
         return min(starts, default=None)
 
     def event_time(self, now: float, pending: Collection[TP] = ()) -> float:
-        """The worker's watermark (before lateness): the least newest event time
-        over every active partition of every engine here; when all are idle, the
-        newest event time seen. This is what one engine for all partitions did:
-        a partition whose messages are not in event-time order (big arrays, a
-        backlog read in several batches) is not closed behind by the others."""
-        pipelines = self.pipelines.values()
-        mins = [
-            m
-            for pl in pipelines
-            if (m := pl.watermarks.active_min(now=now, pending=pending)) is not None
-        ]
-        if mins:
-            return min(mins)
-        return max((pl.watermarks.newest() for pl in pipelines), default=-math.inf)
+        """The worker's event time (before lateness) over every partition of every
+        engine here (:func:`spendsentry.clock.event_time`). This is what one engine
+        for all partitions did: a partition whose messages are not in event-time
+        order (big arrays, a backlog read in several batches) is not closed behind
+        by the others."""
+        return event_time(
+            (pl.watermarks for pl in self.pipelines.values()), now=now, pending=pending
+        )
 
     def _advance(self, now: float, pending: Collection[TP], out: BatchOutput) -> None:
         event_time = self.event_time(now, pending)

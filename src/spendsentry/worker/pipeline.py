@@ -23,12 +23,12 @@ from typing import Any, Protocol
 
 from spendsentry.actions import ControlError, ThrottleCommand
 from spendsentry.alerts import Alert
+from spendsentry.clock import EventClock
 from spendsentry.engine import Engine
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
 from spendsentry.worker.metrics import WorkerMetrics
-from spendsentry.worker.watermarks import PartitionWatermarks
 
 #: A partition as the pipeline sees it: (topic, partition).
 TP = tuple[str, int]
@@ -80,7 +80,7 @@ class Pipeline:
     metrics : WorkerMetrics, optional
         Where to count; nothing is counted without it.
     idle_after_s : float
-        See :class:`PartitionWatermarks`.
+        See :class:`~spendsentry.clock.EventClock`.
     partition : int, optional
         The input partition number this pipeline owns (None: all it is given).
     """
@@ -98,7 +98,7 @@ class Pipeline:
         self.partition = partition
         self.decoder = decoder or Decoder()
         self.metrics = metrics
-        self.watermarks = PartitionWatermarks(idle_after_s)
+        self.watermarks = EventClock(idle_after_s)
         #: Next offset to consume per partition: what a snapshot's state reflects.
         self.offsets: dict[TP, int] = {}
         #: Partitions that delivered records this state already reflects, and
@@ -139,7 +139,7 @@ class Pipeline:
         # Partition order, then offset order: the same batch always feeds the
         # engine in the same order, whatever order the fetcher returned it in.
         records.sort(key=_RECORD_ORDER)
-        newest: dict[TP, float] = {}
+        stamps: dict[TP, list[float]] = {}
         offsets = self.offsets
         taken = 0
         for r in records:
@@ -164,17 +164,18 @@ class Pipeline:
             if got:
                 events.extend(got)
                 sources.extend([source] * len(got))
-                top = max(e.ts for e in got)
-                if top > newest.get(tp, -math.inf):
-                    newest[tp] = top
+                run = stamps.get(tp)
+                if run is None:
+                    run = stamps[tp] = []
+                run.extend([e.ts for e in got])
             self.offsets[tp] = r.offset + 1
         self.records += taken
         if taken:
             self.dirty = True
-        for tp, ts in newest.items():
-            self.watermarks.observe(tp, ts, now=now)
+        for tp, run in stamps.items():
+            self.watermarks.observe(tp, run, now=now)
             if metrics is not None:
-                metrics.processing_lag.observe(max(0.0, now - ts))
+                metrics.processing_lag.observe(max(0.0, now - max(run)))
         if events:
             self._process(events, sources, out)
         return events
@@ -231,7 +232,7 @@ class Pipeline:
         if self.watermark == -math.inf or engine.closed_until is None:
             return
         before = engine.closed_until
-        result = engine.advance(self.watermark - engine.config.allowed_lateness_s)
+        result = engine.advance(self.watermark)
         if engine.closed_until != before:
             self.dirty = True
         out.dead_letters.extend(result.rejected)
