@@ -11,14 +11,17 @@ directly (UsageEvent objects, no decoding) so a million events take seconds.
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import dataclass
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.events import UsageEvent
 from spendsentry.policy import PolicySet
-from spendsentry.worker.metrics import OTHER, WorkerMetrics
+from spendsentry.worker.metrics import OTHER, WorkerMetrics, label_share
+from spendsentry.worker.partitions import PartitionSet
 
 T0 = 1_793_610_000.0  # a minute boundary
 #: Traced memory per live session at the cap, the event-id index of the same
@@ -140,32 +143,95 @@ def test_memory_per_tracked_use_case_is_bounded_at_the_default_cap() -> None:
     print(f"\nFIGURES use_case_memory: bytes_per_tracked_use_case={per_use_case:.0f}")
 
 
-def test_the_prometheus_use_case_label_is_capped() -> None:
+@dataclass
+class _Rec:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+def _records(partition: int, first: int, docs: list[dict[str, object]]) -> list[_Rec]:
+    return [_Rec("u", partition, first + i, orjson.dumps(doc)) for i, doc in enumerate(docs)]
+
+
+def _use_case_labels(registry: CollectorRegistry, family: str) -> set[str]:
+    return {
+        s.labels["use_case"]
+        for metric in registry.collect()
+        if metric.name == family
+        for s in metric.samples
+    }
+
+
+@pytest.mark.timeout(120)
+def test_the_prometheus_use_case_label_is_capped_per_worker() -> None:
+    # One worker owning all 3 partitions: the cap (50) holds for the worker, not
+    # per engine (3 x 50 before).
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics.create(registry, use_case_limit=50)
+    parts = PartitionSet(Engine, metrics, inputs=("u", "o"), use_case_labels=label_share(50, 3))
+    for p in range(3):
+        parts.fresh(p)
+    offsets = [0, 0, 0]
+
+    def feed(p: int, docs: list[dict[str, object]]) -> None:
+        parts.handle({("u", p): _records(p, offsets[p], docs)}, now=T0 + 3600)
+        offsets[p] += len(docs)
+
+    def commit_all() -> None:
+        for pl in parts.values():
+            pl.commit_counters(pl.capture_counters())
+
+    def doc(n: int, k: int) -> dict[str, object]:
+        return {
+            "event_id": f"e{n}-{k}",
+            "ts": T0 + n * 0.01,
+            "use_case": f"uc-{n}",
+            "input_tokens": 10,
+            "cost_usd": 0.01,
+        }
+
+    for first in range(0, 5_000, 500):
+        for p in range(3):
+            feed(
+                p,
+                [
+                    doc(n, k)
+                    for n in range(first, first + 500)
+                    if n % 3 == p
+                    for k in range(1 + n % 7)
+                ],
+            )
+        commit_all()
+    commit_all()
+    # A late, much busier use case takes over a label at the next snapshot.
+    feed(0, [{"event_id": f"b{k}", "ts": T0 + 50, "use_case": "big"} for k in range(10_000)])
+    commit_all()
+    feed(0, [{"event_id": "b-last", "ts": T0 + 51, "use_case": "big", "cost_usd": 1.0}])
+    commit_all()
+    for family in ("spendsentry_events", "spendsentry_tokens", "spendsentry_cost_usd"):
+        labels = _use_case_labels(registry, family)
+        assert OTHER in labels, family
+        assert len(labels) <= 50 + 1, (family, len(labels))
+    assert "big" in _use_case_labels(registry, "spendsentry_events")
+    accepted = sum(pl.engine.stats.accepted for pl in parts.values())
+    shown = sum(
+        s.value
+        for metric in registry.collect()
+        if metric.name == "spendsentry_events"
+        for s in metric.samples
+    )
+    # Evicted labels take their past series with them; what is shown never exceeds the truth.
+    assert 0 < shown <= accepted
+    # Ranking memory per partition is bounded, not one entry per name ever seen.
+    for pl in parts.values():
+        assert len(pl.counters.labels.volume) <= 2 * pl.counters.labels.max_tracked
+
+
+def test_detector_score_label_is_capped() -> None:
     registry = CollectorRegistry()
     metrics = WorkerMetrics.create(registry, use_case_limit=50)
     for i in range(5_000):
-        metrics.count_use_case(f"uc-{i}", {"llm_call": 1 + i % 7}, 100, 20, 0.01)
         metrics.set_score(f"uc-{i}", "cost_spike", 3.0)
-        if i % 500 == 0:
-            metrics.rerank_use_cases()
-    # A late, much busier use case takes over a label at the next rerank.
-    metrics.count_use_case("big", {"llm_call": 10_000}, 10**6, 10**5, 50.0)
-    evicted = metrics.rerank_use_cases()
-    assert evicted, "the busy newcomer should have taken a label"
-    metrics.count_use_case("big", {"llm_call": 1}, 1, 1, 0.01)
-    for family in ("spendsentry_events", "spendsentry_tokens", "spendsentry_cost_usd"):
-        labels = {
-            s.labels["use_case"]
-            for metric in registry.collect()
-            if metric.name == family
-            for s in metric.samples
-        }
-        assert OTHER in labels and "big" in labels, family
-        assert len(labels) <= 50 + 1, (family, len(labels))
-    scores = {
-        s.labels["use_case"]
-        for metric in registry.collect()
-        if metric.name == "spendsentry_detector_score"
-        for s in metric.samples
-    }
-    assert len(scores) <= 50 + 1
+    assert len(_use_case_labels(registry, "spendsentry_detector_score")) <= 50 + 1

@@ -38,9 +38,8 @@ from typing import Any
 
 from spendsentry.actions import ThrottleCommand
 from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
-from spendsentry.events import Event
 from spendsentry.ingest import Decoder
-from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
 from spendsentry.worker.pipeline import (
     TP,
     BatchOutput,
@@ -81,6 +80,9 @@ class PartitionSet:
         The co-partitioned input topics (usage, outcomes).
     idle_after_s : float
         See :class:`~spendsentry.worker.watermarks.PartitionWatermarks`.
+    use_case_labels : int
+        ``use_case`` label values per partition (the worker's cap divided by the
+        partition count: see :func:`~spendsentry.worker.metrics.label_share`).
     """
 
     def __init__(
@@ -91,9 +93,13 @@ class PartitionSet:
         inputs: Sequence[str],
         idle_after_s: float = 30.0,
         decoder: Decoder | None = None,
+        use_case_labels: int = 50,
     ) -> None:
         self.make_engine = make_engine
         self.metrics = metrics
+        self.use_case_labels = use_case_labels
+        if metrics is not None:
+            metrics.committed.source = self.committed_counters
         self.inputs = frozenset(inputs)
         self.idle_after_s = idle_after_s
         self.decoder = decoder or Decoder()
@@ -122,6 +128,7 @@ class PartitionSet:
             self.metrics,
             idle_after_s=self.idle_after_s,
             partition=partition,
+            use_case_labels=self.use_case_labels,
         )
 
     def fresh(self, partition: int) -> Pipeline:
@@ -183,15 +190,12 @@ class PartitionSet:
                     pipeline.watermarks.touch(now=now)
             self._last_data = now
         out = BatchOutput()
-        events: dict[int, list[Event]] = {}
         for p in sorted(shares):
-            events[p] = self.pipelines[p].ingest(shares[p], now=now, out=out)
+            self.pipelines[p].ingest(shares[p], now=now, out=out)
         self._advance(now, pending, out)
         metrics = self.metrics
         if metrics is not None:
             count_records(metrics, kept)
-            for p, evs in events.items():
-                self.pipelines[p].count_use_cases(evs)
             count_output(metrics, out)
             metrics.batch_latency.observe(time.perf_counter() - started)
         return out
@@ -214,8 +218,10 @@ class PartitionSet:
             share = BatchOutput()
             self.pipelines[p].apply_control(ordered, share, report_bad=p == CONTROL_REPORTER)
             out.extend(share)
-        if self.metrics is not None and out.dead_letters:
-            count_output(self.metrics, BatchOutput(dead_letters=out.dead_letters))
+
+    def committed_counters(self) -> list[tuple[int, PartitionCounters]]:
+        """Each owned partition's counters as of its last durable snapshot (``/metrics``)."""
+        return [(p, pl.committed) for p, pl in self.pipelines.items()]
 
     def control_start(self, control_partition: int) -> int | None:
         """The oldest ``ai.control`` offset some pipeline still has to apply."""

@@ -52,7 +52,7 @@ from spendsentry.actions import ThrottleCommand, ThrottleKeys
 from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
-from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics, label_share
 from spendsentry.worker.partitions import EngineView, PartitionSet
 from spendsentry.worker.pipeline import Pipeline
 from spendsentry.worker.snapshots import KafkaSnapshotStore
@@ -99,6 +99,8 @@ class _Captured:
     encoded: dict[int, EncodedSnapshot]
     #: The input offsets each snapshot reflects (committed once it is durable).
     offsets: list[dict[tuple[str, int], int]]
+    #: The counters each snapshot holds, shown on /metrics once it is durable.
+    counters: list[tuple[Pipeline, PartitionCounters]] = field(default_factory=list)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -145,6 +147,9 @@ class IngestService(faust.Service):
             inputs=config.topics.inputs,
             idle_after_s=config.idle_partition_s,
             decoder=decoder,
+            use_case_labels=label_share(
+                config.use_case_label_limit, config.topics.usage.partitions
+            ),
         )
         #: Throttle commands not published for want of a signing key.
         self.commands_unpublished = 0
@@ -512,8 +517,10 @@ class IngestService(faust.Service):
         alerts_offsets = await self._alerts_end_offsets()
         encoded: dict[int, EncodedSnapshot] = {}
         offsets: list[dict[tuple[str, int], int]] = []
+        counters: list[tuple[Pipeline, PartitionCounters]] = []
         for p in targets:
             pipeline = parts.pipelines[p]
+            counters.append((pipeline, pipeline.capture_counters()))
             state = pipeline.snapshot_state()
             state["alerts_offsets"] = alerts_offsets
             encoded[p] = self.store.encode(
@@ -523,7 +530,7 @@ class IngestService(faust.Service):
             )
             offsets.append(state["offsets"])
             pipeline.dirty = False
-        return _Captured(started, encoded, offsets)
+        return _Captured(started, encoded, offsets, counters)
 
     async def _write(self, captured: _Captured) -> None:
         """Produce captured snapshots, wait for the broker, then commit offsets."""
@@ -535,6 +542,9 @@ class IngestService(faust.Service):
         for p, enc in captured.encoded.items():
             self.snapshot_ids[p] = (self.store.writer, enc.seq)
             log.debug("partition %d: snapshot %d at %s", p, enc.seq, enc.header["offsets"])
+        # Durable: a restart restores these snapshots, so /metrics may show them.
+        for pipeline, counters in captured.counters:
+            pipeline.commit_counters(counters)
         await self._commit(captured.offsets)
         self._last_checkpoint = time.monotonic()
         self.last_snapshot_at = time.time()
@@ -542,7 +552,6 @@ class IngestService(faust.Service):
         self.metrics.snapshots.inc(len(captured.encoded))
         self.metrics.snapshot_latency.observe(time.perf_counter() - captured.started)
         self._count_throttles()
-        self.metrics.rerank_use_cases()
 
     async def _commit(self, states: Iterable[Mapping[tuple[str, int], int]]) -> None:
         """Commit what the (already durable) snapshots reflect.
@@ -844,6 +853,7 @@ class IngestService(faust.Service):
         snapshot = self.snapshot_ids.get(p)
         return {
             "records": pl.records,
+            "committed_records": pl.committed.records,
             "offsets": {f"{t}:{n}": o for (t, n), o in sorted(pl.offsets.items())},
             "watermark": None if pl.watermark == -math.inf else pl.watermark,
             "closed_until_ts": None if engine.closed_until is None else engine.closed_until * 60,
