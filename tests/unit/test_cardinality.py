@@ -10,8 +10,11 @@ directly (UsageEvent objects, no decoding) so a million events take seconds.
 
 from __future__ import annotations
 
+import itertools
+import pickle
 import tracemalloc
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pytest
@@ -22,6 +25,7 @@ from spendsentry.events import UsageEvent
 from spendsentry.policy import PolicySet
 from spendsentry.worker.metrics import OTHER, WorkerMetrics, label_share
 from spendsentry.worker.partitions import PartitionSet
+from spendsentry.worker.service import IngestService, WorkerConfig
 
 T0 = 1_793_610_000.0  # a minute boundary
 #: Traced memory per live session at the cap, the event-id index of the same
@@ -235,3 +239,87 @@ def test_detector_score_label_is_capped() -> None:
     for i in range(5_000):
         metrics.set_score(f"uc-{i}", "cost_spike", 3.0)
     assert len(_use_case_labels(registry, "spendsentry_detector_score")) <= 50 + 1
+
+
+# -- issue 12, item 6: bounds per worker, in bytes ------------------------------
+
+
+def _unpriced(n: int, ts: float, model: str) -> UsageEvent:
+    return UsageEvent(event_id=f"u{n}", ts=ts, use_case="chat", model=model, input_tokens=10)
+
+
+def test_unpriced_model_names_are_capped_and_the_snapshot_stays_small() -> None:
+    engine = Engine(PolicySet.empty())
+    engine.process([_unpriced(n, T0 + n * 0.001, f"custom-model-{n}") for n in range(100_000)])
+    stats = engine.stats
+    assert stats.unpriced == 100_000 == sum(stats.unpriced_models.values())
+    assert len(stats.unpriced_models) <= engine.config.max_unpriced_models + 1
+    assert stats.unpriced_models["(other)"] == 100_000 - engine.config.max_unpriced_models
+    # The stats are snapshotted with the engine (the event ids of the last
+    # minutes too, but those expire): 100k names made them megabytes.
+    size = len(pickle.dumps(stats, protocol=5))
+    assert size < 100_000, size
+
+
+def _service(**engine_config: Any) -> IngestService:
+    config = WorkerConfig(
+        bootstrap="127.0.0.1:9",
+        engine_config=EngineConfig(**engine_config),
+        use_case_label_limit=50,
+    )
+    engine = Engine(PolicySet.empty(), config=config.engine_config)
+    return IngestService(config, engine, WorkerMetrics.create(CollectorRegistry()))
+
+
+def _flood(service: IngestService, names: int) -> None:
+    partitions = service.config.topics.usage.partitions
+    for p in range(partitions):
+        service.parts.fresh(p)
+    usage = service.config.topics.usage.name
+
+    def doc(n: int) -> bytes:
+        cost = 0.001 * (1 + n % 997)
+        return orjson.dumps(
+            {"event_id": f"e{n}", "ts": T0 + n * 0.001, "use_case": f"uc-{n}", "cost_usd": cost}
+        )
+
+    for first in range(0, names, 1_000):
+        batch = {
+            (usage, p): [
+                _Rec(usage, p, n, doc(n))
+                for n in range(first, min(names, first + 1_000))
+                if n % partitions == p
+            ]
+            for p in range(partitions)
+        }
+        service.parts.handle(batch, now=T0 + 3600)
+
+
+@pytest.mark.timeout(120)
+def test_use_case_state_is_bounded_per_worker_not_per_engine() -> None:
+    service = _service(max_use_cases=300)
+    _flood(service, 3_000)
+    engines = [pl.engine for pl in service.parts.values()]
+    assert len(engines) == service.config.topics.usage.partitions > 1
+    assert sum(len(e.use_cases) for e in engines) <= 300
+    assert sum(len(e.stats.use_cases) for e in engines) <= 300 * 10 + len(engines)
+    assert sum(e.stats.accepted for e in engines) == 3_000
+
+
+@pytest.mark.timeout(120)
+def test_status_and_status_page_stay_bounded_under_a_flood_of_names() -> None:
+    service = _service(max_use_cases=20_000)
+    _flood(service, 20_000)
+    status = orjson.dumps(service.status())
+    # ~100 top use cases and counts, not one entry per name (megabytes before).
+    assert len(status) < 200_000, len(status)
+    doc = orjson.loads(status)
+    assert doc["use_case_count"] == 20_000 and len(doc["use_cases"]) <= 100
+    top = list(doc["use_cases"].values())
+    assert all(a["cost_usd"] >= b["cost_usd"] for a, b in itertools.pairwise(top))
+    assert top[0]["cost_usd"] > top[-1]["cost_usd"]
+    for p in doc["partitions"].values():
+        assert len(p["use_cases"]) <= 100 < p["use_case_count"]
+    page = service.page_snapshot()
+    tracked = sum(len(pl.engine.use_cases) for pl in service.parts.values())
+    assert len(page["use_cases"]) <= 40 and page["use_case_count"] == tracked > 10_000

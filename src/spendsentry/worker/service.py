@@ -53,7 +53,7 @@ from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics, label_share
-from spendsentry.worker.partitions import EngineView, PartitionSet
+from spendsentry.worker.partitions import EngineView, PartitionSet, engine_share, top_use_cases
 from spendsentry.worker.pipeline import Pipeline
 from spendsentry.worker.snapshots import KafkaSnapshotStore
 from spendsentry.worker.state import EncodedSnapshot
@@ -61,6 +61,11 @@ from spendsentry.worker.status_page import StatusBoard, build_snapshot
 from spendsentry.worker.topics import TopicsConfig, check_co_partitioned
 
 log = logging.getLogger(__name__)
+
+#: Use cases in ``/status`` (the costliest), unless asked for another page.
+STATUS_USE_CASES = 100
+#: The largest page of use cases ``/status`` returns.
+MAX_STATUS_USE_CASES = 1_000
 
 
 @dataclass(slots=True)
@@ -141,6 +146,8 @@ class IngestService(faust.Service):
         self.config = config
         self.metrics = metrics
         self.template = engine
+        #: Per engine: the worker's caps on names divided across the partitions.
+        self._engine_config = engine_share(engine.config, config.topics.usage.partitions)
         self.parts = PartitionSet(
             self._new_engine,
             metrics,
@@ -183,7 +190,10 @@ class IngestService(faust.Service):
     def _new_engine(self) -> Engine:
         t = self.template
         return Engine(
-            t.policies, config=t.config, prices=t.prices, monitor_factory=t.monitor_factory
+            t.policies,
+            config=self._engine_config,
+            prices=t.prices,
+            monitor_factory=t.monitor_factory,
         )
 
     @property
@@ -802,8 +812,16 @@ class IngestService(faust.Service):
 
     # -- introspection --------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """The JSON ``/status`` view (totals over the engines this worker owns)."""
+    def status(
+        self, *, use_cases_limit: int = STATUS_USE_CASES, use_cases_offset: int = 0
+    ) -> dict[str, Any]:
+        """The JSON ``/status`` view (totals over the engines this worker owns).
+
+        Use cases are a page by total cost (``use_cases_limit`` from
+        ``use_cases_offset``, at most :data:`MAX_STATUS_USE_CASES`), so the
+        view stays small and quick to build under a flood of names.
+        """
+        use_cases_limit = max(0, min(use_cases_limit, MAX_STATUS_USE_CASES))
         parts = self.parts
         view = parts.view()
         stats = view.stats
@@ -829,7 +847,11 @@ class IngestService(faust.Service):
             "duplicates": stats.duplicates,
             "late": stats.late,
             "unpriced": stats.unpriced,
-            "use_cases": {name: t.to_dict() for name, t in sorted(stats.use_cases.items())},
+            "use_case_count": view.use_case_count(),
+            "use_cases_offset": use_cases_offset,
+            "use_cases": {
+                name: t.to_dict() for name, t in view.top_totals(use_cases_limit, use_cases_offset)
+            },
             "alerts": dict(sorted(stats.alerts.items())),
             "firing": [{"use_case": u, "kind": k, "alert_id": a} for u, k, a in view.firing()],
             "published_alert_keys": parts.published_keys,
@@ -859,7 +881,8 @@ class IngestService(faust.Service):
             "closed_until_ts": None if engine.closed_until is None else engine.closed_until * 60,
             "accepted": engine.stats.accepted,
             "late": engine.stats.late,
-            "use_cases": sorted(engine.stats.use_cases),
+            "use_case_count": len(engine.stats.use_cases),
+            "use_cases": top_use_cases(engine, STATUS_USE_CASES),
             "restored": p in self.restored,
             "snapshot": None if snapshot is None else {"writer": snapshot[0], "seq": snapshot[1]},
         }
