@@ -238,6 +238,10 @@ def main() -> None:
                 "last_snapshot_mb": round(snapshot_bytes / 2**20, 1),
             }
             print("FIGURES cardinality: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+        except BaseException:
+            log.flush()
+            print((tmpdir / "worker.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
         finally:
             if worker.poll() is None:
                 os.kill(worker.pid, signal.SIGTERM)
