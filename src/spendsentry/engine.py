@@ -69,6 +69,9 @@ class EngineConfig:
     use_case_idle_minutes: int = 7 * 24 * 60
     #: Hard cap on tracked use cases; beyond it, the least recently active is evicted.
     max_use_cases: int = 10_000
+    #: Distinct model names counted in ``EngineStats.unpriced_models``; further
+    #: names count under ``(other)`` (model names come from producers).
+    max_unpriced_models: int = 1_000
     #: Quiet minutes before an incident resolves.
     resolve_after_minutes: int = 10
     #: A use case silent this many minutes is *dormant*: its monitors stop
@@ -359,7 +362,13 @@ class Engine:
                     elif e.kind in ("llm_call", "embedding"):
                         stats.unpriced += 1
                         name = e.model or "(no model)"
-                        stats.unpriced_models[name] = stats.unpriced_models.get(name, 0) + 1
+                        unpriced = stats.unpriced_models
+                        if (
+                            name not in unpriced
+                            and len(unpriced) >= self.config.max_unpriced_models
+                        ):
+                            name = OTHER_USE_CASES
+                        unpriced[name] = unpriced.get(name, 0) + 1
                     else:
                         e.cost_usd = 0.0  # tool calls and retrievals carry no model price
                 run = runs.get(bucket)

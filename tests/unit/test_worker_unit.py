@@ -22,6 +22,7 @@ from spendsentry.worker import (
     UseCaseLabels,
     WorkerMetrics,
 )
+from spendsentry.worker.metrics import PartitionCounters
 from spendsentry.worker.state import (
     SnapshotError,
     assemble,
@@ -74,10 +75,18 @@ def new_parts(
 ) -> PartitionSet:
     """The worker's batch path (usage "u", outcomes "o") owning partitions ``numbers``."""
     metrics = WorkerMetrics.create(registry, use_case_limit=limit) if registry else None
-    parts = PartitionSet(engine, metrics, inputs=("u", "o"), idle_after_s=10.0)
+    parts = PartitionSet(
+        engine, metrics, inputs=("u", "o"), idle_after_s=10.0, use_case_labels=limit
+    )
     for p in numbers:
         parts.fresh(p)
     return parts
+
+
+def commit(s: PartitionSet) -> None:
+    """What the worker does once a snapshot of every pipeline is durable."""
+    for p in s.pipelines.values():
+        p.commit_counters(p.capture_counters())
 
 
 # -- metrics --------------------------------------------------------------------
@@ -109,20 +118,66 @@ def test_metrics_count_events_tokens_cost_rejections_and_duplicates() -> None:
     ]
     s.handle(batch(*records), now=NOW)
     get = registry.get_sample_value
-    assert get("spendsentry_events_total", {"use_case": "support", "kind": "llm_call"}) == 3
-    assert get("spendsentry_events_total", {"use_case": "support", "kind": "outcome"}) == 1
-    assert get("spendsentry_tokens_total", {"use_case": "support", "direction": "input"}) == 300
-    assert get("spendsentry_tokens_total", {"use_case": "support", "direction": "output"}) == 30
-    assert get("spendsentry_cost_usd_total", {"use_case": "support"}) == pytest.approx(1.5)
-    assert get("spendsentry_duplicates_total") == 1
-    assert get("spendsentry_rejected_total", {"reason": "not_json"}) == 1
+    support = {"use_case": "support", "partition": "0"}
+    # Process work counts at once; engine work once a snapshot holding it is durable.
     assert get("spendsentry_records_total", {"topic": "u"}) == 4
     assert get("spendsentry_batch_seconds_count") == 1
     assert get("spendsentry_processing_lag_seconds_count") == 2  # one per partition
-    # A second batch adds deltas, it does not recount the totals.
+    assert get("spendsentry_events_total", {**support, "kind": "llm_call"}) is None
+    commit(s)
+    assert get("spendsentry_events_total", {**support, "kind": "llm_call"}) == 3
+    assert get("spendsentry_events_total", {**support, "kind": "outcome"}) == 1
+    assert get("spendsentry_tokens_total", {**support, "direction": "input"}) == 300
+    assert get("spendsentry_tokens_total", {**support, "direction": "output"}) == 30
+    assert get("spendsentry_cost_usd_total", support) == pytest.approx(1.5)
+    assert get("spendsentry_duplicates_total", {"partition": "0"}) == 1
+    assert get("spendsentry_rejected_total", {"reason": "not_json", "partition": "0"}) == 1
+    # A second batch adds its increments, it does not recount the totals.
     s.handle(batch(Rec("u", 0, 4, json.dumps(usage(4, start + 4)).encode())), now=NOW)
-    assert get("spendsentry_events_total", {"use_case": "support", "kind": "llm_call"}) == 4
-    assert get("spendsentry_cost_usd_total", {"use_case": "support"}) == pytest.approx(2.0)
+    assert get("spendsentry_events_total", {**support, "kind": "llm_call"}) == 3
+    commit(s)
+    assert get("spendsentry_events_total", {**support, "kind": "llm_call"}) == 4
+    assert get("spendsentry_cost_usd_total", support) == pytest.approx(2.0)
+
+
+def test_counters_continue_from_the_snapshot_and_count_a_replayed_stretch_once() -> None:
+    # A worker snapshots after 10 events, processes 5 more (shown on no scrape:
+    # not durable), and dies; its successor restores the snapshot and processes
+    # the 5 again. The counters go 10 -> 10 -> 15: never 20, never back to 0.
+    start = NOW - 3600
+    recs = [Rec("u", 0, i, json.dumps(usage(i, start + i)).encode()) for i in range(15)]
+    first = new_parts(CollectorRegistry())
+    first.handle(batch(*recs[:10]), now=NOW)
+    one = first.pipelines[0]
+    captured = one.capture_counters()
+    state = pickle.loads(pickle.dumps(one.snapshot_state()))
+    one.commit_counters(captured)
+    first.handle(batch(*recs[10:]), now=NOW)
+    assert one.committed.events == {("support", "llm_call"): 10}
+
+    registry = CollectorRegistry()
+    second = new_parts(registry)
+    second.pipelines[0].restore_state(state, now=NOW)
+    key = {"use_case": "support", "kind": "llm_call", "partition": "0"}
+    assert registry.get_sample_value("spendsentry_events_total", key) == 10
+    second.handle(batch(*recs[10:]), now=NOW)
+    commit(second)
+    assert registry.get_sample_value("spendsentry_events_total", key) == 15
+    assert registry.get_sample_value(
+        "spendsentry_cost_usd_total", {"use_case": "support", "partition": "0"}
+    ) == pytest.approx(7.5)
+
+
+def test_a_snapshot_without_counters_restores_them_from_the_engine_totals() -> None:
+    start = NOW - 3600
+    old = new_parts()
+    old.handle(batch(*[Rec("u", 0, i, json.dumps(usage(i, start + i)).encode()) for i in range(3)]))
+    state = old.pipelines[0].snapshot_state()
+    del state["counters"]  # as written by the previous release
+    p = new_parts().pipelines[0]
+    p.restore_state(pickle.loads(pickle.dumps(state)), now=NOW)
+    assert p.committed.events == {("support", "llm_call"): 3}
+    assert p.committed.cost_nano == {"support": 1_500_000_000}
 
 
 def test_use_case_label_cardinality_is_capped() -> None:
@@ -134,6 +189,7 @@ def test_use_case_label_cardinality_is_capped() -> None:
         for i in range(8)
     ]
     s.handle(batch(*records), now=NOW)
+    commit(s)
     samples = [
         s
         for metric in registry.collect()
@@ -144,25 +200,21 @@ def test_use_case_label_cardinality_is_capped() -> None:
     labels = {s.labels["use_case"] for s in samples}
     assert len(labels) == 3 and "other" in labels
     assert sum(s.value for s in samples) == 8
-    assert (
-        registry.get_sample_value(
-            "spendsentry_events_total", {"use_case": "other", "kind": "llm_call"}
-        )
-        == 4
-    )
+    other = {"use_case": "other", "kind": "llm_call", "partition": "0"}
+    assert registry.get_sample_value("spendsentry_events_total", other) == 4
 
 
 def test_rerank_moves_a_label_to_a_much_busier_use_case_and_drops_its_series() -> None:
-    registry = CollectorRegistry()
-    metrics = WorkerMetrics.create(registry, use_case_limit=1)
-    metrics.count_use_case("quiet", {"llm_call": 1}, 10, 1, 0.1)
-    metrics.count_use_case("busy", {"llm_call": 50}, 500, 50, 5.0)
-    get = registry.get_sample_value
-    assert get("spendsentry_events_total", {"use_case": "other", "kind": "llm_call"}) == 50
-    assert metrics.rerank_use_cases() == ["quiet"]
-    assert get("spendsentry_events_total", {"use_case": "quiet", "kind": "llm_call"}) is None
-    metrics.count_use_case("busy", {"llm_call": 5}, 0, 0, 0.0)
-    assert get("spendsentry_events_total", {"use_case": "busy", "kind": "llm_call"}) == 5
+    counters = PartitionCounters.empty(label_limit=1)
+    counters.add_use_case("quiet", {"llm_call": 1}, 10, 1, 100)
+    counters.add_use_case("busy", {"llm_call": 50}, 500, 50, 5_000)
+    assert counters.events == {("quiet", "llm_call"): 1, ("other", "llm_call"): 50}
+    assert counters.rerank() == ["quiet"]
+    assert ("quiet", "llm_call") not in counters.events
+    counters.add_use_case("busy", {"llm_call": 5}, 0, 0, 0)
+    counters.add_use_case("quiet", {"llm_call": 1}, 0, 0, 0)
+    # "other" never goes back: it keeps busy's past and takes quiet's future.
+    assert counters.events == {("other", "llm_call"): 51, ("busy", "llm_call"): 5}
 
 
 def test_use_case_labels_do_not_flap_between_similar_volumes() -> None:

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from spendsentry.engine import Engine
 from spendsentry.slack.interactions import register_from_env as register_slack_interactions
 from spendsentry.worker.metrics import WorkerMetrics
-from spendsentry.worker.service import IngestService, WorkerConfig
+from spendsentry.worker.service import STATUS_USE_CASES, IngestService, WorkerConfig
 from spendsentry.worker.status_page import render as render_status_page
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,16 @@ def build_app(
 
     @app.page("/status")
     async def status(self: Any, request: Any) -> Any:
-        return self.json(service.status())
+        # ?use_cases_limit=N&use_cases_offset=M pages through the use cases by cost.
+        query = request.query
+        try:
+            limit = int(query.get("use_cases_limit", STATUS_USE_CASES))
+            offset = max(0, int(query.get("use_cases_offset", 0)))
+        except ValueError:
+            return self.json(
+                {"error": "use_cases_limit and use_cases_offset are integers"}, status=400
+            )
+        return self.json(service.status(use_cases_limit=limit, use_cases_offset=offset))
 
     @app.page("/")
     async def page(self: Any, request: Any) -> Any:

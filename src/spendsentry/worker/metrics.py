@@ -4,19 +4,34 @@ Like Faust's ``sensors/prometheus.py``, every metric is created against an
 injected :class:`~prometheus_client.CollectorRegistry`, so tests use a fresh
 registry and a process can run two workers without name clashes.
 
+Two kinds of metric live here:
+
+* **Engine work** (events accepted, tokens, cost, dead letters, duplicates,
+  alerts): :class:`PartitionCounters`, one per input partition, kept in the
+  partition's state and snapshotted with it. ``/metrics`` shows the copy held by
+  the partition's last *durable* snapshot (:class:`CommittedCounters`, a
+  custom collector), with a ``partition`` label. A worker that is killed and
+  restarted restores that snapshot, so the counters continue from what was
+  shown, and what is processed again after the restore is not counted twice
+  (docs/reliability.md, "Metrics across restarts").
+* **Process work** (records read, batch and snapshot latency, lags, gauges):
+  ordinary ``prometheus_client`` metrics that count what this process did.
+
 The ``use_case`` label is capped: a use-case name is producer-controlled, and an
 unbounded label would let one misbehaving gateway blow up Prometheus. The
-:class:`UseCaseLabels` cap gives the busiest ``limit`` use cases their own label
-and folds the rest into ``"other"``.
+:class:`UseCaseLabels` cap gives the busiest use cases their own label and
+folds the rest into ``"other"``; the worker's limit is divided across the input
+partitions, so it holds per worker however many partitions it owns.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 OTHER = "other"
 
@@ -61,6 +76,15 @@ class UseCaseLabels:
     def count(self, use_case: str, n: int) -> None:
         """Add ``n`` events to ``use_case``'s volume (the ranking key)."""
         self.volume[use_case] = self.volume.get(use_case, 0) + n
+        if len(self.volume) > 2 * self.max_tracked:
+            # Trimmed here too, not only at rerank: a flood of new names
+            # between two reranks must not grow the dict without bound.
+            self._forget_quietest()
+
+    def _forget_quietest(self) -> None:
+        keep = sorted(self.volume, key=self.volume.__getitem__, reverse=True)
+        keep = keep[: self.max_tracked // 2]
+        self.volume = {u: self.volume[u] for u in keep}
 
     def label(self, use_case: str) -> str:
         """The label value to use for ``use_case``."""
@@ -75,9 +99,7 @@ class UseCaseLabels:
         """Swap labels towards the busiest use cases; return the evicted names."""
         evicted: list[str] = []
         if len(self.volume) > self.max_tracked:
-            keep = sorted(self.volume, key=self.volume.__getitem__, reverse=True)
-            keep = keep[: self.max_tracked // 2]
-            self.volume = {u: self.volume[u] for u in keep}
+            self._forget_quietest()
         if len(self.labelled) < self.limit:
             return evicted
         challengers = sorted(
@@ -94,21 +116,215 @@ class UseCaseLabels:
         return evicted
 
 
+#: The engine's bucket for totals beyond its cap on named totals (engine.OTHER_USE_CASES).
+ENGINE_OTHER = "(other)"
+NANO = 1_000_000_000
+
+
+def label_share(worker_limit: int, partitions: int) -> int:
+    """Labels per partition so that a worker owning every partition stays in ``worker_limit``.
+
+    >>> label_share(50, 3), label_share(50, 64), label_share(50, 1)
+    (16, 1, 50)
+    """
+    return max(1, worker_limit // max(1, partitions))
+
+
+@dataclass(slots=True)
+class PartitionCounters:
+    """The engine-work counters of one input partition, ``use_case`` label capped.
+
+    Part of the partition's state: snapshotted and restored with the engine, so
+    every process that owns the partition in turn continues the same values.
+    Values only grow, except that a use case losing its label to a busier one
+    (:meth:`rerank`) loses its series (its later events count under ``other``).
+
+    Examples
+    --------
+    >>> c = PartitionCounters.empty(label_limit=1)
+    >>> c.add_use_case("a", {"llm_call": 2}, 10, 1, 500_000_000)
+    >>> c.add_use_case("b", {"llm_call": 1}, 5, 1, 0)
+    >>> sorted(c.events.items()), c.cost_nano
+    ([(('a', 'llm_call'), 2), (('other', 'llm_call'), 1)], {'a': 500000000})
+    """
+
+    labels: UseCaseLabels
+    #: (use_case label, kind) -> events accepted.
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (use_case label, direction) -> tokens.
+    tokens: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: use_case label -> cost in integer nano-USD (sums do not depend on order).
+    cost_nano: dict[str, int] = field(default_factory=dict)
+    #: reason -> dead letters.
+    rejected: dict[str, int] = field(default_factory=dict)
+    #: (kind, severity, status) -> alert records the engine emitted (each published once).
+    alerts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    duplicates: int = 0
+    #: Input records the state reflects (``/status`` shows the committed value).
+    records: int = 0
+
+    @classmethod
+    def empty(cls, label_limit: int) -> PartitionCounters:
+        # Ranking memory per partition: enough to find the busy names, bounded.
+        return cls(UseCaseLabels(label_limit, max_tracked=max(1_000, 20 * label_limit)))
+
+    @classmethod
+    def from_totals(
+        cls, totals: Mapping[str, object], label_limit: int, *, duplicates: int = 0
+    ) -> PartitionCounters:
+        """Counters for a state snapshotted before they existed (engine totals by name)."""
+        counters = cls.empty(label_limit)
+        for name, t in sorted(totals.items()):
+            counters.add_use_case(
+                name,
+                dict(getattr(t, "events_by_kind", {})),
+                int(getattr(t, "input_tokens", 0)),
+                int(getattr(t, "output_tokens", 0)),
+                int(getattr(t, "cost_nano", 0)),
+            )
+        counters.duplicates = duplicates
+        return counters
+
+    def add_use_case(
+        self,
+        use_case: str,
+        events_by_kind: Mapping[str, int],
+        input_tokens: int,
+        output_tokens: int,
+        cost_nano: int,
+    ) -> None:
+        """Add one batch's increments of one use case."""
+        labels = self.labels
+        if use_case == ENGINE_OTHER:
+            label = OTHER
+        else:
+            labels.count(use_case, sum(events_by_kind.values()))
+            label = labels.label(use_case)
+        events = self.events
+        for kind, n in events_by_kind.items():
+            if n:
+                events[(label, kind)] = events.get((label, kind), 0) + n
+        if input_tokens:
+            key = (label, "input")
+            self.tokens[key] = self.tokens.get(key, 0) + input_tokens
+        if output_tokens:
+            key = (label, "output")
+            self.tokens[key] = self.tokens.get(key, 0) + output_tokens
+        if cost_nano:
+            self.cost_nano[label] = self.cost_nano.get(label, 0) + cost_nano
+
+    def add_rejected(self, reason: str, n: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+    def add_alert(self, kind: str, severity: str, status: str) -> None:
+        key = (kind, severity, status)
+        self.alerts[key] = self.alerts.get(key, 0) + 1
+
+    def rerank(self) -> list[str]:
+        """Move labels towards the busiest use cases; drop the evicted labels' series."""
+        evicted = self.labels.rerank()
+        for label in evicted:
+            self.events = {k: n for k, n in self.events.items() if k[0] != label}
+            self.tokens = {k: n for k, n in self.tokens.items() if k[0] != label}
+            self.cost_nano.pop(label, None)
+        return evicted
+
+    def frozen(self) -> PartitionCounters:
+        """A copy of the values (not the ranking) to show while this one moves on."""
+        return PartitionCounters(
+            self.labels,
+            dict(self.events),
+            dict(self.tokens),
+            dict(self.cost_nano),
+            dict(self.rejected),
+            dict(self.alerts),
+            self.duplicates,
+            self.records,
+        )
+
+
+#: Owned partitions and the counters their last durable snapshot holds.
+CountersSource = Callable[[], Iterable[tuple[int, PartitionCounters]]]
+
+
+class CommittedCounters(Collector):
+    """The engine-work counter families, read from each partition's committed counters.
+
+    Read at scrape time from :attr:`source` (set by the worker's partition set):
+    rendering costs O(series), bounded by the label caps, never O(use cases).
+    """
+
+    def __init__(self) -> None:
+        self.source: CountersSource = lambda: ()
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only, so the registry refuses a clash without calling collect().
+        yield from self._families()
+
+    def _families(self) -> tuple[CounterMetricFamily, ...]:
+        return (
+            CounterMetricFamily(
+                "spendsentry_events",
+                "Accepted events, as of the partition's last durable snapshot",
+                labels=["use_case", "kind", "partition"],
+            ),
+            CounterMetricFamily(
+                "spendsentry_tokens",
+                "Tokens of accepted usage events, as of the last durable snapshot",
+                labels=["use_case", "direction", "partition"],
+            ),
+            CounterMetricFamily(
+                "spendsentry_cost_usd",
+                "Cost of accepted usage events (reported or priced), as of the last durable "
+                "snapshot",
+                labels=["use_case", "partition"],
+            ),
+            CounterMetricFamily(
+                "spendsentry_rejected",
+                "Records dead-lettered, by reason, as of the last durable snapshot",
+                labels=["reason", "partition"],
+            ),
+            CounterMetricFamily(
+                "spendsentry_duplicates",
+                "Events dropped as duplicates, as of the last durable snapshot",
+                labels=["partition"],
+            ),
+            CounterMetricFamily(
+                "spendsentry_alerts",
+                "Alert records emitted (each published once), as of the last durable snapshot",
+                labels=["kind", "severity", "status", "partition"],
+            ),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        events, tokens, cost, rejected, duplicates, alerts = self._families()
+        for partition, c in sorted(self.source(), key=lambda pc: pc[0]):
+            part = str(partition)
+            for (label, kind), n in sorted(c.events.items()):
+                events.add_metric([label, kind, part], n)
+            for (label, direction), n in sorted(c.tokens.items()):
+                tokens.add_metric([label, direction, part], n)
+            for label, nano in sorted(c.cost_nano.items()):
+                cost.add_metric([label, part], nano / NANO)
+            for reason, n in sorted(c.rejected.items()):
+                rejected.add_metric([reason, part], n)
+            duplicates.add_metric([part], c.duplicates)
+            for (kind, severity, status), n in sorted(c.alerts.items()):
+                alerts.add_metric([kind, severity, status, part], n)
+        yield from (events, tokens, cost, rejected, duplicates, alerts)
+
+
 @dataclass(slots=True)
 class WorkerMetrics:
     """Every metric the worker exports (names prefixed ``spendsentry_``).
 
-    Create with :meth:`create`; label values for ``use_case`` go through
-    :attr:`use_cases` (the cardinality cap).
+    Create with :meth:`create`. The engine-work counters are in
+    :attr:`committed` (see :class:`CommittedCounters`); label values of
+    ``detector_score`` go through :attr:`use_cases` (the cardinality cap).
     """
 
-    events: Counter
-    tokens: Counter
-    cost: Counter
-    rejected: Counter
-    duplicates: Counter
+    committed: CommittedCounters
     late: Counter
-    alerts: Counter
     alerts_suppressed: Counter
     active_throttles: Gauge
     throttle_records_rejected: Counter
@@ -124,8 +340,8 @@ class WorkerMetrics:
     deadletter_failures: Counter
     deadletters_unwritten: Gauge
     use_cases: UseCaseLabels
-    #: (metric, label values) series created per use-case label, for eviction.
-    _series: dict[str, set[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
+    #: Worker-wide cap on ``use_case`` label values (divided across partitions).
+    use_case_limit: int = 50
 
     @classmethod
     def create(cls, registry: CollectorRegistry, *, use_case_limit: int = 50) -> WorkerMetrics:
@@ -136,45 +352,18 @@ class WorkerMetrics:
         registry : CollectorRegistry
             Where the metrics live (a fresh one per worker or per test).
         use_case_limit : int
-            Cap on distinct ``use_case`` label values (plus ``"other"``).
+            Cap on distinct ``use_case`` label values per worker (plus ``"other"``).
         """
         r = registry
+        committed = CommittedCounters()
+        r.register(committed)
         return cls(
-            events=Counter(
-                "spendsentry_events", "Accepted events", ["use_case", "kind"], registry=r
-            ),
-            tokens=Counter(
-                "spendsentry_tokens",
-                "Tokens of accepted usage events",
-                ["use_case", "direction"],
-                registry=r,
-            ),
-            cost=Counter(
-                "spendsentry_cost_usd",
-                "Cost of accepted usage events (reported or priced)",
-                ["use_case"],
-                registry=r,
-            ),
-            rejected=Counter(
-                "spendsentry_rejected",
-                "Records dead-lettered, by reason",
-                ["reason"],
-                registry=r,
-            ),
-            duplicates=Counter(
-                "spendsentry_duplicates", "Events dropped as duplicates", registry=r
-            ),
+            committed=committed,
             late=Counter(
                 "spendsentry_late_events",
                 "Events dead-lettered as late (behind the watermark), by use case: history "
                 "produced into a live topic shows here (it goes through `spendsentry replay`)",
                 ["use_case"],
-                registry=r,
-            ),
-            alerts=Counter(
-                "spendsentry_alerts",
-                "Alert records published",
-                ["kind", "severity", "status"],
                 registry=r,
             ),
             alerts_suppressed=Counter(
@@ -218,7 +407,10 @@ class WorkerMetrics:
                 registry=r,
             ),
             batch_records=Counter(
-                "spendsentry_records", "Kafka records consumed", ["topic"], registry=r
+                "spendsentry_records",
+                "Kafka records read by this process (read again after a restart included)",
+                ["topic"],
+                registry=r,
             ),
             consumer_lag=Gauge(
                 "spendsentry_consumer_lag",
@@ -247,59 +439,17 @@ class WorkerMetrics:
                 registry=r,
             ),
             use_cases=UseCaseLabels(use_case_limit),
+            use_case_limit=use_case_limit,
         )
-
-    def _track(self, label: str, metric: str, values: tuple[str, ...]) -> None:
-        if label != OTHER:
-            self._series.setdefault(label, set()).add((metric, values))
-
-    def count_use_case(
-        self,
-        use_case: str,
-        events_by_kind: dict[str, int],
-        input_tokens: int,
-        output_tokens: int,
-        cost_usd: float,
-    ) -> None:
-        """Add one batch's increments for one use case."""
-        cap = self.use_cases
-        cap.count(use_case, sum(events_by_kind.values()))
-        label = cap.label(use_case)
-        for kind, n in events_by_kind.items():
-            if n:
-                self.events.labels(label, kind).inc(n)
-                self._track(label, "events", (label, kind))
-        if input_tokens:
-            self.tokens.labels(label, "input").inc(input_tokens)
-            self._track(label, "tokens", (label, "input"))
-        if output_tokens:
-            self.tokens.labels(label, "output").inc(output_tokens)
-            self._track(label, "tokens", (label, "output"))
-        if cost_usd:
-            self.cost.labels(label).inc(cost_usd)
-            self._track(label, "cost", (label,))
 
     def count_late(self, use_case: str | None, n: int = 1) -> None:
         """Count late events of ``use_case`` (the label is capped like the others)."""
         label = self.use_cases.label(use_case) if use_case else OTHER
         self.late.labels(label).inc(n)
-        self._track(label, "late", (label,))
 
     def set_score(self, use_case: str, detector: str, score: float) -> None:
-        """Record a detector's latest score for a use case."""
-        label = self.use_cases.label(use_case)
-        self.detector_score.labels(label, detector).set(score)
-        self._track(label, "detector_score", (label, detector))
-
-    def rerank_use_cases(self) -> list[str]:
-        """Apply :meth:`UseCaseLabels.rerank`; drop the evicted labels' series."""
-        evicted = self.use_cases.rerank()
-        for label in evicted:
-            for metric, values in self._series.pop(label, set()):
-                family = getattr(self, metric)
-                with contextlib.suppress(KeyError):
-                    family.remove(*values)
-        return evicted
+        """Record a detector's latest score for a use case (first ``limit`` names labelled)."""
+        self.detector_score.labels(self.use_cases.label(use_case), detector).set(score)
 
     def set_consumer_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
         """Set ``(topic, partition, lag)`` gauges."""

@@ -30,6 +30,8 @@ aiokafka hash keys with murmur2, librdkafka with CRC32 by default).
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import math
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -38,10 +40,9 @@ from typing import Any
 
 from spendsentry.actions import ThrottleCommand
 from spendsentry.clock import event_time
-from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
-from spendsentry.events import Event
+from spendsentry.engine import Engine, EngineConfig, EngineStats, UseCaseState, UseCaseTotals
 from spendsentry.ingest import Decoder
-from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
 from spendsentry.worker.pipeline import (
     TP,
     BatchOutput,
@@ -61,12 +62,49 @@ class EngineView:
 
     closed_until: int | None
     use_cases: dict[str, UseCaseState]
+    #: Summed counters; per-use-case totals are not merged (see :meth:`totals`).
     stats: EngineStats
     firing_incidents: list[tuple[str, str, str]] = field(default_factory=list)
+    engines: list[Engine] = field(default_factory=list)
 
     def firing(self) -> list[tuple[str, str, str]]:
         """(use case, kind, alert_id) of every open incident, sorted."""
         return self.firing_incidents
+
+    def totals(self, name: str) -> UseCaseTotals | None:
+        """One use case's totals, summed over the engines that have them."""
+        found = [t for e in self.engines if (t := e.stats.use_cases.get(name)) is not None]
+        return merge_totals(found) if len(found) > 1 else (found[0] if found else None)
+
+    def use_case_count(self) -> int:
+        """Use-case names with totals (a name in two engines counts twice)."""
+        return sum(len(e.stats.use_cases) for e in self.engines)
+
+    def top_totals(self, limit: int, offset: int = 0) -> list[tuple[str, UseCaseTotals]]:
+        """Use cases by total cost (then name), ``offset`` to ``offset + limit``.
+
+        O(names x log(offset + limit)), no copy of every name's totals: the
+        worker's ``/status`` under a flood of names stays a page, not a dump.
+        """
+        want = max(0, offset) + max(0, limit)
+        names = {
+            name
+            for e in self.engines
+            for name, _ in heapq.nsmallest(want, e.stats.use_cases.items(), key=_by_cost)
+        }
+        found = [(name, t) for name in names if (t := self.totals(name)) is not None]
+        return sorted(found, key=_by_cost)[max(0, offset) : want]
+
+
+def _by_cost(item: tuple[str, UseCaseTotals]) -> tuple[int, str]:
+    return (-item[1].cost_nano, item[0])
+
+
+def top_use_cases(engine: Engine, limit: int) -> list[str]:
+    """Names of ``engine``'s ``limit`` costliest use cases (totals), by name."""
+    return sorted(
+        name for name, _ in heapq.nsmallest(limit, engine.stats.use_cases.items(), key=_by_cost)
+    )
 
 
 class PartitionSet:
@@ -82,6 +120,9 @@ class PartitionSet:
         The co-partitioned input topics (usage, outcomes).
     idle_after_s : float
         See :class:`~spendsentry.clock.EventClock`.
+    use_case_labels : int
+        ``use_case`` label values per partition (the worker's cap divided by the
+        partition count: see :func:`~spendsentry.worker.metrics.label_share`).
     """
 
     def __init__(
@@ -92,9 +133,13 @@ class PartitionSet:
         inputs: Sequence[str],
         idle_after_s: float = 30.0,
         decoder: Decoder | None = None,
+        use_case_labels: int = 50,
     ) -> None:
         self.make_engine = make_engine
         self.metrics = metrics
+        self.use_case_labels = use_case_labels
+        if metrics is not None:
+            metrics.committed.source = self.committed_counters
         self.inputs = frozenset(inputs)
         self.idle_after_s = idle_after_s
         self.decoder = decoder or Decoder()
@@ -123,6 +168,7 @@ class PartitionSet:
             self.metrics,
             idle_after_s=self.idle_after_s,
             partition=partition,
+            use_case_labels=self.use_case_labels,
         )
 
     def fresh(self, partition: int) -> Pipeline:
@@ -184,15 +230,12 @@ class PartitionSet:
                     pipeline.watermarks.touch(now=now)
             self._last_data = now
         out = BatchOutput()
-        events: dict[int, list[Event]] = {}
         for p in sorted(shares):
-            events[p] = self.pipelines[p].ingest(shares[p], now=now, out=out)
+            self.pipelines[p].ingest(shares[p], now=now, out=out)
         self._advance(now, pending, out)
         metrics = self.metrics
         if metrics is not None:
             count_records(metrics, kept)
-            for p, evs in events.items():
-                self.pipelines[p].count_use_cases(evs)
             count_output(metrics, out)
             metrics.batch_latency.observe(time.perf_counter() - started)
         return out
@@ -215,8 +258,10 @@ class PartitionSet:
             share = BatchOutput()
             self.pipelines[p].apply_control(ordered, share, report_bad=p == CONTROL_REPORTER)
             out.extend(share)
-        if self.metrics is not None and out.dead_letters:
-            count_output(self.metrics, BatchOutput(dead_letters=out.dead_letters))
+
+    def committed_counters(self) -> list[tuple[int, PartitionCounters]]:
+        """Each owned partition's counters as of its last durable snapshot (``/metrics``)."""
+        return [(p, pl.committed) for p, pl in self.pipelines.items()]
 
     def control_start(self, control_partition: int) -> int | None:
         """The oldest ``ai.control`` offset some pipeline still has to apply."""
@@ -298,11 +343,54 @@ class PartitionSet:
         for engine in engines:
             use_cases.update(engine.use_cases)
             firing += engine.firing()
-        return EngineView(self.closed_until, use_cases, merge_stats(engines), sorted(firing))
+        return EngineView(
+            self.closed_until,
+            use_cases,
+            merge_stats(engines, use_cases=False),
+            sorted(firing),
+            engines,
+        )
 
 
-def merge_stats(engines: Iterable[Engine]) -> EngineStats:
+def engine_share(config: EngineConfig, partitions: int) -> EngineConfig:
+    """The config of one of a worker's engines: the worker-wide name caps divided
+    by the input partition count, so a worker that owns every partition holds at
+    most what ``config`` allows one worker (not that much per engine).
+
+    Use-case names hash evenly over partitions, so a flood of names fills each
+    engine's share alike; a partition holding far more than its share of real
+    use cases would evict the least recently active earlier.
+
+    >>> engine_share(EngineConfig(max_use_cases=10_000), 6).max_use_cases
+    1666
+    """
+    n = max(1, partitions)
+    return dataclasses.replace(
+        config,
+        max_use_cases=max(1, config.max_use_cases // n),
+        max_unpriced_models=max(1, config.max_unpriced_models // n),
+    )
+
+
+def merge_totals(totals: Iterable[UseCaseTotals]) -> UseCaseTotals:
+    """One use case's totals from several engines, summed."""
+    mine = UseCaseTotals()
+    for t in totals:
+        mine.events += t.events
+        for kind, n in t.events_by_kind.items():
+            mine.events_by_kind[kind] = mine.events_by_kind.get(kind, 0) + n
+        mine.input_tokens += t.input_tokens
+        mine.output_tokens += t.output_tokens
+        mine.cost_nano += t.cost_nano
+        mine.outcomes += t.outcomes
+    return mine
+
+
+def merge_stats(engines: Iterable[Engine], *, use_cases: bool = True) -> EngineStats:
     """Sum the counters of several engines (use cases are disjoint between them).
+
+    ``use_cases=False`` leaves the per-use-case totals out (O(names) to merge;
+    :class:`EngineView` reads them per name instead).
 
     >>> a, b = Engine(), Engine()
     >>> a.stats.accepted, b.stats.accepted = 2, 3
@@ -323,15 +411,13 @@ def merge_stats(engines: Iterable[Engine]) -> EngineStats:
             merged.unpriced_models[model] = merged.unpriced_models.get(model, 0) + n
         for kind, n in s.alerts.items():
             merged.alerts[kind] = merged.alerts.get(kind, 0) + n
+        if not use_cases:
+            continue
         for name, totals in s.use_cases.items():
             # A use case seen by two engines (producers that did not key by use
             # case) is summed rather than hidden.
-            mine = merged.use_cases.setdefault(name, UseCaseTotals())
-            mine.events += totals.events
-            for kind, n in totals.events_by_kind.items():
-                mine.events_by_kind[kind] = mine.events_by_kind.get(kind, 0) + n
-            mine.input_tokens += totals.input_tokens
-            mine.output_tokens += totals.output_tokens
-            mine.cost_nano += totals.cost_nano
-            mine.outcomes += totals.outcomes
+            mine = merged.use_cases.get(name)
+            merged.use_cases[name] = (
+                merge_totals([totals]) if mine is None else merge_totals([mine, totals])
+            )
     return merged

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 from spendsentry.actions import ControlError, ThrottleCommand
 from spendsentry.alerts import Alert
 from spendsentry.clock import EventClock
-from spendsentry.engine import Engine
+from spendsentry.engine import OTHER_USE_CASES, Engine, EngineStats
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
-from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
 
 #: A partition as the pipeline sees it: (topic, partition).
 TP = tuple[str, int]
@@ -83,6 +83,8 @@ class Pipeline:
         See :class:`~spendsentry.clock.EventClock`.
     partition : int, optional
         The input partition number this pipeline owns (None: all it is given).
+    use_case_labels : int
+        ``use_case`` label values of this partition's counters (besides ``other``).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Pipeline:
         *,
         idle_after_s: float = 30.0,
         partition: int | None = None,
+        use_case_labels: int = 50,
     ) -> None:
         self.engine = engine
         self.partition = partition
@@ -115,8 +118,10 @@ class Pipeline:
         #: Alerts not republished because they already were (since this start).
         self.suppressed = 0
         self.watermark = -math.inf
-        self._last_totals: dict[str, tuple[dict[str, int], int, int, float]] = {}
-        self._last_duplicates = engine.stats.duplicates
+        #: The engine-work counters as this state has them (snapshotted with it).
+        self.counters = PartitionCounters.empty(use_case_labels)
+        #: What ``/metrics`` shows: the counters of the last durable snapshot.
+        self.committed = self.counters.frozen()
 
     # -- the hot path ---------------------------------------------------------
 
@@ -128,8 +133,9 @@ class Pipeline:
     def ingest(self, records: list[RecordLike], *, now: float, out: BatchOutput) -> list[Event]:
         """Decode ``records`` (input records only) and feed the engine; no minute closes.
 
-        Returns the accepted-or-not events, for :meth:`count_use_cases`.
+        Returns the accepted-or-not events.
         """
+        letters_before = len(out.dead_letters)
         events: list[Event] = []
         sources: list[SourcePosition] = []
         decode = self.decoder.decode
@@ -178,6 +184,7 @@ class Pipeline:
                 metrics.processing_lag.observe(max(0.0, now - max(run)))
         if events:
             self._process(events, sources, out)
+        self._count_rejected(out, letters_before)
         return events
 
     def _process(
@@ -185,7 +192,10 @@ class Pipeline:
     ) -> None:
         # The engine owns its clock: until a minute has closed, an older minute
         # from a partition read later moves its start back (Engine._place_start).
-        result = self.engine.process(events, sources)
+        engine = self.engine
+        before = _totals_of({e.use_case for e in events} | {OTHER_USE_CASES}, engine.stats)
+        result = engine.process(events, sources)
+        self._count_totals(before, engine.stats)
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
@@ -202,6 +212,7 @@ class Pipeline:
         Returns how many were applied.
         """
         applied = 0
+        letters_before = len(out.dead_letters)
         for r in records:
             if r.offset < self.control_offsets.get(r.partition, 0):
                 continue
@@ -218,6 +229,7 @@ class Pipeline:
                     )
                 continue
             out.commands.extend(result.commands)
+        self._count_rejected(out, letters_before)
         return applied
 
     def advance(self, *, now: float, out: BatchOutput, event_time: float) -> None:
@@ -236,6 +248,9 @@ class Pipeline:
         if engine.closed_until != before:
             self.dirty = True
         out.dead_letters.extend(result.rejected)
+        for letter in result.rejected:
+            for reason, n in letter.counts().items():
+                self.counters.add_rejected(reason, n)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
         if self.metrics is not None:
@@ -243,6 +258,9 @@ class Pipeline:
 
     def _collect_alerts(self, alerts: Iterable[Alert], out: BatchOutput) -> None:
         for alert in alerts:
+            # Counted suppressed or not: an alert this state emits is published
+            # once, by this process or by one that crashed after publishing it.
+            self.counters.add_alert(alert.kind, alert.severity, alert.status)
             if self.mark_published(alert.dedupe_key):
                 out.alerts.append(alert)
             else:
@@ -261,36 +279,48 @@ class Pipeline:
 
     # -- metrics --------------------------------------------------------------
 
-    def count_use_cases(self, events: list[Event]) -> None:
-        """Add what ``events`` changed in the engine's totals to the metrics."""
-        metrics = self.metrics
-        if metrics is None:
-            return
-        stats = self.engine.stats
-        for name in {e.use_case for e in events}:
-            totals = stats.use_cases.get(name)
-            if totals is None:
+    def _count_totals(
+        self, before: dict[str, tuple[dict[str, int], int, int, int]], stats: EngineStats
+    ) -> None:
+        """Add what one ``process`` call changed in the engine's totals to the counters."""
+        counters = self.counters
+        for name, (by_kind, input_tokens, output_tokens, cost_nano) in before.items():
+            t = stats.use_cases.get(name)
+            if t is None:
                 continue
-            by_kind, input_tokens, output_tokens, cost = self._last_totals.get(
-                name, ({}, 0, 0, 0.0)
-            )
-            delta = {k: n - by_kind.get(k, 0) for k, n in totals.events_by_kind.items()}
-            metrics.count_use_case(
-                name,
-                delta,
-                totals.input_tokens - input_tokens,
-                totals.output_tokens - output_tokens,
-                totals.cost_usd - cost,
-            )
-            self._last_totals[name] = (
-                dict(totals.events_by_kind),
-                totals.input_tokens,
-                totals.output_tokens,
-                totals.cost_usd,
-            )
-        if stats.duplicates != self._last_duplicates:
-            metrics.duplicates.inc(stats.duplicates - self._last_duplicates)
-            self._last_duplicates = stats.duplicates
+            delta = {k: n - by_kind.get(k, 0) for k, n in t.events_by_kind.items()}
+            if any(delta.values()):
+                counters.add_use_case(
+                    name,
+                    delta,
+                    t.input_tokens - input_tokens,
+                    t.output_tokens - output_tokens,
+                    t.cost_nano - cost_nano,
+                )
+
+    def _count_rejected(self, out: BatchOutput, start: int) -> None:
+        for letter in out.dead_letters[start:]:
+            # A summary letter stands for several rejected elements: count those.
+            for reason, n in letter.counts().items():
+                self.counters.add_rejected(reason, n)
+
+    def capture_counters(self) -> PartitionCounters:
+        """Bring the counters up to the state about to be snapshotted; return a frozen copy.
+
+        Call right before :meth:`snapshot_state`; once that snapshot is durable,
+        :meth:`commit_counters` with the copy makes ``/metrics`` show it.
+        """
+        counters = self.counters
+        counters.rerank()
+        counters.duplicates = self.engine.stats.duplicates
+        counters.records = self.records
+        return counters.frozen()
+
+    def commit_counters(self, counters: PartitionCounters) -> None:
+        """Show ``counters`` (captured for a snapshot now durable) on ``/metrics``."""
+        # Never back: an older write finishing late must not lower a counter.
+        if counters.records >= self.committed.records:
+            self.committed = counters
 
     # -- snapshots ------------------------------------------------------------
 
@@ -305,6 +335,7 @@ class Pipeline:
             "published": list(self.published),
             "closing_started": self.engine.closing_started,
             "records": self.records,
+            "counters": self.counters,
         }
 
     def restore_state(self, state: Mapping[str, Any], *, now: float | None = None) -> None:
@@ -319,12 +350,18 @@ class Pipeline:
             self.engine.closing_started = bool(state["closing_started"])
         self.records = int(state.get("records", 0))
         self.dirty = False
-        # Metrics count from the restored totals on: no double counting.
-        self._last_totals = {
-            name: (dict(t.events_by_kind), t.input_tokens, t.output_tokens, t.cost_usd)
-            for name, t in self.engine.stats.use_cases.items()
-        }
-        self._last_duplicates = self.engine.stats.duplicates
+        counters = state.get("counters")
+        if not isinstance(counters, PartitionCounters):
+            # A snapshot from before the counters were part of the state.
+            stats = self.engine.stats
+            counters = PartitionCounters.from_totals(
+                stats.use_cases, self.counters.labels.limit, duplicates=stats.duplicates
+            )
+            counters.records = self.records
+        # The counters continue from the snapshot: what is processed again
+        # after a crash was never shown, so it is not counted twice.
+        self.counters = counters
+        self.committed = counters.frozen()
 
 
 def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None:
@@ -337,19 +374,33 @@ def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None
 
 
 def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
-    """Dead letters, suppressed repeats, alerts and detector scores of one batch."""
+    """Suppressed repeats, late events per use case and detector scores of one batch
+    (this process's work; dead letters and alerts are engine work, in
+    :class:`PartitionCounters`)."""
     late: dict[str | None, int] = {}
     for letter in out.dead_letters:
-        # A summary letter stands for several rejected elements: count those.
-        for reason, n in letter.counts().items():
-            metrics.rejected.labels(reason).inc(n)
-            if reason == RejectReason.LATE.value:
-                late[letter.use_case] = late.get(letter.use_case, 0) + n
+        n = letter.counts().get(RejectReason.LATE.value, 0)
+        if n:
+            late[letter.use_case] = late.get(letter.use_case, 0) + n
     for use_case, n in late.items():
         metrics.count_late(use_case, n)
     if out.suppressed:
         metrics.alerts_suppressed.inc(out.suppressed)
     for alert in out.alerts:
-        metrics.alerts.labels(alert.kind, alert.severity, alert.status).inc()
         score = 0.0 if alert.status == "resolved" else alert.evidence.get("score", 0.0)
         metrics.set_score(alert.use_case, alert.kind, float(score or 0.0))
+
+
+def _totals_of(
+    names: Iterable[str], stats: EngineStats
+) -> dict[str, tuple[dict[str, int], int, int, int]]:
+    """The engine's totals of ``names`` (zeros for names it has none for)."""
+    found: dict[str, tuple[dict[str, int], int, int, int]] = {}
+    for name in names:
+        t = stats.use_cases.get(name)
+        found[name] = (
+            ({}, 0, 0, 0)
+            if t is None
+            else (dict(t.events_by_kind), t.input_tokens, t.output_tokens, t.cost_nano)
+        )
+    return found

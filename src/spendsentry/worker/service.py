@@ -55,8 +55,8 @@ from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
 from spendsentry.ingest.deadletter import DEFAULT_MAX_REQUEST_SIZE, dead_letter_limit
 from spendsentry.worker.deadletters import DeadLetterSink
-from spendsentry.worker.metrics import WorkerMetrics
-from spendsentry.worker.partitions import EngineView, PartitionSet
+from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics, label_share
+from spendsentry.worker.partitions import EngineView, PartitionSet, engine_share, top_use_cases
 from spendsentry.worker.pipeline import Pipeline
 from spendsentry.worker.snapshots import KafkaSnapshotStore
 from spendsentry.worker.state import EncodedSnapshot
@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 #: Scopes whose version on ai.throttle a fresh engine learns at most (the most
 #: recently issued): state grows with what the worker signed, not the topic.
 MAX_OBSERVED_VERSIONS = 10_000
+#: Use cases in ``/status`` (the costliest), unless asked for another page.
+STATUS_USE_CASES = 100
+#: The largest page of use cases ``/status`` returns.
+MAX_STATUS_USE_CASES = 1_000
 
 
 @dataclass(slots=True)
@@ -110,6 +114,8 @@ class _Captured:
     encoded: dict[int, EncodedSnapshot]
     #: The input offsets each snapshot reflects (committed once it is durable).
     offsets: list[dict[tuple[str, int], int]]
+    #: The counters each snapshot holds, shown on /metrics once it is durable.
+    counters: list[tuple[Pipeline, PartitionCounters]] = field(default_factory=list)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -150,12 +156,17 @@ class IngestService(faust.Service):
         self.config = config
         self.metrics = metrics
         self.template = engine
+        #: Per engine: the worker's caps on names divided across the partitions.
+        self._engine_config = engine_share(engine.config, config.topics.usage.partitions)
         self.parts = PartitionSet(
             self._new_engine,
             metrics,
             inputs=config.topics.inputs,
             idle_after_s=config.idle_partition_s,
             decoder=decoder,
+            use_case_labels=label_share(
+                config.use_case_label_limit, config.topics.usage.partitions
+            ),
         )
         #: Publishes dead letters; one it could not write holds its partition's commit.
         self.deadletters = DeadLetterSink(
@@ -203,7 +214,10 @@ class IngestService(faust.Service):
     def _new_engine(self) -> Engine:
         t = self.template
         return Engine(
-            t.policies, config=t.config, prices=t.prices, monitor_factory=t.monitor_factory
+            t.policies,
+            config=self._engine_config,
+            prices=t.prices,
+            monitor_factory=t.monitor_factory,
         )
 
     @property
@@ -587,8 +601,10 @@ class IngestService(faust.Service):
         alerts_offsets = await self._alerts_end_offsets()
         encoded: dict[int, EncodedSnapshot] = {}
         offsets: list[dict[tuple[str, int], int]] = []
+        counters: list[tuple[Pipeline, PartitionCounters]] = []
         for p in targets:
             pipeline = parts.pipelines[p]
+            counters.append((pipeline, pipeline.capture_counters()))
             state = pipeline.snapshot_state()
             state["alerts_offsets"] = alerts_offsets
             encoded[p] = self.store.encode(
@@ -598,7 +614,7 @@ class IngestService(faust.Service):
             )
             offsets.append(state["offsets"])
             pipeline.dirty = False
-        return _Captured(started, encoded, offsets)
+        return _Captured(started, encoded, offsets, counters)
 
     async def _write(self, captured: _Captured) -> None:
         """Produce captured snapshots, wait for the broker, then commit offsets."""
@@ -610,6 +626,9 @@ class IngestService(faust.Service):
         for p, enc in captured.encoded.items():
             self.snapshot_ids[p] = (self.store.writer, enc.seq)
             log.debug("partition %d: snapshot %d at %s", p, enc.seq, enc.header["offsets"])
+        # Durable: a restart restores these snapshots, so /metrics may show them.
+        for pipeline, counters in captured.counters:
+            pipeline.commit_counters(counters)
         await self._commit(captured.offsets)
         self._last_checkpoint = time.monotonic()
         self.last_snapshot_at = time.time()
@@ -617,7 +636,6 @@ class IngestService(faust.Service):
         self.metrics.snapshots.inc(len(captured.encoded))
         self.metrics.snapshot_latency.observe(time.perf_counter() - captured.started)
         self._count_throttles()
-        self.metrics.rerank_use_cases()
 
     async def _commit(self, states: Iterable[Mapping[tuple[str, int], int]]) -> None:
         """Commit what the (already durable) snapshots reflect.
@@ -886,8 +904,16 @@ class IngestService(faust.Service):
 
     # -- introspection --------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """The JSON ``/status`` view (totals over the engines this worker owns)."""
+    def status(
+        self, *, use_cases_limit: int = STATUS_USE_CASES, use_cases_offset: int = 0
+    ) -> dict[str, Any]:
+        """The JSON ``/status`` view (totals over the engines this worker owns).
+
+        Use cases are a page by total cost (``use_cases_limit`` from
+        ``use_cases_offset``, at most :data:`MAX_STATUS_USE_CASES`), so the
+        view stays small and quick to build under a flood of names.
+        """
+        use_cases_limit = max(0, min(use_cases_limit, MAX_STATUS_USE_CASES))
         parts = self.parts
         view = parts.view()
         stats = view.stats
@@ -913,7 +939,11 @@ class IngestService(faust.Service):
             "duplicates": stats.duplicates,
             "late": stats.late,
             "unpriced": stats.unpriced,
-            "use_cases": {name: t.to_dict() for name, t in sorted(stats.use_cases.items())},
+            "use_case_count": view.use_case_count(),
+            "use_cases_offset": use_cases_offset,
+            "use_cases": {
+                name: t.to_dict() for name, t in view.top_totals(use_cases_limit, use_cases_offset)
+            },
             "alerts": dict(sorted(stats.alerts.items())),
             "firing": [{"use_case": u, "kind": k, "alert_id": a} for u, k, a in view.firing()],
             "published_alert_keys": parts.published_keys,
@@ -942,12 +972,14 @@ class IngestService(faust.Service):
         snapshot = self.snapshot_ids.get(p)
         return {
             "records": pl.records,
+            "committed_records": pl.committed.records,
             "offsets": {f"{t}:{n}": o for (t, n), o in sorted(pl.offsets.items())},
             "watermark": None if pl.watermark == -math.inf else pl.watermark,
             "closed_until_ts": None if engine.closed_until is None else engine.closed_until * 60,
             "accepted": engine.stats.accepted,
             "late": engine.stats.late,
-            "use_cases": sorted(engine.stats.use_cases),
+            "use_case_count": len(engine.stats.use_cases),
+            "use_cases": top_use_cases(engine, STATUS_USE_CASES),
             "restored": p in self.restored,
             "snapshot": None if snapshot is None else {"writer": snapshot[0], "seq": snapshot[1]},
         }

@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import heapq
 import html as _html
 import math
 import time
@@ -154,13 +155,22 @@ def build_snapshot(
     firing_by_uc: dict[str, int] = {}
     for use_case, _kind, _aid in engine.firing():
         firing_by_uc[use_case] = firing_by_uc.get(use_case, 0) + 1
+
+    def rank(item: tuple[str, Any]) -> tuple[int, float, str]:
+        cost = item[1].ctx.last_1h.cost
+        return (-firing_by_uc.get(item[0], 0), -(cost if cost > 1e-9 else 0.0), item[0])
+
+    # Rows are built for the shown use cases only: building one per name took
+    # seconds under a flood of names, on the event loop the consumer shares.
+    shown = heapq.nsmallest(limit, engine.use_cases.items(), key=rank)
+    totals_of = getattr(engine, "totals", None) or engine.stats.use_cases.get
     rows: list[dict[str, Any]] = []
-    for name, state in engine.use_cases.items():
+    for name, state in shown:
         ctx = state.ctx
         hour, five = ctx.last_1h, ctx.last_5m
         minutes5 = max(1, five.minutes_filled)
         minutes60 = max(1, hour.minutes_filled)
-        totals = engine.stats.use_cases.get(name)
+        totals = totals_of(name)
         # Window sums are running floats: a quiet use case can sit at -1e-17.
         cost5 = five.cost if five.cost > 1e-9 else 0.0
         rows.append(
@@ -204,8 +214,8 @@ def build_snapshot(
         **dict(header or {}),
         "generated_at": now,
         "event_time": event_now,
-        "use_case_count": len(rows),
-        "use_cases": rows[:limit],
+        "use_case_count": len(engine.use_cases),
+        "use_cases": rows,
         "alerts": alerts,
         "recent": list(reversed(board.recent)),
         "throttles": throttles,
