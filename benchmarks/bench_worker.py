@@ -296,9 +296,21 @@ def read_counters(text: str) -> Counters:
 
 
 def run_worker(
-    bootstrap: str, tmp: Path, records: int, max_batch: int, poll_s: float, timeout: float
+    bootstrap: str,
+    tmp: Path,
+    records: int,
+    events: int,
+    max_batch: int,
+    poll_s: float,
+    timeout: float,
 ) -> Observed:
     """The worker process over the pre-produced topics, its counters polled.
+
+    The window runs from the first scrape that sees a record counted to the one
+    that sees the last (``spendsentry_records_total``: this process's work, live);
+    events per second are records per second times the input's events per
+    record. The engine-work counters (``spendsentry_events_total``) advance only
+    with durable snapshots, so the total is read once the last one is written.
 
     Flags as the integration tests run it, except the batch size and snapshot
     interval, which are the defaults. ``--idle-partition 2`` (the harness's) lets
@@ -331,13 +343,34 @@ def run_worker(
             if text is not None:
                 now = read_counters(text)
                 if first is None and now.records > 0:
-                    first = (at, now.events)
+                    first = (at, now.records)
                 if first is not None and now.records >= records:
-                    rate = Rate(now.events - first[1], at - first[0])
-                    return Observed(rate, now.events, now.rejected, before=first[1])
+                    per_record = events / records if records else 0.0
+                    rate = Rate(int((now.records - first[1]) * per_record), at - first[0])
+                    before = int(first[1] * per_record)
+                    final = _durable_counters(worker, records, deadline)
+                    return Observed(rate, final.events, final.rejected, before=before)
             time.sleep(poll_s)
     finally:
         worker.stop()
+
+
+def _durable_counters(worker: WorkerProcess, records: int, deadline: float) -> Counters:
+    """The counters once every record is in a durable snapshot (or at the deadline).
+
+    Events are the engines' own total (``/status``): the per-label series on
+    ``/metrics`` follow the busiest use cases, and a label that drops out of the
+    top takes its series with it, so their sum is not a total.
+    """
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = worker.status() or {}
+        durable = sum(p.get("committed_records", 0) for p in status.get("partitions", {}).values())
+        if durable >= records:
+            break
+        time.sleep(0.2)
+    counters = read_counters(worker.get("/metrics").decode())
+    return Counters(counters.records, int(status.get("accepted", 0)), counters.rejected)
 
 
 @dataclass
@@ -358,7 +391,15 @@ def one_run(shape: str, data: Path, args: argparse.Namespace) -> RunResult:
         tmp = Path(tmp_dir)
         publish(broker.bootstrap, data, args.batch, tmp)
         raw, records = asyncio.run(ceiling(broker.bootstrap, topics, args.max_batch))
-        worker = run_worker(broker.bootstrap, tmp, records, args.max_batch, args.poll, args.timeout)
+        worker = run_worker(
+            broker.bootstrap,
+            tmp,
+            records,
+            raw.total_events,
+            args.max_batch,
+            args.poll,
+            args.timeout,
+        )
     result = RunResult(raw, worker, records)
     print(
         f"  {shape}: {records:,} records, {raw.total_events:,} events; "
