@@ -227,13 +227,16 @@ def assert_totals_equal(status: Mapping[str, Any], expected: Mapping[str, Any]) 
 
 
 def caught_up(status: Mapping[str, Any], records: int) -> bool:
-    """All ``records`` consumed and event time closed up to the idle watermark."""
+    """All ``records`` consumed, event time closed up to the idle watermark, and no
+    throttle command still held back from the catch-up (they go out once the
+    backlog is read: docs/throttling.md)."""
     closed, watermark = status["closed_until_ts"], status["watermark"]
     return (
         status["records"] == records
         and closed is not None
         and watermark is not None
         and closed >= watermark - 180
+        and not status.get("throttle", {}).get("held_while_catching_up", 0)
     )
 
 
@@ -338,6 +341,34 @@ class WorkerProcess:
                 self.kill()
         self._log_file.close()
         return self.proc.returncode
+
+
+def metric_sum(text: str, sample: str, **labels: str) -> float:
+    """The sum of ``sample`` over every series whose labels include ``labels``
+    (engine-work counters carry a ``partition`` label: this sums over it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def wait_for_metric(
+    worker: WorkerProcess, sample: str, value: float, timeout: float = 30.0, **labels: str
+) -> str:
+    """Scrape until ``metric_sum`` reaches ``value`` (engine-work counters show
+    what the last durable snapshot holds); return the last scrape's text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = worker.get("/metrics").decode()
+        got = metric_sum(text, sample, **labels)
+        if got >= value or time.monotonic() > deadline:
+            assert got == value, f"{sample}{labels}: {got} (expected {value})"
+            return text
+        time.sleep(0.2)
 
 
 def _short(status: Mapping[str, Any] | None) -> Any:

@@ -345,7 +345,6 @@ class IngestService(faust.Service):
                     if control:
                         self.parts.apply_control(control, out)
                     self._seek_behind()
-                    self._lagging = bool(pending)
                     if out.alerts or out.dead_letters or out.commands or self.throttle_edge.waiting:
                         await self._publish(out.alerts, out.dead_letters, out.commands)
                 writing = self._writing
@@ -466,6 +465,10 @@ class IngestService(faust.Service):
             if lag:
                 pending.add((tp.topic, tp.partition))
         self.metrics.set_consumer_lag(lags)
+        # Catching up means a known backlog: a partition not fetched yet (no
+        # high watermark) holds event time back, but is no reason to hold
+        # throttle commands (an empty one may never report one).
+        self._lagging = any(lag for _, _, lag in lags)
         return pending
 
     async def _publish(
