@@ -79,8 +79,10 @@ def test_scope_keys_are_byte_for_byte_unchanged() -> None:
 
 def test_a_pickle_naming_the_old_scope_module_still_loads() -> None:
     """Snapshots written before the move name ``spendsentry.actions.commands.Scope``."""
-    command = ThrottleCommand.build(Scope("u", "m"), "block", {}, version=1, issued_at=T0,
-                                    expires_at=T0 + 60, reason=CommandReason(None, None, "x"))  # fmt: skip
+    reason = CommandReason(None, None, "x")
+    command = ThrottleCommand.build(
+        Scope("u", "m"), "block", {}, version=1, issued_at=T0, expires_at=T0 + 60, reason=reason
+    )
     new = pickle.dumps(command, protocol=2)  # protocol 2 names classes as "module\nname"
     assert b"spendsentry.messages.scope\nScope" in new
     old = new.replace(b"spendsentry.messages.scope\nScope", b"spendsentry.actions.commands\nScope")
