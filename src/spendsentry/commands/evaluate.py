@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 
 from spendsentry.evaluate import evaluate, format_report
-
-DEFAULT_POLICIES = Path("streams/policies")
+from spendsentry.setup import DEFAULT_POLICIES_DIR as DEFAULT_POLICIES
+from spendsentry.setup import default_policies_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    policies = args.policies
-    if policies is None and DEFAULT_POLICIES.is_dir():
-        policies = DEFAULT_POLICIES
+    policies = args.policies if args.policies is not None else default_policies_dir()
     try:
         report = evaluate(args.labels, args.alerts, args.events, policies, k=args.baseline_k)
     except (OSError, ValueError) as exc:
