@@ -282,6 +282,15 @@ def score(
     detector: str = "engine",
 ) -> Score:
     """Match alerts to incidents (see the module rules)."""
+    verdicts, first = _judge(labels, alerts, names_kind=names_kind)
+    results = _incident_results(labels, first)
+    return _tally(labels, alerts, verdicts, results, names_kind=names_kind, detector=detector)
+
+
+def _judge(
+    labels: Labels, alerts: Sequence[Alert], *, names_kind: bool
+) -> tuple[list[AlertVerdict], dict[str, tuple[datetime, str]]]:
+    """Each alert's verdict, and the first diagnosis of each incident (detected_at, alert_id)."""
     by_use_case: dict[str, list[Incident]] = defaultdict(list)
     for inc in labels.incidents:
         by_use_case[inc.use_case].append(inc)
@@ -319,7 +328,12 @@ def score(
                 matched,
             )
         )
+    return verdicts, first
 
+
+def _incident_results(
+    labels: Labels, first: dict[str, tuple[datetime, str]]
+) -> list[IncidentResult]:
     results: list[IncidentResult] = []
     for inc in labels.incidents:
         hit = first.get(inc.incident_id)
@@ -335,7 +349,19 @@ def score(
                 _minutes(inc.ramp_end - inc.start) if inc.ramp_end is not None else None,
             )
         )
+    return results
 
+
+def _tally(
+    labels: Labels,
+    alerts: Sequence[Alert],
+    verdicts: list[AlertVerdict],
+    results: list[IncidentResult],
+    *,
+    names_kind: bool,
+    detector: str,
+) -> Score:
+    """Per-kind rows and the total of one detector's verdicts and incident results."""
     extra = sorted({a.kind for a in alerts} - set(KINDS))
     rows = {kind: KindRow(kind) for kind in (*KINDS, *extra)}
     delays: dict[str, list[float]] = defaultdict(list)
