@@ -6,7 +6,9 @@ an anomaly. :class:`IncidentTracker` turns the stream of findings for one
 severity rises, ``resolved`` when the findings stop for a while. The
 ``alert_id`` is a hash of (use case, kind, incident start), so a replay of the
 same events yields the same ids and downstream deduplication works across
-restarts.
+restarts. Severities, statuses and the dedupe key are the message vocabulary's
+(:mod:`spendsentry.messages`; ``SEVERITIES`` and ``severity_rank`` are
+re-exported here for old imports).
 """
 
 from __future__ import annotations
@@ -15,7 +17,20 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from spendsentry.messages.alert import dedupe_key
+from spendsentry.messages.severity import SEVERITIES, severity_rank
 from spendsentry.timeutil import format_ts
+
+__all__ = [
+    "ALERT_KINDS",
+    "HOURS_PER_MONTH",
+    "SEVERITIES",
+    "Alert",
+    "Finding",
+    "IncidentTracker",
+    "make_alert_id",
+    "severity_rank",
+]
 
 ALERT_KINDS: tuple[str, ...] = (
     "prompt_inflation",
@@ -28,13 +43,7 @@ ALERT_KINDS: tuple[str, ...] = (
     "embedding_duplication",
     "model_oversizing",
 )
-SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 HOURS_PER_MONTH = 730.0
-
-
-def severity_rank(severity: str) -> int:
-    return _RANK[severity]
 
 
 @dataclass(slots=True)
@@ -129,7 +138,7 @@ class Alert:
     @property
     def dedupe_key(self) -> str:
         """One key per state change: what sinks deduplicate on."""
-        return f"{self.alert_id}:{self.status}:{self.severity}:{self.incident_seq}"
+        return dedupe_key(self.alert_id, self.status, self.severity, self.incident_seq)
 
 
 def make_alert_id(use_case: str, kind: str, started_at: float) -> str:

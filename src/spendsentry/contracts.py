@@ -30,6 +30,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from spendsentry import alerts as _alerts
+from spendsentry.messages.severity import SEVERITIES
 
 __all__ = [
     "ALERT_KINDS",
@@ -59,10 +60,9 @@ SCHEMA_NAMES: tuple[str, ...] = (
 
 # The enums other modules need, spelled once in Python. tests/unit/test_schemas.py
 # checks each against its schema so the two cannot drift apart.
-#: The detectors (the ``kind`` of an alert) and severities, lowest first: defined
-#: once, next to the alert type.
+#: The detectors (the ``kind`` of an alert), defined once next to the alert type;
+#: ``SEVERITIES`` (lowest first) is the message vocabulary's.
 ALERT_KINDS: tuple[str, ...] = _alerts.ALERT_KINDS
-SEVERITIES: tuple[str, ...] = _alerts.SEVERITIES
 #: The ``action`` of a throttle command.
 THROTTLE_ACTIONS: tuple[str, ...] = (
     "limit_rate",

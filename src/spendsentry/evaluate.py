@@ -23,12 +23,19 @@ Rules (``spendsentry evaluate``):
   of the first 2 h, fires a ``cost_spike`` alert (once per excursion). It cannot
   tell kinds apart, so its alert diagnoses any incident on its use case.
 
+Everything is read the way the rest of spendsentry reads it: alerts as
+:class:`~spendsentry.messages.AlertView` (the message vocabulary's view of an
+alert message), hourly budgets from a :class:`~spendsentry.policy.PolicySet`
+(validated like the engine's), events through the replay reader and decoder
+(:func:`spendsentry.replay.read_events`), priced by a
+:class:`~spendsentry.pricing.PriceBook`.
+
 >>> from datetime import UTC, datetime
 >>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 >>> labels = Labels(t0, 24.0, ["support_chat"], [Incident(
 ...     "i1", "cost_spike", "support_chat", "step", t0, t0 + timedelta(minutes=30))])
->>> alert = Alert("a1", "cost_spike", "support_chat", "warning",
-...               t0 + timedelta(minutes=4), t0 + timedelta(minutes=1))
+>>> at = t0.timestamp()
+>>> alert = Alert("a1", "cost_spike", "support_chat", "warning", "firing", at + 240, at + 60)
 >>> s = score(labels, [alert])
 >>> s.total.diagnosed, s.total.median_delay_min, s.total.false_alerts
 (1, 4.0, 0)
@@ -38,9 +45,8 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-import tomllib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,9 +54,11 @@ from typing import Any
 
 import orjson
 
+from spendsentry.events import UsageEvent
+from spendsentry.messages.alert import AlertView
+from spendsentry.policy import PolicySet
 from spendsentry.pricing import PriceBook
 from spendsentry.simulate.incidents import KINDS, Incident, parse_rfc3339, rfc3339
-from spendsentry.timeutil import parse_ts
 
 __all__ = [
     "GRACE",
@@ -71,7 +79,9 @@ __all__ = [
 #: How long after an incident's end a detection still counts.
 GRACE = timedelta(minutes=15)
 BASELINE_NAME = "static-threshold baseline"
-_REQUIRED = ("alert_id", "kind", "use_case", "severity", "status", "detected_at", "started_at")
+#: An alert as scored: the first ``firing`` message of its ``alert_id`` (the
+#: vocabulary's view, under the name this module always gave it).
+Alert = AlertView
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +96,6 @@ class Labels:
     @property
     def end(self) -> datetime:
         return self.start + timedelta(hours=self.hours)
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One alert as scored: its first ``firing`` record."""
-
-    alert_id: str
-    kind: str
-    use_case: str
-    severity: str
-    detected_at: datetime
-    started_at: datetime
 
 
 @dataclass(slots=True)
@@ -193,8 +191,9 @@ def read_labels(path: str | Path) -> Labels:
         raise ValueError(f"{path}: not a labels file ({exc!r})") from None
 
 
-def _time(value: Any) -> datetime:
-    return datetime.fromtimestamp(parse_ts(value), tz=UTC)
+def _time(epoch_s: float) -> datetime:
+    # Labels are datetimes; alert times are epoch seconds (exact to the microsecond).
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
 def parse_alerts(records: Iterable[Any]) -> tuple[list[Alert], int]:
@@ -211,22 +210,12 @@ def parse_alerts(records: Iterable[Any]) -> tuple[list[Alert], int]:
     alerts: list[Alert] = []
     skipped = 0
     for rec in records:
-        if not isinstance(rec, dict) or any(rec.get(k) is None for k in _REQUIRED):
-            skipped += 1
-            continue
-        if rec["status"] != "firing" or rec["alert_id"] in seen:
-            continue
         try:
-            alert = Alert(
-                alert_id=str(rec["alert_id"]),
-                kind=str(rec["kind"]),
-                use_case=str(rec["use_case"]),
-                severity=str(rec["severity"]),
-                detected_at=_time(rec["detected_at"]),
-                started_at=_time(rec["started_at"]),
-            )
-        except (TypeError, ValueError):
+            alert = AlertView.from_dict(rec)
+        except ValueError:
             skipped += 1
+            continue
+        if alert.status != "firing" or alert.alert_id in seen:
             continue
         seen.add(alert.alert_id)
         alerts.append(alert)
@@ -251,30 +240,26 @@ def read_alerts(path: str | Path) -> tuple[list[Alert], int]:
 def read_hourly_budgets(
     policies_dir: str | Path | None, use_cases: Sequence[str]
 ) -> dict[str, float]:
-    """``cost_per_hour_usd`` per use case from ``*.toml`` policy files.
+    """``cost_per_hour_usd`` per use case, from the policy files in ``policies_dir``.
 
-    Read with :mod:`tomllib` directly: ``[use_cases.<name>.budgets]``, and
-    ``[defaults.budgets]`` for use cases with no policy table of their own.
+    The policies are loaded (and validated) as the engine loads them: a use
+    case with a policy of its own has its budget (or none), the others that
+    of ``[defaults]``. Without a policy directory there are no budgets.
+
+    Raises
+    ------
+    spendsentry.policy.PolicyError
+        An invalid policy file.
     """
-    budgets: dict[str, float] = {}
     if policies_dir is None or not Path(policies_dir).is_dir():
-        return budgets
-    default: float | None = None
-    with_policy: set[str] = set()
-    for path in sorted(Path(policies_dir).glob("*.toml")):
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        for name, table in (data.get("use_cases") or {}).items():
-            with_policy.add(name)
-            value = ((table or {}).get("budgets") or {}).get("cost_per_hour_usd")
-            if value is not None:
-                budgets[name] = float(value)
-        value = (((data.get("defaults") or {}).get("budgets")) or {}).get("cost_per_hour_usd")
+        return {}
+    policies = PolicySet.load(policies_dir)
+    names = [*policies.use_cases, *(u for u in use_cases if u not in policies)]
+    budgets: dict[str, float] = {}
+    for name in names:
+        value = policies.for_use_case(name).budgets.cost_per_hour_usd
         if value is not None:
-            default = float(value)
-    if default is not None:
-        for name in use_cases:
-            if name not in with_policy:
-                budgets.setdefault(name, default)
+            budgets[name] = value
     return budgets
 
 
@@ -297,6 +282,15 @@ def score(
     detector: str = "engine",
 ) -> Score:
     """Match alerts to incidents (see the module rules)."""
+    verdicts, first = _judge(labels, alerts, names_kind=names_kind)
+    results = _incident_results(labels, first)
+    return _tally(labels, alerts, verdicts, results, names_kind=names_kind, detector=detector)
+
+
+def _judge(
+    labels: Labels, alerts: Sequence[Alert], *, names_kind: bool
+) -> tuple[list[AlertVerdict], dict[str, tuple[datetime, str]]]:
+    """Each alert's verdict, and the first diagnosis of each incident (detected_at, alert_id)."""
     by_use_case: dict[str, list[Incident]] = defaultdict(list)
     for inc in labels.incidents:
         by_use_case[inc.use_case].append(inc)
@@ -304,20 +298,21 @@ def score(
     verdicts: list[AlertVerdict] = []
     for alert in sorted(alerts, key=lambda a: (a.detected_at, a.alert_id)):
         verdict, matched = "false", None
+        detected_at = _time(alert.detected_at)
         for inc in by_use_case.get(alert.use_case, ()):
-            in_window = inc.start <= alert.detected_at <= inc.end + GRACE
+            in_window = inc.start <= detected_at <= inc.end + GRACE
             if in_window and (not names_kind or alert.kind == inc.kind):
                 verdict, matched = "diagnosis", inc.incident_id
-                first.setdefault(inc.incident_id, (alert.detected_at, alert.alert_id))
+                first.setdefault(inc.incident_id, (detected_at, alert.alert_id))
                 if names_kind:
                     break
         if verdict == "false":
-            began = min(alert.started_at, alert.detected_at)
+            began = _time(min(alert.started_at, alert.detected_at))
             for inc in by_use_case.get(alert.use_case, ()):
-                if began <= inc.end + GRACE and alert.detected_at >= inc.start:
+                if began <= inc.end + GRACE and detected_at >= inc.start:
                     verdict, matched = "collateral", inc.incident_id
                     break
-                if alert.kind == "budget_burn" and _same_day_before(inc, alert.detected_at):
+                if alert.kind == "budget_burn" and _same_day_before(inc, detected_at):
                     # A budget is spent by the whole day: an incident's spend
                     # earlier in it brings the day's budget in reach of a
                     # modest burn later on, and saying so is right.
@@ -328,12 +323,17 @@ def score(
                 alert.alert_id,
                 alert.kind,
                 alert.use_case,
-                rfc3339(alert.detected_at),
+                rfc3339(detected_at),
                 verdict,
                 matched,
             )
         )
+    return verdicts, first
 
+
+def _incident_results(
+    labels: Labels, first: dict[str, tuple[datetime, str]]
+) -> list[IncidentResult]:
     results: list[IncidentResult] = []
     for inc in labels.incidents:
         hit = first.get(inc.incident_id)
@@ -349,7 +349,19 @@ def score(
                 _minutes(inc.ramp_end - inc.start) if inc.ramp_end is not None else None,
             )
         )
+    return results
 
+
+def _tally(
+    labels: Labels,
+    alerts: Sequence[Alert],
+    verdicts: list[AlertVerdict],
+    results: list[IncidentResult],
+    *,
+    names_kind: bool,
+    detector: str,
+) -> Score:
+    """Per-kind rows and the total of one detector's verdicts and incident results."""
     extra = sorted({a.kind for a in alerts} - set(KINDS))
     rows = {kind: KindRow(kind) for kind in (*KINDS, *extra)}
     delays: dict[str, list[float]] = defaultdict(list)
@@ -415,52 +427,38 @@ def minute_costs(
 ) -> dict[str, list[float]]:
     """Cost per use case per run minute (usage events, priced like the engine).
 
-    Reads what replay reads: JSON Lines, gzip or not, one event or an array per line.
+    Reads what replay reads, through its reader and decoder
+    (:func:`spendsentry.replay.read_events`): JSON Lines, gzip or not, one
+    event or an array per line; records replay dead-letters count for
+    nothing. ``prices`` prices events that carry no ``cost_usd`` (default:
+    the catalogue alone).
     """
-    from spendsentry.replay import open_input
+    from spendsentry.replay import read_events
 
     prices = prices or PriceBook()
     start = labels.start.timestamp()
     total = round(labels.hours * 60)
     costs: dict[str, list[float]] = {}
-    with open_input(str(events_path)) as fh:
-        for event in _events(fh):
-            if event.get("type", "usage") != "usage":
-                continue
-            try:
-                minute = int((parse_ts(event["ts"]) - start) // 60)
-            except (KeyError, TypeError, ValueError):
-                continue
-            if not 0 <= minute < total:
-                continue
-            cost = event.get("cost_usd")
-            if cost is None:
-                cost = prices.cost(
-                    event.get("model"),
-                    event.get("provider"),
-                    int(event.get("input_tokens") or 0),
-                    int(event.get("output_tokens") or 0),
-                    int(event.get("cached_input_tokens") or 0),
-                )
-            use_case = str(event.get("use_case"))
-            row = costs.get(use_case)
-            if row is None:
-                row = costs[use_case] = [0.0] * total
-            row[minute] += float(cost or 0.0)
-    return costs
-
-
-def _events(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    for line in lines:
-        if not line.strip():
+    for event in read_events(str(events_path)):
+        if type(event) is not UsageEvent:
             continue
-        try:
-            parsed = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue  # replay dead-letters it; the baseline never saw it either
-        for event in parsed if isinstance(parsed, list) else [parsed]:
-            if isinstance(event, dict):
-                yield event
+        minute = int((event.ts - start) // 60)
+        if not 0 <= minute < total:
+            continue
+        cost = event.cost_usd
+        if cost is None:
+            cost = prices.cost(
+                event.model,
+                event.provider,
+                event.input_tokens,
+                event.output_tokens,
+                event.cached_input_tokens,
+            )
+        row = costs.get(event.use_case)
+        if row is None:
+            row = costs[event.use_case] = [0.0] * total
+        row[minute] += float(cost or 0.0)
+    return costs
 
 
 def static_threshold_alerts(
@@ -472,10 +470,11 @@ def static_threshold_alerts(
     """Alerts of the static hourly-cost threshold, and the threshold per use case.
 
     >>> from datetime import UTC, datetime
+    >>> from spendsentry.timeutil import format_ts
     >>> labels = Labels(datetime(2026, 11, 2, tzinfo=UTC), 3.0, ["u"], [])
     >>> costs = {"u": [0.01] * 150 + [0.055] * 30}
     >>> alerts, th = static_threshold_alerts(costs, labels, {})
-    >>> th["u"]["usd_per_hour"], [a.detected_at.strftime("%H:%M") for a in alerts]
+    >>> th["u"]["usd_per_hour"], [format_ts(a.detected_at)[11:16] for a in alerts]
     (1.2, ['02:44'])
     """
     alerts: list[Alert] = []
@@ -505,9 +504,11 @@ def static_threshold_alerts(
                 continue
             if not firing and rolling > threshold:
                 firing = True
-                at = labels.start + timedelta(minutes=minute + 1)
+                at = (labels.start + timedelta(minutes=minute + 1)).timestamp()
                 digest = hashlib.sha256(f"baseline|{use_case}|{minute}".encode()).hexdigest()
-                alerts.append(Alert(digest[:16], "cost_spike", use_case, "warning", at, at))
+                alerts.append(
+                    Alert(digest[:16], "cost_spike", use_case, "warning", "firing", at, at)
+                )
             elif firing and rolling <= threshold:
                 firing = False
     return alerts, thresholds
@@ -523,14 +524,19 @@ def evaluate(
     policies_dir: str | Path | None = None,
     *,
     k: float = 1.0,
+    prices: PriceBook | None = None,
 ) -> EvaluationReport:
-    """Score the alerts file against the labels; add the baseline when events are given."""
+    """Score the alerts file against the labels; add the baseline when events are given.
+
+    ``prices`` prices the events that carry no cost (give the engine's price
+    book; default: the catalogue alone, as an engine without overrides).
+    """
     labels = read_labels(labels_path)
     alerts, skipped = read_alerts(alerts_path)
     report = EvaluationReport(engine=score(labels, alerts), skipped_alert_records=skipped)
     if events_path is not None:
         budgets = read_hourly_budgets(policies_dir, labels.use_cases)
-        costs = minute_costs(events_path, labels)
+        costs = minute_costs(events_path, labels, prices)
         baseline_alerts, thresholds = static_threshold_alerts(costs, labels, budgets, k)
         report.baseline = score(labels, baseline_alerts, names_kind=False, detector=BASELINE_NAME)
         report.baseline_thresholds = thresholds

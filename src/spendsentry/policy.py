@@ -39,15 +39,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spendsentry.contracts import (
-    ALERT_KINDS,
-    LADDER_ACTIONS,
-    SEVERITIES,
-    format_errors,
-    key_path,
-    validator,
-)
+from spendsentry.contracts import ALERT_KINDS, LADDER_ACTIONS, format_errors, key_path, validator
 from spendsentry.errors import ConfigError
+from spendsentry.messages.severity import SEVERITIES, SEVERITY_RANK
 
 __all__ = [
     "AUTO_THROTTLE_ENV",
@@ -69,7 +63,6 @@ AUTO_THROTTLE_MODES: tuple[str, ...] = ("off", "dry_run", "on")
 #: production, or experiment (info alerts only, never throttled).
 TIERS: tuple[str, ...] = ("production", "experiment")
 
-_SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 # Unknown use cases each get a derived policy; events name use cases, so a
 # flood of junk names must not grow the cache without bound.
 _MAX_DERIVED = 10_000
@@ -135,7 +128,7 @@ class LadderStep:
     max_input_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.at not in _SEVERITY_RANK:
+        if self.at not in SEVERITY_RANK:
             raise PolicyError(f"ladder step at={self.at!r}: not one of {', '.join(SEVERITIES)}")
         if self.action not in LADDER_ACTIONS:
             raise PolicyError(
@@ -262,7 +255,7 @@ class Policy:
         # Frozen: the normalized values go in through object.__setattr__.
         if not isinstance(self.detectors, _DetectorMap):
             object.__setattr__(self, "detectors", _DetectorMap(self.detectors))
-        ladder = tuple(sorted(self.ladder, key=lambda s: _SEVERITY_RANK[s.at]))
+        ladder = tuple(sorted(self.ladder, key=lambda s: SEVERITY_RANK[s.at]))
         if ladder != self.ladder:
             object.__setattr__(self, "ladder", ladder)
 
@@ -294,14 +287,14 @@ class Policy:
 
         Raises ``ValueError`` for an unknown severity.
         """
-        rank = _SEVERITY_RANK.get(severity)
+        rank = SEVERITY_RANK.get(severity)
         if rank is None:
             raise ValueError(f"unknown severity {severity!r}; expected one of {SEVERITIES}")
         if self.tier == "experiment":
             return None
         chosen = None
         for step in self.ladder:  # sorted by severity in __post_init__
-            if _SEVERITY_RANK[step.at] <= rank:
+            if SEVERITY_RANK[step.at] <= rank:
                 chosen = step
         return chosen
 

@@ -174,6 +174,19 @@ class _Reader:
                 self.stream.close()
 
 
+def read_events(path: str, decoder: Decoder | None = None) -> Iterator[Event]:
+    """The events of one input, decoded as :func:`replay` decodes them, in file order.
+
+    Rejected records are left out (replay dead-letters them); ``-`` is stdin.
+    ``spendsentry evaluate`` reads its baseline's events through here, so it
+    sees exactly the events the engine saw from the decoder.
+    """
+    rejected: list[DeadLetter] = []
+    for _ts, _seq, event, _source in _Reader(path, decoder or Decoder(), ReplayResult(), rejected):
+        rejected.clear()  # only the events are wanted: do not hold every letter
+        yield event
+
+
 def replay(
     paths: list[str],
     engine: Engine,

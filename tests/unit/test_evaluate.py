@@ -151,7 +151,7 @@ def test_read_alerts_counts_first_firing_only(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes() + b"not json\n\n")
     alerts, skipped = read_alerts(path)
     assert [a.alert_id for a in alerts].count("aa01") == 1
-    assert alerts[0].detected_at == T0 + timedelta(minutes=126)
+    assert alerts[0].detected_at == (T0 + timedelta(minutes=126)).timestamp()
     assert skipped == 2
 
 
@@ -256,8 +256,8 @@ def test_baseline_fires_once_per_excursion() -> None:
         row[m] = 0.1
     alerts, _ = static_threshold_alerts({"u": row}, labels, {"u": 1.0})
     # 0.6 + 0.09 k > 1.0 after k = 5 hot minutes; the first excursion ends at minute 190.
-    assert [a.detected_at for a in alerts] == [T0 + timedelta(minutes=135),
-                                               T0 + timedelta(minutes=205)]  # fmt: skip
+    expected = [T0 + timedelta(minutes=135), T0 + timedelta(minutes=205)]
+    assert [a.detected_at for a in alerts] == [t.timestamp() for t in expected]
     assert len({a.alert_id for a in alerts}) == 2
 
 
@@ -277,3 +277,15 @@ def test_cli_prints_tables_and_writes_json(
     assert report["engine"]["total"]["diagnosed"] == 2
     assert report["baseline"]["detector"] == "static-threshold baseline"
     assert cli.main(["evaluate", str(tmp_path / "missing.json"), str(alerts_path)]) == 2
+
+
+def test_minute_costs_use_the_given_price_book(tmp_path: Path) -> None:
+    """The baseline prices with the engine's book: a model priced only by an override counts."""
+    from spendsentry.pricing import ModelRates, PriceBook
+
+    labels = Labels(T0, 1.0, ["support_chat"], [])
+    events = [usage(1, "support_chat", model="house-model", input_tokens=1_000_000)]
+    path = write_jsonl(tmp_path / "e.jsonl", events)
+    assert sum(minute_costs(path, labels)["support_chat"]) == 0.0  # unknown to the catalogue
+    book = PriceBook(overrides={"house-model": ModelRates(2e-6, 2e-6, 4e-6)})
+    assert minute_costs(path, labels, book)["support_chat"][1] == pytest.approx(2.0)

@@ -2,18 +2,19 @@
 
 * :mod:`~spendsentry.actions.signing`: canonical JSON and the HMAC-SHA256
   signature of a throttle command, with a list of accepted keys (rotation).
-* :mod:`~spendsentry.actions.commands`: :class:`ThrottleCommand` and its scope.
+* :mod:`~spendsentry.actions.commands`: :class:`ThrottleCommand` and which
+  records on ``ai.throttle`` to trust.
 * :mod:`~spendsentry.actions.planner`: :class:`ThrottlePlanner`, the action
   ladder with cooldown, maximum duration and release; pure and deterministic,
   owned by the engine.
-* :mod:`~spendsentry.actions.control`: operator actions from ``ai.control``
-  (ack, release, snooze).
+
+The message vocabulary they speak (:class:`Scope`, :class:`ControlAction`,
+severities) belongs to :mod:`spendsentry.messages`; it is re-exported here.
 """
 
 from __future__ import annotations
 
-from spendsentry.actions.commands import Scope, ThrottleCommand
-from spendsentry.actions.control import ControlAction, ControlError
+from spendsentry.actions.commands import ThrottleCommand
 from spendsentry.actions.planner import Baseline, ThrottlePlanner
 from spendsentry.actions.signing import (
     ThrottleKeys,
@@ -21,6 +22,8 @@ from spendsentry.actions.signing import (
     sign,
     verify,
 )
+from spendsentry.messages.control import ControlAction, ControlError
+from spendsentry.messages.scope import Scope
 
 __all__ = [
     "Baseline",

@@ -1,10 +1,8 @@
-"""Throttle commands and their scopes (``schemas/throttle-command.json``).
+"""Throttle commands (``schemas/throttle-command.json``) and which of them to trust.
 
->>> scope = Scope("research_agent", model="o3", agent_id="planner")
->>> scope.key
-'research_agent/model=o3/agent=planner'
->>> Scope.parse(scope.key) == scope
-True
+Scopes and their keys belong to the message vocabulary
+(:mod:`spendsentry.messages.scope`); they are re-exported here for old imports.
+
 >>> cmd = ThrottleCommand.build(Scope("support_chat"), "block", {}, version=3,
 ...     issued_at=1793610000.0, expires_at=1793613600.0,
 ...     reason=CommandReason(None, None, "manual"))
@@ -15,7 +13,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +21,13 @@ import orjson
 
 from spendsentry.actions.signing import ThrottleKeys
 from spendsentry.contracts import THROTTLE_ACTIONS, validate
+from spendsentry.messages.scope import (
+    SCOPE_KEY_PATTERN,
+    Scope,
+    escape_component,
+    scope_key,
+    scope_keys_of_call,
+)
 from spendsentry.timeutil import format_ts
 
 __all__ = [
@@ -45,125 +49,6 @@ __all__ = [
 MAX_VERSION = 2**53 - 1
 #: Why a record on ai.throttle is not trusted (also verdicts of the guard).
 REJECTIONS = ("invalid", "unsigned", "bad_signature")
-
-_MODEL = "model="
-_AGENT = "agent="
-#: The characters a scope key gives a meaning to, and their escapes. ``%`` is
-#: escaped too, so that every escape decodes one way only.
-_ESCAPES = {"%": "%25", "/": "%2F", "=": "%3D"}
-_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
-_RESERVED = re.compile("[%/=]")
-_ESCAPE_OR_PERCENT = re.compile("%(?:25|2F|3D)|%")
-#: The grammar of a scope key, also the ``pattern`` in the schemas.
-_COMPONENT = "(?:[^/=%]|%(?:25|2F|3D))+"
-SCOPE_KEY_PATTERN = f"^{_COMPONENT}(?:/model={_COMPONENT})?(?:/agent={_COMPONENT})?$"
-_SCOPE_KEY = re.compile(SCOPE_KEY_PATTERN.removesuffix("$") + r"\Z")
-
-
-def escape_component(text: str) -> str:
-    """``text`` with ``%``, ``/`` and ``=`` percent-encoded (unchanged without them).
-
-    >>> escape_component("support_chat"), escape_component("a/b=c%")
-    ('support_chat', 'a%2Fb%3Dc%25')
-    """
-    if _RESERVED.search(text) is None:
-        return text  # the common case, and old keys stay byte-identical
-    return _RESERVED.sub(lambda m: _ESCAPES[m.group()], text)
-
-
-def _unescape(text: str) -> str:
-    def one(m: re.Match[str]) -> str:
-        if m.group() == "%":
-            raise ValueError("a % that is not one of the escapes %25, %2F, %3D")
-        return _UNESCAPES[m.group()]
-
-    return _ESCAPE_OR_PERCENT.sub(one, text) if "%" in text else text
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What a command applies to: a use case, optionally one model and/or agent.
-
-    >>> Scope("support_chat/model=gpt-4o").key
-    'support_chat%2Fmodel%3Dgpt-4o'
-    >>> Scope.parse("support_chat%2Fmodel%3Dgpt-4o")
-    Scope(use_case='support_chat/model=gpt-4o', model=None, agent_id=None)
-    """
-
-    use_case: str
-    model: str | None = None
-    agent_id: str | None = None
-
-    @property
-    def key(self) -> str:
-        """The Kafka key: ``use_case[/model=M][/agent=A]``, each part escaped.
-
-        Names without ``/``, ``=`` or ``%`` give the same key as before
-        escaping existed, so compacted history and running gateways agree.
-        """
-        return scope_key(self.use_case, self.model, self.agent_id)
-
-    def to_dict(self) -> dict[str, str]:
-        out = {"use_case": self.use_case}
-        if self.model:
-            out["model"] = self.model
-        if self.agent_id:
-            out["agent_id"] = self.agent_id
-        return out
-
-    @classmethod
-    def parse(cls, key: str) -> Scope:
-        """The scope of a scope key; ``ValueError`` with a reason if malformed.
-
-        Only the keys :attr:`key` makes parse (so parsing inverts formatting,
-        and one scope has one key).
-        """
-        if not isinstance(key, str) or _SCOPE_KEY.match(key) is None:
-            shown = key[:100] if isinstance(key, str) else type(key).__name__
-            raise ValueError(
-                f"scope key {shown!r} is not use_case[/model=MODEL][/agent=AGENT] "
-                "with %, / and = in names written %25, %2F and %3D"
-            )
-        parts = key.split("/")
-        model = agent = None
-        for part in parts[1:]:
-            if part.startswith(_MODEL):
-                model = _unescape(part[len(_MODEL) :])
-            else:
-                agent = _unescape(part[len(_AGENT) :])
-        return cls(_unescape(parts[0]), model, agent)
-
-
-def scope_key(use_case: str, model: str | None = None, agent_id: str | None = None) -> str:
-    """The canonical scope key (see :attr:`Scope.key`); the one place it is built.
-
-    >>> scope_key("research_agent", "o3", "planner")
-    'research_agent/model=o3/agent=planner'
-    """
-    out = escape_component(use_case)
-    if model:
-        out += "/" + _MODEL + escape_component(model)
-    if agent_id:
-        out += "/" + _AGENT + escape_component(agent_id)
-    return out
-
-
-def scope_keys_of_call(
-    use_case: str, model: str | None = None, agent_id: str | None = None
-) -> list[str]:
-    """The keys of every scope a call matches, the most general first.
-
-    >>> scope_keys_of_call("a/b", "gpt-4o")
-    ['a%2Fb', 'a%2Fb/model=gpt-4o']
-    """
-    keys = [scope_key(use_case)]
-    if model:
-        keys.append(scope_key(use_case, model))
-    if agent_id:
-        keys.append(scope_key(use_case, None, agent_id))
-    if model and agent_id:
-        keys.append(scope_key(use_case, model, agent_id))
-    return keys
 
 
 @dataclass(frozen=True, slots=True)

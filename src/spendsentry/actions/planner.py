@@ -39,8 +39,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spendsentry.actions.commands import MAX_VERSION, CommandReason, Scope, ThrottleCommand
-from spendsentry.actions.control import ControlAction, ControlError
+from spendsentry.actions.commands import MAX_VERSION, CommandReason, ThrottleCommand
+from spendsentry.messages.control import ControlAction, ControlError
+from spendsentry.messages.scope import Scope
+from spendsentry.messages.severity import SEVERITY_RANK
 
 if TYPE_CHECKING:
     from spendsentry.alerts import Alert
@@ -54,7 +56,6 @@ MAX_COMMAND_S = 24 * 3600.0
 #: release`` may be (it publishes latest + 1): ai.control is not signed, and a
 #: forged version near :data:`MAX_VERSION` would end throttling on the scope.
 MAX_CONTROL_VERSION_STEP = 1000
-_SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 _SUMMARY_CHARS = 300
 
 
@@ -190,7 +191,7 @@ class ThrottlePlanner:
             if not params:
                 return None  # no traffic learned yet: no defensible number
         dry_run = policy.auto_throttle == "dry_run"
-        severity = _SEVERITY.get(alert.severity, 0)
+        severity = SEVERITY_RANK.get(alert.severity, 0)
         current = state.current if state is not None else None
         in_force = current if current is not None and current.active_at(at) else None
         if state is not None and in_force is not None:

@@ -38,6 +38,7 @@ from spendsentry import kafka_security
 from spendsentry.actions.commands import Rejection, scope_keys_of_call, trusted_command
 from spendsentry.actions.signing import ThrottleKeys
 from spendsentry.client.buckets import TokenBucket
+from spendsentry.messages.topics import THROTTLE_TOPIC
 from spendsentry.timeutil import parse_ts
 
 __all__ = ["Decision", "ThrottleGuard", "ThrottleTopic", "read_commands", "read_latest"]
@@ -107,7 +108,7 @@ class ThrottleGuard:
         bootstrap: str,
         keys: ThrottleKeys,
         *,
-        topic: str = "ai.throttle",
+        topic: str = THROTTLE_TOPIC,
         fail_open: bool = True,
         stale_after_s: float = 30.0,
         retry_after_unavailable_s: float = 5.0,
@@ -568,7 +569,7 @@ def _issued(doc: Mapping[str, Any]) -> float:
 
 async def read_commands(
     bootstrap: str,
-    topic: str = "ai.throttle",
+    topic: str = THROTTLE_TOPIC,
     *,
     keys: ThrottleKeys,
     timeout_s: float = 20.0,
@@ -593,7 +594,7 @@ async def read_commands(
 
 async def read_latest(
     bootstrap: str,
-    topic: str = "ai.throttle",
+    topic: str = THROTTLE_TOPIC,
     *,
     keys: ThrottleKeys | None = None,
     timeout_s: float = 20.0,

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from spendsentry import kafka_security
+from spendsentry.messages.topics import USAGE_TOPIC
 
 __all__ = ["UsageReporter"]
 
@@ -60,7 +61,7 @@ class UsageReporter:
         self,
         bootstrap: str,
         *,
-        topic: str = "ai.usage",
+        topic: str = USAGE_TOPIC,
         batch_size: int = 200,
         linger_s: float = 0.2,
         max_buffer: int = 50_000,

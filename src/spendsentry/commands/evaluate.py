@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 
+from spendsentry.errors import SpendSentryError
 from spendsentry.evaluate import evaluate, format_report
-
-DEFAULT_POLICIES = Path("streams/policies")
+from spendsentry.setup import DEFAULT_POLICIES_DIR as DEFAULT_POLICIES
+from spendsentry.setup import default_policies_dir, load_prices
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="baseline fires above K x the hourly budget (default 1.0)",
     )
+    parser.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="price overrides TOML, as given to replay (default: streams/prices.toml if present)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    policies = args.policies
-    if policies is None and DEFAULT_POLICIES.is_dir():
-        policies = DEFAULT_POLICIES
+    policies = args.policies if args.policies is not None else default_policies_dir()
     try:
-        report = evaluate(args.labels, args.alerts, args.events, policies, k=args.baseline_k)
-    except (OSError, ValueError) as exc:
+        prices = load_prices(args.prices) if args.events else None
+        report = evaluate(
+            args.labels, args.alerts, args.events, policies, k=args.baseline_k, prices=prices
+        )
+    except (OSError, ValueError, SpendSentryError) as exc:
         print(f"spendsentry evaluate: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))

@@ -39,30 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress, no summary line")
 
 
-def default_policies_dir() -> Path | None:
-    candidate = Path("streams/policies")
-    return candidate if candidate.is_dir() else None
-
-
 def run(args: argparse.Namespace) -> int:
     from spendsentry.actions import ThrottleKeys
-    from spendsentry.engine import Engine, EngineConfig
     from spendsentry.ingest import Decoder, IngestLimits
-    from spendsentry.policy import PolicySet
-    from spendsentry.pricing import PriceBook
     from spendsentry.replay import Progress, Sinks, replay, summary
+    from spendsentry.setup import build_engine
 
     try:
-        policy_dir = args.policies or default_policies_dir()
-        policies = PolicySet.load(policy_dir) if policy_dir else PolicySet.empty()
-        prices_path = args.prices or (
-            "streams/prices.toml" if os.path.exists("streams/prices.toml") else None
-        )
-        engine = Engine(
-            policies,
-            config=EngineConfig(allowed_lateness_s=args.allowed_lateness),
-            prices=PriceBook.from_file(prices_path),
-        )
+        engine = build_engine(args.policies, args.prices, allowed_lateness_s=args.allowed_lateness)
         decoder = Decoder(IngestLimits(max_record_bytes=args.max_record_bytes))
         total = _total_size(args.files)
         progress = None if args.quiet else Progress(total)

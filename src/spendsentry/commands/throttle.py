@@ -178,7 +178,8 @@ async def _release(args: argparse.Namespace) -> int:
     from spendsentry.actions import ThrottleCommand, ThrottleKeys
     from spendsentry.actions.commands import MAX_VERSION, CommandReason
     from spendsentry.client import read_commands
-    from spendsentry.timeutil import format_ts, parse_ts
+    from spendsentry.messages.control import ControlAction
+    from spendsentry.timeutil import parse_ts
 
     keys = ThrottleKeys.from_env()
     if not keys.can_sign:
@@ -235,17 +236,17 @@ async def _release(args: argparse.Namespace) -> int:
         reason=CommandReason(reason.get("alert_id"), reason.get("kind"), summary[:300]),
         dry_run=bool(doc.get("dry_run")),
     )
-    message: dict[str, Any] = {
-        "action": "release",
-        "alert_id": reason.get("alert_id"),
-        "use_case": scope.use_case,
-        "kind": reason.get("kind"),
-        "scope_key": scope.key,
-        "until": None,
-        "user": user[:200],
-        "at": format_ts(now),
-        "version": command.version,
-    }
+    message = ControlAction(
+        action="release",
+        alert_id=reason.get("alert_id"),
+        use_case=scope.use_case,
+        kind=reason.get("kind"),
+        scope_key=scope.key,
+        until=None,
+        user=user[:200],
+        at=now,
+        version=command.version,
+    ).to_dict()
     producer = AIOKafkaProducer(
         bootstrap_servers=args.broker,
         acks="all",

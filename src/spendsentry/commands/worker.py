@@ -112,27 +112,18 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.actions import ThrottleKeys
-    from spendsentry.commands.replay import default_policies_dir
-    from spendsentry.engine import Engine, EngineConfig
-    from spendsentry.policy import PolicySet
-    from spendsentry.pricing import PriceBook
+    from spendsentry.setup import build_engine
     from spendsentry.worker.app import run_worker
     from spendsentry.worker.service import WorkerConfig
     from spendsentry.worker.topics import TopicsConfig
 
-    policy_dir = args.policies or default_policies_dir()
-    policies = PolicySet.load(policy_dir) if policy_dir else PolicySet.empty()
-    prices_path = args.prices or (
-        "streams/prices.toml" if os.path.exists("streams/prices.toml") else None
-    )
-    engine_config = EngineConfig(allowed_lateness_s=args.allowed_lateness)
-    engine = Engine(policies, config=engine_config, prices=PriceBook.from_file(prices_path))
+    engine = build_engine(args.policies, args.prices, allowed_lateness_s=args.allowed_lateness)
     config = WorkerConfig(
         bootstrap=bootstrap,
         group_id=args.group,
         topics=TopicsConfig.load(args.topics),
         state_dir=Path(args.state_dir),
-        engine_config=engine_config,
+        engine_config=engine.config,
         max_batch=args.max_batch,
         idle_partition_s=args.idle_partition,
         fetch_max_wait_ms=args.fetch_max_wait_ms,

@@ -40,6 +40,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from spendsentry.client import Decision, ThrottleGuard, ThrottleKeys, UsageReporter
 from spendsentry.ingest.litellm import LiteLLMMapping, map_payload
 from spendsentry.ingest.otlp import MappingError
+from spendsentry.messages.topics import THROTTLE_TOPIC, USAGE_TOPIC
 
 __all__ = ["SpendSentryLogger", "UseCaseThrottled"]
 
@@ -107,11 +108,11 @@ class SpendSentryLogger(CustomLogger):
         bootstrap = env.get("SPENDSENTRY_BROKER", "").strip()
         if not bootstrap:
             raise ValueError("SPENDSENTRY_BROKER is not set (host:port of the Kafka cluster)")
-        reporter = UsageReporter(bootstrap, topic=env.get("SPENDSENTRY_USAGE_TOPIC", "ai.usage"))
+        reporter = UsageReporter(bootstrap, topic=env.get("SPENDSENTRY_USAGE_TOPIC", USAGE_TOPIC))
         guard = ThrottleGuard(
             bootstrap,
             ThrottleKeys.from_env(env),
-            topic=env.get("SPENDSENTRY_THROTTLE_TOPIC", "ai.throttle"),
+            topic=env.get("SPENDSENTRY_THROTTLE_TOPIC", THROTTLE_TOPIC),
         )
         reporter.start_background()
         guard.start_background()

@@ -56,10 +56,10 @@ from urllib.parse import parse_qs
 import orjson
 from aiohttp import web
 
-from spendsentry.actions.commands import Scope
 from spendsentry.alerts import ALERT_KINDS
+from spendsentry.messages.control import ControlAction
+from spendsentry.messages.scope import Scope
 from spendsentry.slack.blocks import ACTION_IDS
-from spendsentry.timeutil import format_ts
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -184,16 +184,16 @@ def control_message(
     action: str, value: Mapping[str, Any], user: str, *, now: float
 ) -> dict[str, Any]:
     """The ``ai.control`` message for one click (see the module docstring)."""
-    return {
-        "action": action,
-        "alert_id": value["alert_id"],
-        "use_case": value["use_case"],
-        "kind": value["kind"],
-        "scope_key": value.get("scope_key"),
-        "until": format_ts(now + SNOOZE_S) if action == "snooze" else None,
-        "user": user,
-        "at": format_ts(now),
-    }
+    return ControlAction(
+        action=action,
+        alert_id=value["alert_id"],
+        use_case=value["use_case"],
+        kind=value["kind"],
+        scope_key=value.get("scope_key"),
+        until=now + SNOOZE_S if action == "snooze" else None,
+        user=user,
+        at=now,
+    ).to_dict()
 
 
 class InteractionHandler:

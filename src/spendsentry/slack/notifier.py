@@ -5,7 +5,7 @@ Delivery is at-least-once with deduplication, across restarts:
 * A record's offset is committed only after its message is delivered (or it
   was judged unusable, or it was delivered before).
 * Delivered dedupe keys (``alert_id:status:severity:incident_seq``, see
-  :attr:`spendsentry.alerts.Alert.dedupe_key`) and each incident's thread are
+  :func:`spendsentry.messages.dedupe_key`) and each incident's thread are
   kept in :class:`~spendsentry.slack.state.DeliveryState`, saved atomically
   before the commit; a re-read record whose key is there is skipped.
 * Slack down, 5xx or 429: slack-sdk's retry handlers retry a few times
@@ -58,8 +58,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from spendsentry import kafka_security
-from spendsentry.alerts import SEVERITIES
 from spendsentry.broker import TopicSpec, ensure_topics
+from spendsentry.messages.alert import ALERT_STATUSES, dedupe_key_of
+from spendsentry.messages.severity import SEVERITIES
+from spendsentry.messages.topics import ALERTS_TOPIC
 from spendsentry.slack.blocks import SlackMessage, render_alert, render_update
 from spendsentry.slack.state import DeliveryState, Thread
 
@@ -75,7 +77,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("firing", "escalated", "resolved")
+#: The statuses an alert may have (the vocabulary's, kept under the old name).
+STATUSES = ALERT_STATUSES
 _CHANNEL = re.compile(r"#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{6,}")
 # chat.postMessage errors that mean "this channel will not take it": try the default.
 _CHANNEL_ERRORS = frozenset(
@@ -176,7 +179,7 @@ class NotifierConfig:
     """What the notifier reads and where it keeps its state."""
 
     bootstrap: str
-    alerts: TopicSpec = field(default_factory=lambda: TopicSpec("ai.alerts", 3))
+    alerts: TopicSpec = field(default_factory=lambda: TopicSpec(ALERTS_TOPIC, 3))
     #: Its own group: it must not share offsets with the engine's consumer.
     group_id: str = "spendsentry-notifier"
     state_dir: Path = Path(".spendsentry-state")
@@ -236,14 +239,12 @@ def parse_alert(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
 
 
 def alert_key(alert: Mapping[str, Any]) -> str:
-    """The dedupe key, as :attr:`spendsentry.alerts.Alert.dedupe_key` spells it.
+    """The dedupe key (:func:`spendsentry.messages.dedupe_key_of`).
 
     >>> alert_key({"alert_id": "ab", "status": "firing", "severity": "info", "incident_seq": 1})
     'ab:firing:info:1'
     """
-    return "{}:{}:{}:{}".format(
-        alert.get("alert_id"), alert.get("status"), alert.get("severity"), alert.get("incident_seq")
-    )
+    return dedupe_key_of(alert)
 
 
 # -- Slack out ---------------------------------------------------------------------

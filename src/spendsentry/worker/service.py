@@ -54,6 +54,7 @@ from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
 from spendsentry.ingest.deadletter import DEFAULT_MAX_REQUEST_SIZE, dead_letter_limit
+from spendsentry.messages.alert import dedupe_key_of
 from spendsentry.worker.deadletters import DeadLetterSink
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics, label_share
 from spendsentry.worker.partitions import EngineView, PartitionSet, engine_share, top_use_cases
@@ -734,12 +735,7 @@ class IngestService(faust.Service):
                 for records in batch.values():
                     for r in records:
                         doc = orjson.loads(r.value or b"{}")
-                        key = "{}:{}:{}:{}".format(
-                            doc.get("alert_id"),
-                            doc.get("status"),
-                            doc.get("severity"),
-                            doc.get("incident_seq"),
-                        )
+                        key = dedupe_key_of(doc)
                         for pipeline in pipelines:
                             pipeline.mark_published(key)
                         seen += 1

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from spendsentry.messages.severity import SEVERITY_RANK
 from spendsentry.timeutil import parse_ts
 
 if TYPE_CHECKING:
@@ -222,12 +223,10 @@ def build_snapshot(
     }
 
 
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-
-
 def _alert_order(doc: Mapping[str, Any]) -> tuple[int, str, str]:
+    # Most severe first; an unknown severity after "info".
     return (
-        _SEVERITY_ORDER.get(str(doc.get("severity")), 3),
+        -SEVERITY_RANK.get(str(doc.get("severity")), -1),
         str(doc.get("use_case", "")),
         str(doc.get("kind", "")),
     )

@@ -2,7 +2,8 @@
 
 They come from ``streams/topics.toml`` when it exists (``[topics.<logical>]``
 tables with ``name``, ``partitions`` and ``config``), with the defaults below for
-every logical topic the file leaves out. All of them are created explicitly
+every logical topic the file leaves out (default names:
+:data:`spendsentry.messages.topics.DEFAULT_TOPICS`). All of them are created explicitly
 before any client touches them: Tansu would otherwise auto-create a topic with
 4 partitions the first time a client asks for its metadata.
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from spendsentry.broker import TopicSpec
 from spendsentry.errors import ConfigError
+from spendsentry.messages.topics import DEFAULT_TOPICS
 
 #: Where the topic layout lives in a checkout.
 DEFAULT_TOPICS_FILE = Path("streams/topics.toml")
@@ -27,16 +29,16 @@ DEFAULT_TOPICS_FILE = Path("streams/topics.toml")
 _DEFAULTS: dict[str, TopicSpec] = {
     # usage and outcomes are keyed by use case with the same partition count, so
     # partition p of both holds the same use cases (co-partitioned for scale-out).
-    "usage": TopicSpec("ai.usage", 6),
-    "outcomes": TopicSpec("ai.outcomes", 6),
-    "alerts": TopicSpec("ai.alerts", 3),
+    "usage": TopicSpec(DEFAULT_TOPICS["usage"], 6),
+    "outcomes": TopicSpec(DEFAULT_TOPICS["outcomes"], 6),
+    "alerts": TopicSpec(DEFAULT_TOPICS["alerts"], 3),
     # Latest command per scope is all a gateway needs: compaction keeps exactly that.
-    "throttle": TopicSpec("ai.throttle", 3, {"cleanup.policy": "compact"}),
-    "deadletter": TopicSpec("ai.deadletter", 3),
-    "control": TopicSpec("ai.control", 1),
+    "throttle": TopicSpec(DEFAULT_TOPICS["throttle"], 3, {"cleanup.policy": "compact"}),
+    "deadletter": TopicSpec(DEFAULT_TOPICS["deadletter"], 3),
+    "control": TopicSpec(DEFAULT_TOPICS["control"], 1),
     # Per-partition engine snapshots (docs/worker.md, State): compacted, so the
     # latest snapshot of every partition is kept; as many partitions as the inputs.
-    "state": TopicSpec("ai.state", 6, {"cleanup.policy": "compact"}),
+    "state": TopicSpec(DEFAULT_TOPICS["state"], 6, {"cleanup.policy": "compact"}),
 }
 
 
