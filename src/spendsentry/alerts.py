@@ -15,19 +15,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from spendsentry.detectors.registry import KINDS
 from spendsentry.timeutil import format_ts
 
-ALERT_KINDS: tuple[str, ...] = (
-    "prompt_inflation",
-    "agent_chatter",
-    "fallback_drift",
-    "retrieval_amplification",
-    "cost_spike",
-    "budget_burn",
-    "cost_per_outcome",
-    "embedding_duplication",
-    "model_oversizing",
-)
+#: Every alert kind (the detectors' registry is the one list).
+ALERT_KINDS: tuple[str, ...] = KINDS
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 HOURS_PER_MONTH = 730.0

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from spendsentry.detectors import (
-    AnyOf,
     LogRateShiftDetector,
     RateSpikeDetector,
     RatioShiftDetector,
     SessionLengthDetector,
     build_monitors,
 )
+from spendsentry.detectors.kinds.fallback_drift import FallbackDrift, SilentFallback
 from spendsentry.policy import PolicySet
 
 
@@ -245,8 +245,8 @@ def _mix_detector(hold: float) -> RatioShiftDetector:
     """The silent fallback-drift detector as build_monitors makes it (sensitivity 1)."""
     policy = PolicySet.empty().for_use_case("agent")
     [drift] = [m for m in build_monitors("agent", policy) if m.kind == "fallback_drift"]
-    assert isinstance(drift, AnyOf)
-    [silent] = [m for m in drift.monitors if m.metric == "price_tier_ln_usd_per_mtok"]
+    assert isinstance(drift, FallbackDrift)
+    [silent] = [m for m in drift.monitors if isinstance(m, SilentFallback)]
     detector = silent.detector
     assert detector.hold_z_fraction == 0.5  # what production runs; the test varies it
     detector.hold_z_fraction = hold
