@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from spendsentry.detectors.registry import KINDS
 from spendsentry.messages.alert import dedupe_key
 from spendsentry.messages.severity import SEVERITIES, severity_rank
 from spendsentry.timeutil import format_ts
@@ -32,17 +33,8 @@ __all__ = [
     "severity_rank",
 ]
 
-ALERT_KINDS: tuple[str, ...] = (
-    "prompt_inflation",
-    "agent_chatter",
-    "fallback_drift",
-    "retrieval_amplification",
-    "cost_spike",
-    "budget_burn",
-    "cost_per_outcome",
-    "embedding_duplication",
-    "model_oversizing",
-)
+#: Every alert kind (the detectors' registry is the one list).
+ALERT_KINDS: tuple[str, ...] = KINDS
 HOURS_PER_MONTH = 730.0
 
 

@@ -248,7 +248,8 @@ class UseCaseState:
         return signals
 
 
-MonitorFactory = Callable[[str, "Policy"], list[Monitor]]
+#: (use case, its policy, the engine's price book) -> the use case's monitors.
+MonitorFactory = Callable[[str, "Policy", PriceBook], list[Monitor]]
 
 
 class Engine:
@@ -469,7 +470,8 @@ class Engine:
                 del self.use_cases[victim.use_case]
             self.stats.evicted_use_cases += len(victims)
         policy = self.policies.for_use_case(use_case)
-        state = UseCaseState(use_case, policy, self.monitor_factory(use_case, policy), self.config)
+        monitors = self.monitor_factory(use_case, policy, self.prices)
+        state = UseCaseState(use_case, policy, monitors, self.config)
         self.use_cases[use_case] = state
         totals = self.stats.use_cases
         if use_case not in totals and len(totals) < self.config.max_use_cases * 10:
@@ -581,11 +583,11 @@ class Engine:
 
     def _detect(self, state: UseCaseState, signals: MinuteSignals, out: EngineOutput) -> None:
         at = signals.end
-        experiment = state.policy.tier == "experiment"
+        ceiling = state.policy.max_severity  # experiments: info, never paged or throttled
         for monitor in state.monitors:
             finding = monitor.observe(signals, state.ctx)
-            if finding is not None and experiment:
-                finding.severity = "info"  # experiments inform, never page or throttle
+            if finding is not None and severity_rank(finding.severity) > severity_rank(ceiling):
+                finding.severity = ceiling
             for alert in state.trackers[monitor.kind].observe(finding, at):
                 alert.owner = state.policy.owner
                 alert.tier = state.policy.tier

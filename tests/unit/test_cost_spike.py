@@ -2,7 +2,7 @@
 
 The code-assistant traffic (calibrated on the Azure code trace: bursts of
 hundreds of calls, a few huge prompts) swings 20x from one minute to the next,
-so the arithmetic lens of :class:`CostSpikeMonitor` sets its bar above those
+so the arithmetic lens of :class:`CostSpike` sets its bar above those
 swings and a step of the whole traffic can hide under it. The incidents here
 are the ones the benchmark (``benchmarks/bench_detection.py``) once missed;
 they are pinned so a change cannot lose them again, next to quiet days of the
@@ -20,7 +20,7 @@ import pytest
 from _monitors import context, feed
 
 from spendsentry.detectors import build_monitors
-from spendsentry.detectors.monitors import CostSpikeMonitor
+from spendsentry.detectors.kinds.cost_spike import CostSpike
 from spendsentry.engine import Engine
 from spendsentry.policy import PolicySet
 from spendsentry.replay import Sinks, replay
@@ -30,10 +30,10 @@ from spendsentry.windows import MinuteSignals
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _without_lens(use_case: str, policy) -> list:
-    monitors = build_monitors(use_case, policy)
+def _without_lens(use_case: str, policy, prices) -> list:
+    monitors = build_monitors(use_case, policy, prices)
     for m in monitors:
-        if isinstance(m, CostSpikeMonitor):
+        if isinstance(m, CostSpike):
             m.shift = None
     return monitors
 
@@ -103,14 +103,14 @@ def test_the_geometric_lens_adds_no_alert_on_quiet_days(seed, tmp_path):
     assert _firing(with_lens) == _firing(without)
 
 
-def _run(monitor: CostSpikeMonitor, minutes: list[MinuteSignals]) -> list[int]:
+def _run(monitor: CostSpike, minutes: list[MinuteSignals]) -> list[int]:
     return [m for m, _ in feed(monitor, minutes, context("code"))]
 
 
-def _cost_spike_monitor() -> CostSpikeMonitor:
+def _cost_spike_monitor() -> CostSpike:
     policy = PolicySet.empty().for_use_case("code")
     monitor = next(m for m in build_monitors("code", policy) if m.kind == "cost_spike")
-    assert isinstance(monitor, CostSpikeMonitor) and monitor.shift is not None
+    assert isinstance(monitor, CostSpike) and monitor.shift is not None
     return monitor
 
 
@@ -120,7 +120,7 @@ def test_a_monitor_pickled_before_the_geometric_lens_still_works() -> None:
     state = pickle.loads(pickle.dumps(monitor)).__dict__
     for name in ("shift", "shift_persistence"):
         del state[name]
-    old = CostSpikeMonitor.__new__(CostSpikeMonitor)
+    old = CostSpike.__new__(CostSpike)
     old.__dict__.update(state)
     rng = random.Random(1)
     minutes = [

@@ -10,21 +10,36 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from _monitors import context, feed
 
+from spendsentry.alerts import ALERT_KINDS, SEVERITIES, Finding
 from spendsentry.detectors import (
-    AnyOf,
+    BurnRateDetector,
     LogRateShiftDetector,
     RateSpikeDetector,
     RatioShiftDetector,
     SessionLengthDetector,
     build_monitors,
 )
-from spendsentry.policy import PolicySet
+from spendsentry.detectors.base import Monitor
+from spendsentry.detectors.kinds.base import Kind
+from spendsentry.detectors.kinds.fallback_drift import FallbackDrift, SilentFallback
+from spendsentry.detectors.registry import KINDS, kind_class
+from spendsentry.engine import Engine
+from spendsentry.ingest import Decoder, SourcePosition
+from spendsentry.policy import DetectorSetting, Policy, PolicySet
+from spendsentry.pricing import PriceBook
+from spendsentry.simulate.scenario import Scenario
+from spendsentry.timeutil import parse_ts
+from spendsentry.windows import MinuteSignals
 
 
 @dataclass
@@ -77,6 +92,13 @@ CASES = [
         lambda rng: (rng.lognormvariate(0.0, 0.9),),
         lambda rng: (8.0 * rng.lognormvariate(0.0, 0.9),),
         400,
+    ),
+    Case(
+        "BurnRateDetector",
+        lambda: BurnRateDetector(warmup=60),
+        lambda rng: (rng.lognormvariate(0.0, 0.3),),
+        lambda rng: (6.0 * rng.lognormvariate(0.0, 0.3),),
+        2000,
     ),
     Case(
         "SessionLengthDetector",
@@ -245,8 +267,8 @@ def _mix_detector(hold: float) -> RatioShiftDetector:
     """The silent fallback-drift detector as build_monitors makes it (sensitivity 1)."""
     policy = PolicySet.empty().for_use_case("agent")
     [drift] = [m for m in build_monitors("agent", policy) if m.kind == "fallback_drift"]
-    assert isinstance(drift, AnyOf)
-    [silent] = [m for m in drift.monitors if m.metric == "price_tier_ln_usd_per_mtok"]
+    assert isinstance(drift, FallbackDrift)
+    [silent] = [m for m in drift.monitors if isinstance(m, SilentFallback)]
     detector = silent.detector
     assert detector.hold_z_fraction == 0.5  # what production runs; the test varies it
     detector.hold_z_fraction = hold
@@ -307,3 +329,140 @@ def test_idle_nights_do_not_make_ordinary_days_a_shift() -> None:
         shifted.append(det.score_one(x))
         det.learn_one(x)
     assert max(shifted) > 1.0
+
+
+# -- every registered alert kind (generated from the registry) ---------------------
+#
+# A kind is tested here the moment it is listed in spendsentry.detectors.registry:
+# it builds from a policy and a price book, honours "enabled = false", is
+# deterministic, survives a pickle round-trip (worker snapshots), speaks in its own
+# sentence about the use case, and catches its simulated incident.
+
+_SCENARIO_HOURS = 8
+_POLICIES = Path(__file__).resolve().parents[2] / "streams" / "policies"
+
+
+@dataclass
+class _Run:
+    policies: PolicySet
+    #: Closed minutes per use case, in order.
+    minutes: dict[str, list[MinuteSignals]]
+    #: (kind, use case, first minute, last minute) of each planned incident.
+    incidents: list[tuple[str, str, int, int]]
+    #: (kind, use case, minute) of every firing alert the engine emitted.
+    fired: list[tuple[str, str, int]]
+
+
+@pytest.fixture(scope="module")
+def simulated() -> _Run:
+    """Eight hours of the simulator's traffic with one incident of every kind."""
+    scenario = Scenario(seed=3, hours=_SCENARIO_HOURS)
+    policies = PolicySet.load(_POLICIES)
+    engine = Engine(policies)
+    minutes: dict[str, list[MinuteSignals]] = {}
+    fired = []
+    decoder = Decoder()
+    events = []
+    for doc in scenario.iter_events():
+        result = decoder.decode(orjson.dumps(doc), SourcePosition("sim"), now=4e9)
+        events.extend(result.events)
+    outs = []
+    for start in range(0, len(events), 2_000):
+        out = engine.process(events[start : start + 2_000])
+        out.extend(engine.advance())
+        outs.append(out)
+    outs.append(engine.flush())
+    for out in outs:
+        for s in out.closed:
+            minutes.setdefault(s.use_case, []).append(s)
+        fired += [
+            (a.kind, a.use_case, int(parse_ts(a.detected_at) // 60))
+            for a in out.alerts
+            if a.status == "firing"
+        ]
+    first = min(s.minute for ms in minutes.values() for s in ms)
+    incidents = [
+        (
+            i.kind,
+            i.use_case,
+            first + scenario._minute_of(i.start),
+            first + scenario._minute_of(i.end),
+        )
+        for i in scenario.incidents
+    ]
+    return _Run(policies, minutes, incidents, fired)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request) -> str:
+    return request.param
+
+
+def _build(kind: str, policy: Policy) -> Monitor:
+    monitor = kind_class(kind).build(policy, PriceBook())
+    assert monitor is not None
+    return monitor
+
+
+def _feed_findings(kind: str, run: _Run, use_case: str) -> list[tuple[int, Finding]]:
+    """What the kind finds in a use case's minutes (none where its policy disables it)."""
+    policy = run.policies.for_use_case(use_case)
+    monitor = kind_class(kind).build(policy, PriceBook())
+    if monitor is None:
+        return []
+    return feed(monitor, run.minutes[use_case], context(use_case, policy))
+
+
+def test_a_kind_is_a_class_named_after_it(kind: str) -> None:
+    cls = kind_class(kind)
+    assert issubclass(cls, Kind) and cls.kind == kind
+    assert cls.__name__ == "".join(p.capitalize() for p in kind.split("_"))
+    assert sys.modules[cls.__module__].__doc__.startswith(f"{kind}: ")
+    assert kind in ALERT_KINDS
+
+
+def test_a_kind_builds_from_a_policy_and_honours_enabled(kind: str) -> None:
+    on = Policy("uc", detectors={kind: DetectorSetting(enabled=True)})
+    assert _build(kind, on).kind == kind
+    off = Policy("uc", detectors={kind: DetectorSetting(enabled=False)})
+    assert kind_class(kind).build(off, PriceBook()) is None
+    assert kind not in {m.kind for m in build_monitors("uc", off)}
+    assert kind in {m.kind for m in build_monitors("uc", on)}
+
+
+def test_a_kind_is_deterministic_and_survives_a_pickle_round_trip(
+    kind: str, simulated: _Run
+) -> None:
+    for use_case, minutes in sorted(simulated.minutes.items()):
+        policy = simulated.policies.for_use_case(use_case)
+        if (monitor := kind_class(kind).build(policy, PriceBook())) is None:
+            continue  # its policy disables the kind
+        ctx = context(use_case, policy)
+        half = len(minutes) // 2
+        feed(monitor, minutes[:half], ctx)
+        clone, ctx_clone = pickle.loads(pickle.dumps((monitor, ctx)))
+        rest = feed(monitor, minutes[half:], ctx)
+        assert feed(clone, minutes[half:], ctx_clone) == rest, use_case
+        again = _feed_findings(kind, simulated, use_case)
+        assert [(m, f) for m, f in again if m >= minutes[half].minute] == rest, use_case
+
+
+def test_a_kind_speaks_its_own_sentence(kind: str, simulated: _Run) -> None:
+    spoke = 0
+    for use_case in sorted(simulated.minutes):
+        for _, finding in _feed_findings(kind, simulated, use_case):
+            assert finding.kind == kind
+            assert finding.severity in SEVERITIES
+            assert finding.summary.startswith(use_case) and finding.summary.endswith(".")
+            spoke += 1
+    assert spoke, f"{kind} found nothing in {_SCENARIO_HOURS} hours with its incident"
+
+
+def test_a_kind_catches_its_simulated_incident(kind: str, simulated: _Run) -> None:
+    planned = [i for i in simulated.incidents if i[0] == kind]
+    assert planned, f"the simulator plans no {kind} incident (simulate/incidents.py)"
+    for _, use_case, start, end in planned:
+        caught = [
+            m for k, u, m in simulated.fired if k == kind and u == use_case and start <= m <= end
+        ]
+        assert caught, (kind, use_case, start, end)

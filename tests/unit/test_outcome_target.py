@@ -10,8 +10,8 @@ import random
 
 from _monitors import context, feed
 
-from spendsentry.detectors import AnyOf, build_monitors
-from spendsentry.detectors.monitors import OutcomeTargetMonitor
+from spendsentry.detectors import build_monitors
+from spendsentry.detectors.kinds.cost_per_outcome import CostPerOutcome, OutcomeTarget
 from spendsentry.policy import PolicySet
 from spendsentry.windows import MinuteSignals
 
@@ -35,18 +35,19 @@ def _minutes(rng: random.Random, hours: float, cost_per_outcome, start: int = 0)
     return out
 
 
-def _target_monitor() -> OutcomeTargetMonitor:
+def _target_monitor() -> OutcomeTarget:
     policy = PolicySet.from_toml_text(POLICY).for_use_case("desk")
     [monitor] = [m for m in build_monitors("desk", policy) if m.kind == "cost_per_outcome"]
-    assert isinstance(monitor, AnyOf)  # worse than usual, or worse than the target
-    [target] = [m for m in monitor.monitors if isinstance(m, OutcomeTargetMonitor)]
+    assert isinstance(monitor, CostPerOutcome)  # worse than usual, or worse than the target
+    [target] = [m for m in monitor.monitors if isinstance(m, OutcomeTarget)]
     return target
 
 
 def test_a_policy_without_a_target_gets_no_target_monitor() -> None:
     policy = PolicySet.from_toml_text('[use_cases.desk]\nowner = "#desk"\n').for_use_case("desk")
     [monitor] = [m for m in build_monitors("desk", policy) if m.kind == "cost_per_outcome"]
-    assert not isinstance(monitor, AnyOf)
+    assert isinstance(monitor, CostPerOutcome)
+    assert not any(isinstance(m, OutcomeTarget) for m in monitor.monitors)
 
 
 def test_a_use_case_within_its_target_is_silent() -> None:
@@ -85,7 +86,7 @@ def test_the_breach_ends_when_the_hour_is_back_under_target() -> None:
 
 
 def test_too_few_outcomes_are_not_judged() -> None:
-    monitor = OutcomeTargetMonitor(0.02, "ticket_resolved", min_outcomes=20)
+    monitor = OutcomeTarget(0.02, "ticket_resolved", min_outcomes=20)
     ctx = context("desk")
     # One ticket every ten minutes at ten times the target: 6 an hour, never judged.
     minutes = [

@@ -1,4 +1,4 @@
-"""RatioMonitor's persistence counts minutes of evidence, not minutes of the clock."""
+"""A ratio kind's persistence counts minutes of evidence, not minutes of the clock."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import random
 from _monitors import context, feed
 
 from spendsentry.detectors import build_monitors
-from spendsentry.detectors.monitors import RatioMonitor
+from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.policy import PolicySet
 from spendsentry.windows import MinuteSignals
 
 
-def _prompt_monitor() -> RatioMonitor:
+def _prompt_monitor() -> RatioKind:
     policy = PolicySet.empty().for_use_case("agent")
     [monitor] = [m for m in build_monitors("agent", policy) if m.kind == "prompt_inflation"]
-    assert isinstance(monitor, RatioMonitor)
+    assert isinstance(monitor, RatioKind)
     return monitor
 
 

@@ -1,9 +1,10 @@
-"""What every per-use-case monitor sees and returns.
+"""What every per-use-case monitor sees and returns, and the persistence rule they share.
 
-A *monitor* adapts one River-style detector (a small class on a plain stream
-of numbers, see the sibling modules) to the engine: it reads the metric it
-needs from each closed :class:`~spendsentry.windows.MinuteSignals` and turns
-the detector's score into a :class:`~spendsentry.alerts.Finding` or None.
+A *monitor* (one alert kind, see :mod:`spendsentry.detectors.kinds`) adapts
+River-style detectors (small classes on plain streams of numbers, see the
+sibling modules) to the engine: it reads the metric it needs from each closed
+:class:`~spendsentry.windows.MinuteSignals` and turns the detector's score into
+a :class:`~spendsentry.alerts.Finding` or None.
 """
 
 from __future__ import annotations
@@ -67,3 +68,36 @@ class Monitor(Protocol):
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         """Learn from one closed minute; return a Finding when it is anomalous."""
         ...
+
+
+class Persistence:
+    """Counts consecutive anomalous minutes; remembers when the streak began.
+
+    A monitor fires only once a shift has held ``needed`` minutes, so one odd
+    minute never pages anyone; once confirmed it stays confirmed while the
+    minutes stay anomalous.
+
+    >>> p = Persistence(2)
+    >>> p.update(True, 60.0), p.update(True, 120.0), p.onset
+    (False, True, 60.0)
+    >>> p.update(False, 180.0), p.streak
+    (False, 0)
+    """
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+        self.streak = 0
+        self.onset: float | None = None
+        self.active = False
+
+    def update(self, anomalous: bool, minute_start: float) -> bool:
+        if not anomalous:
+            self.streak = 0
+            self.active = False
+            return False
+        if self.streak == 0:
+            self.onset = minute_start
+        self.streak += 1
+        # Once confirmed, stay confirmed while anomalous (no re-confirmation).
+        self.active = self.active or self.streak >= self.needed
+        return self.active

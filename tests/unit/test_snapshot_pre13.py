@@ -1,0 +1,77 @@
+"""A worker snapshot written before issue 13 still restores, and keeps detecting.
+
+``tests/fixtures/engine_snapshot_pre13.pickle.gz`` is an engine pickled by the
+code before the alert kinds became classes (``RatioMonitor``, ``AnyOf``,
+``BudgetBurnMonitor``, ... and the module functions they held). Restored with
+today's code it must carry on exactly like an engine that never stopped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from spendsentry.detectors.kinds.base import Kind
+from spendsentry.engine import Engine
+from spendsentry.policy import PolicySet
+from spendsentry.worker.state import unpack_state
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _fixture_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_engine_snapshot", FIXTURES / "make_engine_snapshot.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+snap = _fixture_module()
+
+
+def _run(engine: Engine, events: list, *, flush: bool) -> list[dict]:
+    alerts = []
+    for batch in snap.batches(events):
+        out = engine.process(batch)
+        out.extend(engine.advance())
+        alerts += [a.to_dict() for a in out.alerts]
+    if flush:
+        alerts += [a.to_dict() for a in engine.flush().alerts]
+    return alerts
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory) -> tuple[list, list]:
+    events = snap.scenario_events(tmp_path_factory.mktemp("scenario"))
+    return snap.split(events, events[0].ts)
+
+
+def _restored() -> Engine:
+    engine = unpack_state(gzip.decompress(snap.SNAPSHOT.read_bytes()))["engine"]
+    assert isinstance(engine, Engine)
+    return engine
+
+
+def test_the_old_monitors_restore_as_the_kinds() -> None:
+    engine = _restored()
+    monitors = [m for state in engine.use_cases.values() for m in state.monitors]
+    assert monitors and all(isinstance(m, Kind) for m in monitors)
+    assert {type(m).__module__.rsplit(".", 1)[0] for m in monitors} == {
+        "spendsentry.detectors.kinds"
+    }
+
+
+def test_a_restored_engine_detects_like_one_that_never_stopped(halves) -> None:
+    before, after = halves
+    fresh = Engine(PolicySet.load(snap.ROOT / "streams" / "policies"))
+    _run(fresh, before, flush=False)
+    expected = _run(fresh, after, flush=True)
+    assert len({a["kind"] for a in expected if a["status"] == "firing"}) >= 5
+    assert _run(_restored(), after, flush=True) == expected
