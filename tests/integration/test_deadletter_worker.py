@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,14 +51,6 @@ def _big_invalid(size: int = BIG) -> bytes:
     """An ~800 KB JSON object that is no event: dead-lettered as missing_field."""
     head = b'{"use_case":"support_chat","note":"'
     return head + b"x" * (size - len(head) - 2) + b'"}'
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 @pytest.mark.integration

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,15 +183,6 @@ def test_engine_memory_through_a_10x_burst_is_bounded() -> None:
 
 
 # -- the worker on the broker -------------------------------------------------------
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    """Workers a test starts; every one is stopped (by pid) afterwards."""
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def _alerts(bootstrap: str, names: dict[str, str]) -> list[dict[str, Any]]:

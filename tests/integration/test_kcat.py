@@ -13,7 +13,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +94,6 @@ def produce_lines(bootstrap: str, topic: str, path: Path) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return "kafkajs"
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def _attr(key: str, value: Any) -> dict[str, Any]:

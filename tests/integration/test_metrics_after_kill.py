@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +93,6 @@ def _increase(scrapes: list[dict[Series, float]]) -> dict[str, float]:
 def _committed_records(status: dict[str, Any]) -> int:
     # Records reflected by the durable snapshots (what the counters show).
     return sum(p.get("committed_records", p["records"]) for p in status["partitions"].values())
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 @pytest.mark.timeout(240)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -52,14 +52,6 @@ def _poison(now: float) -> list[Record]:
         event("poison-last-year", now - YEAR),
         Record("usage", b"support_chat", big),
     ]
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 @pytest.mark.timeout(300)
