@@ -145,7 +145,7 @@ async def _refused(broker: EmbeddedBroker, unique_name: Callable[[str], str], tm
         assert letter.source == SourcePosition(names["usage"], None, 0, 5)
 
         # 1. Refused by the producer: written to the local file, nothing held.
-        await service._publish([], out.dead_letters)
+        await service.publisher.publish(producer, [], out.dead_letters)
         fallback = state / "deadletters.jsonl"
         [line] = fallback.read_bytes().splitlines()
         assert orjson.loads(line)["original_size"] == BIG
@@ -156,10 +156,10 @@ async def _refused(broker: EmbeddedBroker, unique_name: Callable[[str], str], tm
         # partition 0's snapshot (its pipeline stays dirty: nothing committed).
         fallback.unlink()
         fallback.mkdir()
-        await service._publish([], out.dead_letters)
+        await service.publisher.publish(producer, [], out.dead_letters)
         assert service.deadletters.held([0, 1]) == {0}
         assert metrics.deadletters_unwritten._value.get() == 1
-        assert await service._capture() is None
+        assert await service.checkpoints.capture() is None
         assert pipeline.dirty
 
         # 3. The file comes back: the next batch's retry writes it, the hold lifts.

@@ -404,3 +404,47 @@ def test_late_events_are_counted_per_use_case_with_a_capped_label() -> None:
 
     assert late_of("support") == 2 and late_of("other") == 2
     assert late_of("history_a") is None  # the label set stays bounded
+
+
+# -- what the worker's shell changes, through the pipeline's own methods ---------
+
+
+def test_checkpoint_state_records_the_alerts_offsets_and_counts_the_state_saved() -> None:
+    s = new_parts()
+    p = s.pipelines[0]
+    p.assign_inputs([("u", 0)], now=NOW)
+    s.handle(batch(*[Rec("u", 0, i, json.dumps(usage(i, NOW - 60)).encode()) for i in range(3)]))
+    assert s.changed() == [0]
+    state, counters = p.checkpoint_state({0: 7, 2: 1})
+    assert s.changed() == [] and not p.dirty
+    assert counters.records == 3 and state["offsets"] == {("u", 0): 3}
+    from spendsentry.worker.pipeline import alerts_offsets_of
+
+    assert alerts_offsets_of(state) == {0: 7, 2: 1}
+    assert alerts_offsets_of(p.snapshot_state()) == {}  # a snapshot from before read-back
+
+
+def test_rewind_start_at_touch_and_take_behind_own_the_offsets_and_the_dirty_flag() -> None:
+    s = new_parts()
+    p = s.pipelines[0]
+    p.start_at({("u", 0): 10, ("o", 0): 0})
+    assert p.offsets == {("u", 0): 10, ("o", 0): 0} and not p.dirty
+    s.handle(batch(Rec("u", 0, 4, json.dumps(usage(4, NOW)).encode())))
+    assert p.take_behind() == {("u", 0): 10}
+    assert p.take_behind() == {}
+    p.rewind(("u", 0), 0)  # the topic was recreated: continue from its start
+    assert p.offsets[("u", 0)] == 0 and p.dirty
+    p.checkpoint_state({})
+    p.touch()
+    assert s.changed() == [0]
+
+
+def test_fresh_engines_continue_throttle_versions_and_the_set_finds_the_latest_command() -> None:
+    s = new_parts()
+    p = s.pipelines[0]
+    p.observe_throttle_versions({"use_case=support": 4, "use_case=bad": 0})
+    assert p.engine.planner.version("use_case=support") == 4
+    assert p.engine.planner.ignored_versions == 1  # out of range: ignored, as before
+    assert p.engine.planner.latest("use_case=support") is None
+    assert s.latest_command("use_case=support") is None
+    assert p.recent_commands() == []

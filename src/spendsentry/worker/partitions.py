@@ -330,6 +330,18 @@ class PartitionSet:
             merged.update(pl.offsets)
         return merged
 
+    def changed(self) -> list[int]:
+        """The partitions whose state changed since its last snapshot."""
+        return [p for p in self if self.pipelines[p].dirty]
+
+    def latest_command(self, scope_key: str) -> ThrottleCommand | None:
+        """The latest command on ``scope_key`` of the engine here that holds it."""
+        for pipeline in self.values():
+            command = pipeline.engine.planner.latest(scope_key)
+            if command is not None:
+                return command
+        return None
+
     def active_commands(self, now: float) -> list[ThrottleCommand]:
         """Throttle commands in force (a scope lives in one engine), by scope key."""
         commands = [c for pl in self.values() for c in pl.engine.planner.active(now)]

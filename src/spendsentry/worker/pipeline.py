@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from spendsentry.actions import ControlError, ThrottleCommand
+from spendsentry.actions.planner import MAX_COMMAND_S
 from spendsentry.alerts import Alert
 from spendsentry.clock import EventClock
 from spendsentry.engine import OTHER_USE_CASES, Engine, EngineStats
@@ -277,6 +278,45 @@ class Pipeline:
             del published[next(iter(published))]
         return True
 
+    # -- what the shell changes (through these, never the fields) -----------
+
+    def start_at(self, offsets: Mapping[TP, int]) -> None:
+        """Begin a fresh state at these input offsets (committed, or the log's start)."""
+        self.offsets.update(offsets)
+
+    def rewind(self, tp: TP, offset: int) -> None:
+        """Continue ``tp`` from ``offset``: its log was recreated or truncated
+        below what this state reflects, so what it reflected is gone."""
+        self.offsets[tp] = offset
+        self.dirty = True
+
+    def touch(self) -> None:
+        """Count the state as changed, so that the next checkpoint snapshots it."""
+        self.dirty = True
+
+    def take_behind(self) -> dict[TP, int]:
+        """The partitions that went back behind this state (and where they
+        belong); the shell seeks them there, so they are forgotten here."""
+        behind, self.behind = self.behind, {}
+        return behind
+
+    def assign_inputs(self, tps: Iterable[TP], *, now: float) -> None:
+        """Start the event clocks of the input partitions this state now consumes."""
+        self.watermarks.assign(list(tps), now=now)
+
+    def observe_throttle_versions(self, versions: Mapping[str, int]) -> None:
+        """Continue each scope's command versions from those on ``ai.throttle``
+        (a fresh engine, whose snapshot is lost or never was)."""
+        observe = self.engine.planner.observe_version
+        for scope_key, version in versions.items():
+            observe(scope_key, version)
+
+    def recent_commands(self) -> list[ThrottleCommand]:
+        """Throttle commands this engine issued that may still be in force."""
+        # No command outlives a day: older ones cannot be in force anywhere.
+        since = self.watermark - MAX_COMMAND_S
+        return list(self.engine.planner.recent(since if math.isfinite(since) else -math.inf))
+
     # -- metrics --------------------------------------------------------------
 
     def _count_totals(
@@ -338,6 +378,20 @@ class Pipeline:
             "counters": self.counters,
         }
 
+    def checkpoint_state(
+        self, alerts_offsets: Mapping[int, int]
+    ) -> tuple[dict[str, Any], PartitionCounters]:
+        """The state to snapshot now and the counters it holds; the state counts as saved.
+
+        ``alerts_offsets`` is where each ``ai.alerts`` partition ended when the
+        state was captured: what a restore reads back (:func:`alerts_offsets_of`).
+        """
+        counters = self.capture_counters()
+        state = self.snapshot_state()
+        state["alerts_offsets"] = alerts_offsets
+        self.dirty = False
+        return state, counters
+
     def restore_state(self, state: Mapping[str, Any], *, now: float | None = None) -> None:
         """Load :meth:`snapshot_state` output (the engine object is taken over)."""
         now = time.time() if now is None else now
@@ -362,6 +416,12 @@ class Pipeline:
         # after a crash was never shown, so it is not counted twice.
         self.counters = counters
         self.committed = counters.frozen()
+
+
+def alerts_offsets_of(state: Mapping[str, Any]) -> dict[int, int]:
+    """Where ``ai.alerts`` ended when ``state`` was snapshotted (per partition),
+    from :meth:`Pipeline.checkpoint_state`; empty for older snapshots."""
+    return {int(n): int(o) for n, o in (state.get("alerts_offsets") or {}).items()}
 
 
 def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None:
