@@ -48,12 +48,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from spendsentry import kafka_security
 from spendsentry.actions import ThrottleCommand, ThrottleKeys
-from spendsentry.broker import ensure_topics
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.ingest import DeadLetter, Decoder
 from spendsentry.ingest.deadletter import DEFAULT_MAX_REQUEST_SIZE, dead_letter_limit
+from spendsentry.kafka import ensure_topics
+from spendsentry.kafka import security as kafka_security
 from spendsentry.messages.alert import dedupe_key_of
 from spendsentry.worker.deadletters import DeadLetterSink
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics, label_share
@@ -673,7 +673,7 @@ class IngestService(faust.Service):
         releases from ``spendsentry throttle release``): fresh engines continue
         from them. Records that do not verify with the configured keys are
         counted and ignored: anyone who can write to the topic could forge them."""
-        from spendsentry.client.guard import read_commands
+        from spendsentry.actions.throttle_topic import read_commands
 
         keys, name = self.config.throttle_keys, self.config.topics.throttle.name
         if not keys.accepted:
