@@ -12,14 +12,9 @@ See docs/throttling.md.
 from __future__ import annotations
 
 from spendsentry.actions.signing import ThrottleKeys
+from spendsentry.actions.throttle_topic import ThrottleTopic, read_commands, read_latest
 from spendsentry.client.buckets import TokenBucket
-from spendsentry.client.guard import (
-    Decision,
-    ThrottleGuard,
-    ThrottleTopic,
-    read_commands,
-    read_latest,
-)
+from spendsentry.client.guard import Decision, ThrottleGuard
 from spendsentry.client.reporter import UsageReporter
 
 __all__ = [

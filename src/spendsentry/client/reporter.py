@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from spendsentry import kafka_security
+from spendsentry.kafka.security import KafkaSecurity, resolve
 from spendsentry.messages.topics import USAGE_TOPIC
 
 __all__ = ["UsageReporter"]
@@ -55,6 +55,9 @@ class UsageReporter:
         Events held at most; beyond it new events are dropped (counted).
     as_array : bool
         Send JSON arrays (True) or one event per message.
+    security : KafkaSecurity, optional
+        TLS/SASL settings for the producer; the environment's (read once, here)
+        when omitted.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class UsageReporter:
         linger_s: float = 0.2,
         max_buffer: int = 50_000,
         as_array: bool = True,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if batch_size < 1 or max_buffer < 1:
             raise ValueError("batch_size and max_buffer must be at least 1")
@@ -75,6 +79,7 @@ class UsageReporter:
         self.linger_s = linger_s
         self.max_buffer = max_buffer
         self.as_array = as_array
+        self.security = resolve(security)
         #: "reported", "sent", "dropped_full", "dropped_invalid", "dropped_send_failed".
         self.counts: Counter[str] = Counter()
         self._buffer: deque[tuple[str, bytes]] = deque()
@@ -202,7 +207,7 @@ class UsageReporter:
                         # Tansu (and some proxies) reject idempotent producers.
                         enable_idempotence=False,
                         request_timeout_ms=10_000,
-                        **kafka_security.client_kwargs(),
+                        **self.security.client_kwargs(),
                     )
                     try:
                         await asyncio.wait_for(producer.start(), 10)

@@ -13,7 +13,7 @@ import sys
 import threading
 from types import FrameType
 
-from spendsentry.broker import BrokerError, EmbeddedBroker
+from spendsentry.kafka.embedded import BrokerError, EmbeddedBroker
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -64,9 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 after a clean stop."""
-    from spendsentry.broker import EmbeddedBroker
     from spendsentry.demo import DemoOptions, run_demo
     from spendsentry.errors import SpendSentryError
+    from spendsentry.kafka.embedded import EmbeddedBroker
 
     options = DemoOptions(
         duration_s=args.duration,

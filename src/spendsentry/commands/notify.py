@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from spendsentry.broker import TopicSpec
+    from spendsentry.kafka.admin import TopicSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

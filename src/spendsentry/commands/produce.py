@@ -267,8 +267,8 @@ async def _produce(args: argparse.Namespace) -> tuple[int, int, int, LateCheck]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from spendsentry import kafka_security
-    from spendsentry.broker import BrokerError, ensure_topics
+    from spendsentry.kafka import BrokerError, ensure_topics
+    from spendsentry.kafka import security as kafka_security
     from spendsentry.worker.topics import TopicsConfig
 
     topics = TopicsConfig.load(args.topics)

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from spendsentry import kafka_security
+from spendsentry.kafka import security as kafka_security
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

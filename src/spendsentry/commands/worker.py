@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker until SIGINT/SIGTERM; 0 on a clean stop."""
-    from spendsentry.broker import EmbeddedBroker
     from spendsentry.errors import SpendSentryError
+    from spendsentry.kafka.embedded import EmbeddedBroker
 
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),

@@ -33,12 +33,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from spendsentry import kafka_security
-from spendsentry.broker import _parent_death_preexec, ensure_topics
 from spendsentry.demo.feed import Feed, cancel_and_wait
 from spendsentry.demo.plan import DemoPlan
 from spendsentry.demo.view import TerminalView, alert_line
 from spendsentry.errors import SpendSentryError
+from spendsentry.kafka import KafkaSecurity, ensure_topics, parent_death_preexec
 from spendsentry.simulate import DEFAULT_USE_CASES
 from spendsentry.worker.status_page import StatusBoard
 from spendsentry.worker.topics import TopicsConfig
@@ -99,7 +98,7 @@ class WorkerProcess:
             # Its own session: the terminal's Ctrl-C reaches only the demo, which
             # then stops the worker in order.
             start_new_session=True,
-            preexec_fn=_parent_death_preexec(),
+            preexec_fn=parent_death_preexec(),
         )
 
     @property
@@ -158,7 +157,7 @@ def _check_port_free(port: int) -> None:
             ) from None
 
 
-async def _read_topic(bootstrap: str, topic: str, on_record: Any) -> None:
+async def _read_topic(bootstrap: str, topic: str, on_record: Any, security: KafkaSecurity) -> None:
     """Read ``topic`` from the beginning, forever, calling ``on_record(dict)``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -166,7 +165,7 @@ async def _read_topic(bootstrap: str, topic: str, on_record: Any) -> None:
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
-        **kafka_security.client_kwargs(),
+        **security.client_kwargs(),
     )
     await consumer.start()
     try:
@@ -207,7 +206,8 @@ async def run_demo(
     _check_port_free(options.web_port)
     plan = DemoPlan.create(speed=options.speed, duration_s=options.duration_s, seed=options.seed)
     topics = TopicsConfig.load(None)
-    await ensure_topics(bootstrap, topics.specs(), security=kafka_security.client_kwargs())
+    security = KafkaSecurity.from_env()  # TLS/SASL from SPENDSENTRY_KAFKA_*, read once
+    await ensure_topics(bootstrap, topics.specs(), security=security)
     view = TerminalView(out, tty=tty)
     url = f"http://127.0.0.1:{options.web_port}/"
     tmp = Path(tempfile.mkdtemp(prefix="spendsentry-demo-"))
@@ -254,7 +254,7 @@ async def run_demo(
         linger_ms=20,
         acks=1,
         enable_idempotence=False,
-        **kafka_security.client_kwargs(),
+        **security.client_kwargs(),
     )
     await producer.start()
     feed = Feed(plan, topics, producer)
@@ -264,9 +264,9 @@ async def run_demo(
     try:
         tasks = [
             asyncio.create_task(feed.run(), name="demo-feed"),
-            asyncio.create_task(_read_topic(bootstrap, topics.alerts.name, on_alert)),
+            asyncio.create_task(_read_topic(bootstrap, topics.alerts.name, on_alert, security)),
             asyncio.create_task(
-                _read_topic(bootstrap, topics.throttle.name, throttles.observe_throttle)
+                _read_topic(bootstrap, topics.throttle.name, throttles.observe_throttle, security)
             ),
         ]
         snapshot: dict[str, Any] | None = None

@@ -57,8 +57,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from spendsentry import kafka_security
-from spendsentry.broker import TopicSpec, ensure_topics
+from spendsentry.kafka import TopicSpec, ensure_topics
+from spendsentry.kafka import security as kafka_security
 from spendsentry.messages.alert import ALERT_STATUSES, dedupe_key_of
 from spendsentry.messages.severity import SEVERITIES
 from spendsentry.messages.topics import ALERTS_TOPIC

@@ -13,8 +13,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from spendsentry import kafka_security
-from spendsentry.broker import ensure_topics
+from spendsentry.kafka import ensure_topics
+from spendsentry.kafka import security as kafka_security
 from spendsentry.worker.config import WorkerConfig
 from spendsentry.worker.topics import check_co_partitioned
 

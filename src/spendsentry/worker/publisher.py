@@ -175,7 +175,7 @@ class Publisher:
         releases from ``spendsentry throttle release``): fresh engines continue
         from them. Records that do not verify with the configured keys are
         counted and ignored: anyone who can write to the topic could forge them."""
-        from spendsentry.client.guard import read_commands
+        from spendsentry.actions.throttle_topic import read_commands
 
         keys, name = self.config.throttle_keys, self.config.topics.throttle.name
         if not keys.accepted:

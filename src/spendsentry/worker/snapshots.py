@@ -25,8 +25,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from spendsentry import kafka_security
-from spendsentry.broker import TopicSpec
+from spendsentry.kafka.admin import TopicSpec
+from spendsentry.kafka.security import KafkaSecurity, resolve
 from spendsentry.worker.state import (
     CHUNK_BYTES,
     EncodedSnapshot,
@@ -79,6 +79,9 @@ class KafkaSnapshotStore:
         Largest record body (see :data:`~spendsentry.worker.state.CHUNK_BYTES`).
     timeout_s : float
         Bound on one read from the state topic.
+    security : KafkaSecurity, optional
+        TLS/SASL settings for the reader; the environment's (read once, here)
+        when omitted.
     """
 
     def __init__(
@@ -89,8 +92,10 @@ class KafkaSnapshotStore:
         *,
         chunk_bytes: int = CHUNK_BYTES,
         timeout_s: float = 30.0,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = resolve(security)
         self.topic = topic
         self.group = group
         self.chunk_bytes = chunk_bytes
@@ -115,7 +120,7 @@ class KafkaSnapshotStore:
             fetch_max_wait_ms=20,
             # A chunk is up to CHUNK_BYTES plus its header.
             max_partition_fetch_bytes=max(2 << 20, 2 * self.chunk_bytes),
-            **kafka_security.client_kwargs(),
+            **self.security.client_kwargs(),
         )
         await self._reader.start()
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from spendsentry.broker import TopicSpec
 from spendsentry.errors import ConfigError
+from spendsentry.kafka.admin import TopicSpec
 from spendsentry.messages.topics import DEFAULT_TOPICS
 
 #: Where the topic layout lives in a checkout.
@@ -106,7 +106,7 @@ class TopicsConfig:
         return cls(**specs)
 
     def specs(self) -> list[TopicSpec]:
-        """All topics, for :func:`spendsentry.broker.ensure_topics`."""
+        """All topics, for :func:`spendsentry.kafka.ensure_topics`."""
         return [getattr(self, f.name) for f in fields(self)]
 
     def check_co_partitioned(self) -> None:
