@@ -498,9 +498,8 @@ def test_the_worker_serves_slack_interactions_and_publishes_to_ai_control(
 def test_the_worker_runs_the_notifier_only_when_slack_is_configured_or_asked(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import argparse
 
-    from spendsentry.commands.notify import start_in_worker
+    from spendsentry.slack.embedded import start_embedded
 
     for name in ("SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -508,9 +507,7 @@ def test_the_worker_runs_the_notifier_only_when_slack_is_configured_or_asked(
 
     def decide(flag: bool | None) -> bool:
         async def main() -> bool:
-            started = start_in_worker(
-                argparse.Namespace(notify=flag), "127.0.0.1:1", alerts, tmp_path, "g"
-            )
+            started = start_embedded(flag, "127.0.0.1:1", alerts, tmp_path, "g")
             if started is None:
                 return False
             started.task.cancel()  # nothing to reach on 127.0.0.1:1; only the decision counts

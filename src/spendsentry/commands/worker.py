@@ -151,9 +151,11 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     def announce(service: object) -> None:
         print(f"web=http://{args.web_host}:{args.web_port}", flush=True)
 
-    from spendsentry.commands.notify import start_in_worker
+    from spendsentry.slack.embedded import start_embedded
 
-    notifier = start_in_worker(args, bootstrap, config.topics.alerts, config.state_dir, args.group)
+    notifier = start_embedded(
+        args.notify, bootstrap, config.topics.alerts, config.state_dir, args.group
+    )
     code = await run_worker(
         config,
         engine,
