@@ -21,6 +21,7 @@ So within the allowed lateness, arrival order does not change any result.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -214,6 +215,24 @@ class UseCaseState:
         self.last_signals: MinuteSignals | None = None
         self.observing = False
         self.last_data_minute = None
+
+    def due(self, minute: int, dormant_after: int) -> bool:
+        """Whether closing ``minute`` shows it to the monitors (starts observing if so)."""
+        if not self.observing:
+            if not self.open or minute < min(self.open):
+                return False  # before its first event: the use case did not exist yet
+            self.observing = True
+            return True
+        # A day of silence is as long as silence gets.
+        return not self.dormant(minute, dormant_after)
+
+    def open_incidents(self) -> list[tuple[str, str, str]]:
+        """(use case, kind, alert_id) of its open incidents, by kind."""
+        return [
+            (self.use_case, kind, tracker.open_alert_id)
+            for kind, tracker in sorted(self.trackers.items())
+            if tracker.open_alert_id
+        ]
 
     def dormant(self, minute: int, after_minutes: int) -> bool:
         """Silent for more than ``after_minutes`` with nothing open at ``minute``."""
@@ -493,12 +512,8 @@ class Engine:
         """
         if not events:
             return
-        weights: dict[int, int] = {}
-        for e in events:
-            minute = int(e.ts // MINUTE)
-            weights[minute] = weights.get(minute, 0) + 1
-        for minute in self._open_minutes():
-            weights[minute] = weights.get(minute, 0) + 1
+        weights = Counter(int(e.ts // MINUTE) for e in events)
+        weights.update(self._open_minutes())
         start = bulk_start(weights, self.config.start_gap_minutes)
         assert start is not None
         if self.closed_until is None or start < self.closed_until:
@@ -564,15 +579,8 @@ class Engine:
         return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Engines pickled before the engine had its own clock kept ``max_ts``.
         self.__dict__.update(state)
-        if "clock" not in state:
-            clock = self.clock = EventClock(math.inf, EngineConfig().confirm_jump_s)
-            newest = state.get("max_ts", -math.inf)
-            if newest > -math.inf:
-                clock.max_ts[self.STREAM] = newest
-        self.__dict__.pop("max_ts", None)
-        self.__dict__.pop("_jump_candidate", None)
+        _upgrade_pre_clock(self.__dict__, self.STREAM)
 
     def flush(self) -> EngineOutput:
         """End of input: close every open minute."""
@@ -620,12 +628,8 @@ class Engine:
         busy = False
         for name in sorted(self.use_cases):
             state = self.use_cases[name]
-            if not state.observing:
-                if not state.open or minute < min(state.open):
-                    continue  # before its first event: the use case did not exist yet
-                state.observing = True
-            elif state.dormant(minute, dormant_after):
-                continue  # a day of silence is as long as silence gets
+            if not state.due(minute, dormant_after):
+                continue
             busy = True
             sessions_evicted = state.sessions.evicted
             signals = state.close(minute)
@@ -656,12 +660,20 @@ class Engine:
 
     def firing(self) -> list[tuple[str, str, str]]:
         """(use case, kind, alert_id) of every open incident, sorted."""
-        found = []
-        for name, state in sorted(self.use_cases.items()):
-            for kind, tracker in sorted(state.trackers.items()):
-                if tracker.open_alert_id:
-                    found.append((name, kind, tracker.open_alert_id))
-        return found
+        return [
+            found for _, state in sorted(self.use_cases.items()) for found in state.open_incidents()
+        ]
+
+
+def _upgrade_pre_clock(state: dict[str, Any], stream: str) -> None:
+    """Engines pickled before the engine had its own clock kept ``max_ts``."""
+    if "clock" not in state:
+        clock = state["clock"] = EventClock(math.inf, EngineConfig().confirm_jump_s)
+        newest = state.get("max_ts", -math.inf)
+        if newest > -math.inf:
+            clock.max_ts[stream] = newest
+    state.pop("max_ts", None)
+    state.pop("_jump_candidate", None)
 
 
 def late_dead_letter(e: Event, source: SourcePosition | None, lateness_s: float) -> DeadLetter:
