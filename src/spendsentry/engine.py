@@ -110,7 +110,14 @@ class UseCaseTotals:
         return self.cost_nano / NANO
 
     def add_usages(self, events: int, added: RunTotals) -> None:
-        """Count a run of ``events`` usage events that added ``added`` to a bucket."""
+        """Count a run of ``events`` usage events that added ``added`` to a bucket.
+
+        >>> t = UseCaseTotals()
+        >>> t.add_usages(3, RunTotals({"llm_call": 2, "tool_call": 1}, 120, 40, 5_000))
+        >>> t.add_outcomes(1)
+        >>> t.events, t.events_by_kind, t.cost_nano, t.outcomes
+        (4, {'llm_call': 2, 'tool_call': 1, 'outcome': 1}, 5000, 1)
+        """
         self.events += events
         by_kind = self.events_by_kind
         for kind, n in added.calls_by_kind.items():
@@ -152,7 +159,14 @@ class EngineStats:
     evicted_dedupe_ids: int = 0
 
     def count_unpriced(self, model: str | None, max_models: int) -> None:
-        """Count an event no price is known for, by model (bounded: names come from producers)."""
+        """Count an event no price is known for, by model (bounded: names come from producers).
+
+        >>> stats = EngineStats()
+        >>> for model in ("a", "b", "c", None):
+        ...     stats.count_unpriced(model, max_models=2)
+        >>> stats.unpriced, stats.unpriced_models
+        (4, {'a': 1, 'b': 1, '(other)': 2})
+        """
         self.unpriced += 1
         name = model or "(no model)"
         unpriced = self.unpriced_models
