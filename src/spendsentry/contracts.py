@@ -228,32 +228,58 @@ def format_error(error: ValidationError, root: str = "$") -> list[str]:
         so each names its key.
     """
     path = list(error.absolute_path)
-    rule = _rule(error)
-    extras: list[str] = []
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
-        extras = [k for k in error.instance if k not in allowed]
-    if extras:
-        lines = []
-        for key in extras:
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            if hint:
-                suffix = f"; did you mean {hint[0]!r}?"
-            else:
-                suffix = f"; expected one of: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"{key_path(root, [*path, key])}: unknown key{suffix}")
-        return lines
+        lines = _unknown_keys(error, root, path)
+        if lines:
+            return lines
     if error.validator == "required" and isinstance(error.instance, dict):
-        # jsonschema reports one error per missing key; the message names it.
-        missing = [k for k in error.validator_value if k not in error.instance]
-        absent = next((k for k in missing if error.message.startswith(repr(k))), None)
-        if absent is None and missing:
-            absent = missing[0]
-        if absent is not None:
-            return [f"{key_path(root, [*path, absent])}: missing ({rule or 'required'})"]
-    if error.validator == "anyOf" and rule:
+        line = _missing_key(error, root, path)
+        if line is not None:
+            return [line]
+    if error.validator == "anyOf":
+        lines = _any_of(error, root, path)
+        if lines:
+            return lines
+    if error.validator == "format" and error.validator_value == "date-time":
+        return [
+            f"{key_path(root, path)}: {_short(error.instance)} is not an RFC 3339 date-time"
+            " (e.g. 2026-11-02T09:00:00Z)"
+        ]
+    return [f"{key_path(root, path)}: {_shorten(error.message)}"]
+
+
+def _unknown_keys(error: ValidationError, root: str, path: list[Any]) -> list[str]:
+    """One line per key the schema does not allow, with the closest allowed key."""
+    allowed = sorted(error.schema.get("properties", {}))
+    lines = []
+    for key in (k for k in error.instance if k not in allowed):
+        hint = difflib.get_close_matches(str(key), allowed, n=1)
+        if hint:
+            suffix = f"; did you mean {hint[0]!r}?"
+        else:
+            suffix = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        lines.append(f"{key_path(root, [*path, key])}: unknown key{suffix}")
+    return lines
+
+
+def _missing_key(error: ValidationError, root: str, path: list[Any]) -> str | None:
+    """The line naming the missing key (None if none is missing after all)."""
+    # jsonschema reports one error per missing key; the message names it.
+    missing = [k for k in error.validator_value if k not in error.instance]
+    absent = next((k for k in missing if error.message.startswith(repr(k))), None)
+    if absent is None and missing:
+        absent = missing[0]
+    if absent is None:
+        return None
+    return f"{key_path(root, [*path, absent])}: missing ({_rule(error) or 'required'})"
+
+
+def _any_of(error: ValidationError, root: str, path: list[Any]) -> list[str]:
+    """A value that matched no branch: the rule, the branch it was meant for, or the choices."""
+    rule = _rule(error)
+    if rule:
         return [f"{key_path(root, path)}: {rule}"]
-    if error.validator == "anyOf" and error.context:
+    if error.context:
         # Report the branch the value was meant for (a negative number broke the
         # number branch's minimum), not that it matched no branch at all.
         closer = [e for e in error.context if e.validator != "type"]
@@ -262,12 +288,7 @@ def format_error(error: ValidationError, root: str = "$") -> list[str]:
         wanted = _anyof_expectations(error)
         if wanted:
             return [f"{key_path(root, path)}: {_short(error.instance)} is neither {wanted}"]
-    if error.validator == "format" and error.validator_value == "date-time":
-        return [
-            f"{key_path(root, path)}: {_short(error.instance)} is not an RFC 3339 date-time"
-            " (e.g. 2026-11-02T09:00:00Z)"
-        ]
-    return [f"{key_path(root, path)}: {_shorten(error.message)}"]
+    return []
 
 
 def _rule(error: ValidationError) -> str | None:

@@ -78,6 +78,28 @@ class RunTotals(NamedTuple):
     cost_nano: int
 
 
+def _calls_by_kind(
+    llm_calls: int, tool_calls: int, retrievals: int, embeddings: int, other_kinds: dict[str, int]
+) -> dict[str, int]:
+    """Calls per kind of a run; ``other_kinds`` (hand-built events) counted within embeddings.
+
+    >>> _calls_by_kind(2, 0, 1, 3, {"custom": 1})
+    {'llm_call': 2, 'retrieval': 1, 'embedding': 2, 'custom': 1}
+    """
+    by_kind = {
+        kind: n
+        for kind, n in (
+            ("llm_call", llm_calls),
+            ("tool_call", tool_calls),
+            ("retrieval", retrievals),
+            ("embedding", embeddings - sum(other_kinds.values())),
+        )
+        if n
+    }
+    by_kind.update(other_kinds)
+    return by_kind
+
+
 class MinuteBucket:
     """Everything one use case did in one event-time minute (still open)."""
 
@@ -147,6 +169,10 @@ output_tokens=0, cost_nano=500000000)
         >>> b.llm_calls, b.tool_calls, b.unpriced, b.models["unknown"].calls
         (1, 1, 1, 1)
         """
+        # Complexity 14 on purpose: one loop over the run with every kind's
+        # branch inline. A helper call per event costs measurable throughput
+        # (~100k events/s; benchmarks/bench_replay.py); what is once per run
+        # (the calls by kind) is a function.
         cost_sum = unpriced = input_sum = output_sum = cached_sum = reasoning_sum = 0
         llm_calls = tool_calls = retrievals = embeddings = 0
         llm_input = llm_log = fallbacks = rerouted = 0
@@ -157,7 +183,7 @@ output_tokens=0, cost_nano=500000000)
         for e in events:
             usd = e.cost_usd
             if usd is None:
-                cost = None
+                cost = 0  # adds nothing to its model's cost
                 unpriced += 1
             else:
                 cost = round(usd * NANO)
@@ -188,8 +214,7 @@ output_tokens=0, cost_nano=500000000)
                 if stats is None:
                     stats = models[name] = ModelStats()
                 stats.calls += 1
-                if cost is not None:
-                    stats.cost += cost
+                stats.cost += cost
                 stats.input_tokens += input_tokens
                 stats.output_tokens += output_tokens
                 if input_tokens <= SMALL_INPUT_TOKENS and output_tokens <= SMALL_OUTPUT_TOKENS:
@@ -227,17 +252,7 @@ output_tokens=0, cost_nano=500000000)
         self.tool_calls += tool_calls
         self.retrievals += retrievals
         self.embeddings += embeddings
-        by_kind = {
-            kind: n
-            for kind, n in (
-                ("llm_call", llm_calls),
-                ("tool_call", tool_calls),
-                ("retrieval", retrievals),
-                ("embedding", embeddings - sum(other_kinds.values())),
-            )
-            if n
-        }
-        by_kind.update(other_kinds)
+        by_kind = _calls_by_kind(llm_calls, tool_calls, retrievals, embeddings, other_kinds)
         return RunTotals(by_kind, input_sum, output_sum, cost_sum)
 
     def add_outcome(self, e: OutcomeEvent) -> None:

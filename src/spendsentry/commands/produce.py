@@ -29,9 +29,14 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
+
+    from spendsentry.worker.topics import TopicsConfig
 
 #: Exit status when events would be dead-lettered as late (see the module doc).
 EXIT_LATE = 3
@@ -275,22 +280,8 @@ async def _produce(args: argparse.Namespace) -> tuple[int, int, int, LateCheck]:
     security = kafka_security.client_kwargs()  # TLS/SASL from SPENDSENTRY_KAFKA_*
     if not args.no_create_topics:
         await ensure_topics(args.broker, topics.specs(), security=security)
-    from spendsentry.engine import EngineConfig
-
-    lateness = (
-        EngineConfig().allowed_lateness_s
-        if args.allowed_lateness is None
-        else args.allowed_lateness
-    )
-    try:
-        head = await topic_head(args.broker, [topics.usage.name, topics.outcomes.name], security)
-    except Exception as exc:  # aiokafka's errors: the check is advice, not a gate
-        print(f"spendsentry produce: could not read the topics' event time: {exc}",
-              file=sys.stderr)  # fmt: skip
-        head = None
-    check = LateCheck(head, _cutoff(head, lateness))
-    streamed = "-" in args.files
-    if check.cutoff is not None and not streamed:
+    check = await _late_check(args, topics, security)
+    if check.cutoff is not None and "-" not in args.files:
         _prescan(args.files, check)
         if check.late and not args.allow_late:
             return 0, 0, 0, check
@@ -308,6 +299,43 @@ async def _produce(args: argparse.Namespace) -> tuple[int, int, int, LateCheck]:
         await producer.start()
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {args.broker}: {exc}") from None
+    try:
+        sent, events, raw = await _publish(producer, args, topics, checked)
+        await producer.flush()
+    except KafkaError as exc:
+        raise BrokerError(f"publishing to {args.broker} failed: {exc}") from None
+    finally:
+        await producer.stop()
+    return sent, events, raw, check
+
+
+async def _late_check(
+    args: argparse.Namespace, topics: TopicsConfig, security: dict[str, Any]
+) -> LateCheck:
+    """How far the topics' event time has got, and so which events a worker would call late."""
+    from spendsentry.engine import EngineConfig
+
+    lateness = (
+        EngineConfig().allowed_lateness_s
+        if args.allowed_lateness is None
+        else args.allowed_lateness
+    )
+    try:
+        head = await topic_head(args.broker, [topics.usage.name, topics.outcomes.name], security)
+    except Exception as exc:  # aiokafka's errors: the check is advice, not a gate
+        print(f"spendsentry produce: could not read the topics' event time: {exc}",
+              file=sys.stderr)  # fmt: skip
+        head = None
+    return LateCheck(head, _cutoff(head, lateness))
+
+
+async def _publish(
+    producer: AIOKafkaProducer,
+    args: argparse.Namespace,
+    topics: TopicsConfig,
+    checked: LateCheck,
+) -> tuple[int, int, int]:
+    """Send every line, grouped per (topic, use case) up to ``--batch``; (sent, events, raw)."""
     sent = events = raw = 0
     pending: dict[tuple[str, str], list[Any]] = {}
     began = time.monotonic()
@@ -323,30 +351,23 @@ async def _produce(args: argparse.Namespace) -> tuple[int, int, int, LateCheck]:
             if ahead > 0:
                 await asyncio.sleep(ahead)
 
-    try:
-        for line in _lines(args.files):
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                doc = None
-            if not isinstance(doc, dict):
-                raw += 1
-                await send(topics.usage.name, None, line, 1)
-                continue
-            checked.observe(doc)
-            topic = topics.outcomes.name if doc.get("type") == "outcome" else topics.usage.name
-            key = str(doc.get("use_case", ""))
-            group = pending.setdefault((topic, key), [])
-            group.append(doc)
-            if len(group) >= args.batch:
-                del pending[(topic, key)]
-                body = orjson.dumps(group if args.batch > 1 else group[0])
-                await send(topic, key, body, len(group))
-        for (topic, key), group in pending.items():
+    for line in _lines(args.files):
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            raw += 1
+            await send(topics.usage.name, None, line, 1)
+            continue
+        checked.observe(doc)
+        topic = topics.outcomes.name if doc.get("type") == "outcome" else topics.usage.name
+        key = str(doc.get("use_case", ""))
+        group = pending.setdefault((topic, key), [])
+        group.append(doc)
+        if len(group) >= args.batch:
+            del pending[(topic, key)]
             await send(topic, key, orjson.dumps(group if args.batch > 1 else group[0]), len(group))
-        await producer.flush()
-    except KafkaError as exc:
-        raise BrokerError(f"publishing to {args.broker} failed: {exc}") from None
-    finally:
-        await producer.stop()
-    return sent, events, raw, check
+    for (topic, key), group in pending.items():
+        await send(topic, key, orjson.dumps(group if args.batch > 1 else group[0]), len(group))
+    return sent, events, raw

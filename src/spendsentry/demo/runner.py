@@ -222,21 +222,10 @@ async def run_demo(
         offset = (inc.start - plan.live_from).total_seconds() / options.speed
         view.note(f"  planned: {inc.kind} on {inc.use_case} ~{offset:.0f} s after the warm-up")
 
-    stop = asyncio.Event()
-    hurry = False
+    stop = _StopRequest(worker)
     loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal() -> None:
-        nonlocal signals_seen, hurry
-        signals_seen += 1
-        if signals_seen > 1:
-            hurry = True  # asked twice: no grace period for the worker
-            worker.kill()
-        stop.set()
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, stop)
 
     alerts: deque[str] = deque(maxlen=200)
     fired: Counter[str] = Counter()
@@ -269,30 +258,9 @@ async def run_demo(
                 _read_topic(bootstrap, topics.throttle.name, throttles.observe_throttle, security)
             ),
         ]
-        snapshot: dict[str, Any] | None = None
-        while not stop.is_set():
-            if options.duration_s is not None and time.monotonic() - began >= options.duration_s:
-                break
-            if not worker.running():
-                view.stop()
-                view.note(f"spendsentry demo: the worker exited:\n{worker.log_tail()}")
-                code = 1
-                break
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise DemoError(f"{task.get_name()} failed: {task.exception()}")
-            status = await asyncio.to_thread(worker.status)
-            if status is not None:
-                snapshot = status.get("view")
-            feed_info = {**asdict(feed.stats), "speed": f"{options.speed:g}"}
-            # The worker's list drops expired commands (by the wall clock); the topic
-            # reader is the fallback while the worker does not answer.
-            in_force = (snapshot or {}).get("throttles")
-            if in_force is None:
-                in_force = list(throttles.throttles.values())
-            view.draw(snapshot, feed_info, list(alerts), in_force, url=url)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+        code = await _watch(
+            options, began, stop.event, worker, view, feed, tasks, alerts, throttles, url
+        )
     finally:
         view.stop()
         for task in tasks:
@@ -300,8 +268,8 @@ async def run_demo(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), 5.0)
         view.note("spendsentry demo: stopping the worker ...")
-        returncode = await asyncio.to_thread(worker.stop, 0.0 if hurry else WORKER_GRACE_S)
-        if returncode not in (0, None) and not hurry and code == 0:
+        returncode = await asyncio.to_thread(worker.stop, 0.0 if stop.hurry else WORKER_GRACE_S)
+        if returncode not in (0, None) and not stop.hurry and code == 0:
             view.note(f"spendsentry demo: the worker stopped with status {returncode}")
         shutil.rmtree(tmp, ignore_errors=True)
     kinds = ", ".join(f"{k} x{n}" for k, n in sorted(fired.items())) or "none"
@@ -310,3 +278,59 @@ async def run_demo(
         f"{sum(fired.values())} incidents fired ({kinds})"
     )
     return code
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM: stop the demo; asked twice, no grace period for the worker."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.event = asyncio.Event()
+        self.hurry = False
+        self.seen = 0
+
+    def __call__(self) -> None:
+        self.seen += 1
+        if self.seen > 1:
+            self.hurry = True
+            self.worker.kill()
+        self.event.set()
+
+
+async def _watch(
+    options: DemoOptions,
+    began: float,
+    stop: asyncio.Event,
+    worker: WorkerProcess,
+    view: TerminalView,
+    feed: Feed,
+    tasks: list[asyncio.Task[Any]],
+    alerts: deque[str],
+    throttles: StatusBoard,
+    url: str,
+) -> int:
+    """Redraw the view every second until the end; 1 if the worker exited, else 0."""
+    snapshot: dict[str, Any] | None = None
+    while not stop.is_set():
+        if options.duration_s is not None and time.monotonic() - began >= options.duration_s:
+            break
+        if not worker.running():
+            view.stop()
+            view.note(f"spendsentry demo: the worker exited:\n{worker.log_tail()}")
+            return 1
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise DemoError(f"{task.get_name()} failed: {task.exception()}")
+        status = await asyncio.to_thread(worker.status)
+        if status is not None:
+            snapshot = status.get("view")
+        feed_info = {**asdict(feed.stats), "speed": f"{options.speed:g}"}
+        # The worker's list drops expired commands (by the wall clock); the topic
+        # reader is the fallback while the worker does not answer.
+        in_force = (snapshot or {}).get("throttles")
+        if in_force is None:
+            in_force = list(throttles.throttles.values())
+        view.draw(snapshot, feed_info, list(alerts), in_force, url=url)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return 0

@@ -46,7 +46,7 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,29 +214,38 @@ def _value(attrs: dict[str, Any], key: str) -> Any:
             RejectReason.WRONG_TYPE, f"attribute {key}: value must be an object", key
         )
     for kind, value in any_value.items():
-        if kind == "stringValue":
-            if not isinstance(value, str):
-                raise MappingError(RejectReason.WRONG_TYPE, f"{key}: stringValue not a string", key)
-            return value
-        if kind == "intValue":
-            return _int64(value, key)
-        if kind == "doubleValue":
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise MappingError(RejectReason.WRONG_TYPE, f"{key}: doubleValue not a number", key)
-            try:
-                return float(value)  # "NaN"/"Infinity" arrive as strings
-            except ValueError:
-                raise MappingError(
-                    RejectReason.WRONG_TYPE, f"{key}: doubleValue {value!r} is not a number", key
-                ) from None
-        if kind == "boolValue":
-            if not isinstance(value, bool):
-                raise MappingError(RejectReason.WRONG_TYPE, f"{key}: boolValue not a boolean", key)
-            return value
-        if kind == "arrayValue":
-            values = value.get("values") if isinstance(value, dict) else None
-            return values if isinstance(values, list) else []
+        convert = _ANY_VALUE.get(kind)
+        if convert is not None:
+            return convert(value, key)
     return None
+
+
+def _string_value(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{key}: stringValue not a string", key)
+    return value
+
+
+def _double_value(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{key}: doubleValue not a number", key)
+    try:
+        return float(value)  # "NaN"/"Infinity" arrive as strings
+    except ValueError:
+        raise MappingError(
+            RejectReason.WRONG_TYPE, f"{key}: doubleValue {value!r} is not a number", key
+        ) from None
+
+
+def _bool_value(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise MappingError(RejectReason.WRONG_TYPE, f"{key}: boolValue not a boolean", key)
+    return value
+
+
+def _array_value(value: Any, key: str) -> list[Any]:
+    values = value.get("values") if isinstance(value, dict) else None
+    return values if isinstance(values, list) else []
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -357,30 +366,14 @@ def _span_event(
     input_tokens = _tokens(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
     output_tokens = _tokens(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
     requested = _str(attrs, "gen_ai.request.model")
-    if operation is None:
-        # Instrumentations from before gen_ai.operation.name: a model call if
-        # it names a model or reports usage, otherwise nothing to count.
-        if requested is None and input_tokens is None and output_tokens is None:
-            return None
-        kind = "llm_call"
-    elif operation in WRAPPER_OPERATIONS:
+    kind = _span_kind(
+        operation, requested is None and input_tokens is None and output_tokens is None
+    )
+    if kind is None:
         return None
-    else:
-        found = OPERATION_KINDS.get(operation)
-        if found is None:
-            return None
-        kind = found
     trace_id = trace_id_hex(span.get("traceId"), "traceId", 16)
     span_id = trace_id_hex(span.get("spanId"), "spanId", 8)
-    if span.get("startTimeUnixNano") in (None, "", "0", 0):
-        raise MappingError(
-            RejectReason.MISSING_FIELD, "span has no startTimeUnixNano", "startTimeUnixNano"
-        )
-    start_ns = _int64(span["startTimeUnixNano"], "startTimeUnixNano")
-    if start_ns < 0:
-        raise MappingError(
-            RejectReason.BAD_TIMESTAMP, "startTimeUnixNano is negative", "startTimeUnixNano"
-        )
+    start_ns = _start_ns(span)
     event: dict[str, Any] = {
         "event_id": f"{trace_id}:{span_id}",
         "ts": start_ns / 1e9,
@@ -419,6 +412,35 @@ def _span_event(
     return event
 
 
+def _span_kind(operation: str | None, silent: bool) -> str | None:
+    """The event kind of a GenAI span (None: not counted); ``silent``: no model, no usage.
+
+    >>> _span_kind("chat", False), _span_kind(None, False), _span_kind(None, True)
+    ('llm_call', 'llm_call', None)
+    """
+    if operation is None:
+        # Instrumentations from before gen_ai.operation.name: a model call if
+        # it names a model or reports usage, otherwise nothing to count.
+        return None if silent else "llm_call"
+    if operation in WRAPPER_OPERATIONS:
+        return None
+    return OPERATION_KINDS.get(operation)
+
+
+def _start_ns(span: dict[str, Any]) -> int:
+    """The span's start in nanoseconds since the epoch (required, not negative)."""
+    if span.get("startTimeUnixNano") in (None, "", "0", 0):
+        raise MappingError(
+            RejectReason.MISSING_FIELD, "span has no startTimeUnixNano", "startTimeUnixNano"
+        )
+    start_ns = _int64(span["startTimeUnixNano"], "startTimeUnixNano")
+    if start_ns < 0:
+        raise MappingError(
+            RejectReason.BAD_TIMESTAMP, "startTimeUnixNano is negative", "startTimeUnixNano"
+        )
+    return start_ns
+
+
 def _use_case(attrs: dict[str, Any], resource_attrs: dict[str, Any], mapping: OtlpMapping) -> str:
     key = mapping.use_case_attribute
     use_case = (
@@ -435,3 +457,14 @@ def _use_case(attrs: dict[str, Any], resource_attrs: dict[str, Any], mapping: Ot
             "use_case",
         )
     return use_case
+
+
+#: OTLP ``AnyValue`` field -> its plain value (the first field an object has
+#: that is listed here wins; kvlistValue and bytesValue are not read).
+_ANY_VALUE: dict[str, Callable[[Any, str], Any]] = {
+    "stringValue": _string_value,
+    "intValue": _int64,
+    "doubleValue": _double_value,
+    "boolValue": _bool_value,
+    "arrayValue": _array_value,
+}

@@ -241,42 +241,75 @@ def incident_effects(incident: Incident, level: float) -> Effects:
 
     Parameters missing from ``incident.params`` take middle-of-the-range defaults.
     """
-    p = {**default_params(incident), **incident.params}
-    kind = incident.kind
-    iid = incident.incident_id
     if level <= 0.0:
         return NORMAL
-    if kind == "prompt_inflation":
-        return Effects(iid, input_tokens=1.0 + (float(p["factor"]) - 1.0) * level)
-    if kind == "agent_chatter":
-        if p.get("variant") == "runaway":
-            return Effects(iid, runaway_interval_s=float(p["interval_s"]))
-        return Effects(iid, loop_share=float(p["share"]), loop_calls=float(p["call_factor"]))
-    if kind == "fallback_drift":
-        share = float(p["share"]) * level
-        if p.get("variant") == "silent":
-            return Effects(iid, switch_share=share, big_model=str(p["model"]))
-        return Effects(iid, fallback_share=share, big_model=str(p["model"]))
-    if kind == "retrieval_amplification":
-        return Effects(iid, retrievals=float(p["factor"]))
-    if kind in ("cost_spike", "budget_burn"):
-        return Effects(iid, rate=float(p["factor"]))
-    if kind == "cost_per_outcome":
-        if p.get("variant") == "cost_per_call":
-            factor = 1.0 + (float(p["cost_factor"]) - 1.0) * level
-            return Effects(iid, input_tokens=factor, output_tokens=factor)
-        return Effects(iid, outcomes=1.0 - (1.0 - float(p["outcome_factor"])) * level)
-    if kind == "embedding_duplication":
-        extra = float(p["extra_rate"])
-        return Effects(
-            iid,
-            rate=1.0 + extra,
-            duplicate_share=extra / (1.0 + extra),
-            duplicate_hashes=tuple(p["hashes"]),
-        )
-    if kind == "model_oversizing":
-        return Effects(iid, oversize_share=float(p["share"]), big_model=str(p["model"]))
-    raise ValueError(f"unknown incident kind {kind!r}")  # pragma: no cover - checked in Incident
+    effects = _EFFECTS.get(incident.kind)
+    if effects is None:  # pragma: no cover - checked in Incident
+        raise ValueError(f"unknown incident kind {incident.kind!r}")
+    p = {**default_params(incident), **incident.params}
+    return effects(incident.incident_id, p, level)
+
+
+# One function per kind: (incident id, parameters, intensity) -> its effects.
+
+
+def _prompt_inflation_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    return Effects(iid, input_tokens=1.0 + (float(p["factor"]) - 1.0) * level)
+
+
+def _agent_chatter_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    if p.get("variant") == "runaway":
+        return Effects(iid, runaway_interval_s=float(p["interval_s"]))
+    return Effects(iid, loop_share=float(p["share"]), loop_calls=float(p["call_factor"]))
+
+
+def _fallback_drift_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    share = float(p["share"]) * level
+    if p.get("variant") == "silent":
+        return Effects(iid, switch_share=share, big_model=str(p["model"]))
+    return Effects(iid, fallback_share=share, big_model=str(p["model"]))
+
+
+def _retrieval_amplification_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    return Effects(iid, retrievals=float(p["factor"]))
+
+
+def _rate_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    return Effects(iid, rate=float(p["factor"]))
+
+
+def _cost_per_outcome_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    if p.get("variant") == "cost_per_call":
+        factor = 1.0 + (float(p["cost_factor"]) - 1.0) * level
+        return Effects(iid, input_tokens=factor, output_tokens=factor)
+    return Effects(iid, outcomes=1.0 - (1.0 - float(p["outcome_factor"])) * level)
+
+
+def _embedding_duplication_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    extra = float(p["extra_rate"])
+    return Effects(
+        iid,
+        rate=1.0 + extra,
+        duplicate_share=extra / (1.0 + extra),
+        duplicate_hashes=tuple(p["hashes"]),
+    )
+
+
+def _model_oversizing_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    return Effects(iid, oversize_share=float(p["share"]), big_model=str(p["model"]))
+
+
+_EFFECTS: dict[str, Callable[[str, dict[str, Any], float], Effects]] = {
+    "prompt_inflation": _prompt_inflation_effects,
+    "agent_chatter": _agent_chatter_effects,
+    "fallback_drift": _fallback_drift_effects,
+    "retrieval_amplification": _retrieval_amplification_effects,
+    "cost_spike": _rate_effects,
+    "budget_burn": _rate_effects,
+    "cost_per_outcome": _cost_per_outcome_effects,
+    "embedding_duplication": _embedding_duplication_effects,
+    "model_oversizing": _model_oversizing_effects,
+}
 
 
 def default_params(incident: Incident) -> dict[str, Any]:
@@ -310,42 +343,80 @@ def default_params(incident: Incident) -> dict[str, Any]:
 
 def draw_params(rng: random.Random, kind: str, use_case: str, shape: str) -> dict[str, Any]:
     """Draw the effect sizes of one incident (see the module table)."""
-    big = BIG_MODELS.get(use_case, "gpt-4o")
-    if kind == "prompt_inflation":
-        return {"factor": 2.5 if shape == "ramp" else round(rng.uniform(2.0, 3.0), 2)}
-    if kind == "agent_chatter":
-        if rng.random() < 0.3:
-            return {"variant": "runaway", "interval_s": round(rng.uniform(4.0, 10.0), 1)}
-        return {
-            "variant": "loop",
-            "share": round(rng.uniform(0.3, 0.6), 2),
-            "call_factor": round(rng.uniform(5.0, 20.0), 1),
-        }
-    if kind == "fallback_drift":
-        if rng.random() < 0.5:
-            return {"variant": "silent", "share": 1.0, "model": big}
-        return {"variant": "flagged", "share": round(rng.uniform(0.3, 0.6), 2), "model": big}
-    if kind == "retrieval_amplification":
-        return {"factor": round(rng.uniform(3.0, 6.0), 1)}
-    if kind == "cost_spike":
-        return {"factor": round(rng.uniform(4.0, 8.0), 1)}
-    if kind == "budget_burn":
-        return {"factor": 3.0}
-    if kind == "cost_per_outcome":
-        if shape == "step" and rng.random() < 0.4:
-            return {"variant": "cost_per_call", "cost_factor": 2.0}
-        return {"variant": "outcome_drop", "outcome_factor": round(rng.uniform(0.3, 0.5), 2)}
-    if kind == "embedding_duplication":
-        hashes = [f"{rng.getrandbits(128):032x}" for _ in range(rng.randint(3, 12))]
-        return {"hashes": hashes, "extra_rate": round(rng.uniform(1.5, 3.0), 2)}
-    if kind == "model_oversizing":
-        return {
-            "share": round(rng.uniform(0.7, 1.0), 2),
-            "model": big,
-            "max_input": 299,
-            "max_output": 99,
-        }
-    raise ValueError(f"unknown incident kind {kind!r}")
+    draw = _DRAWS.get(kind)
+    if draw is None:
+        raise ValueError(f"unknown incident kind {kind!r}")
+    return draw(rng, BIG_MODELS.get(use_case, "gpt-4o"), shape)
+
+
+# One function per kind: (rng, the use case's big model, shape) -> parameters.
+# The simulator's traffic is seeded: each draws exactly what it always drew, in
+# the same order, or every benchmark result changes.
+
+
+def _draw_prompt_inflation(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    return {"factor": 2.5 if shape == "ramp" else round(rng.uniform(2.0, 3.0), 2)}
+
+
+def _draw_agent_chatter(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    if rng.random() < 0.3:
+        return {"variant": "runaway", "interval_s": round(rng.uniform(4.0, 10.0), 1)}
+    return {
+        "variant": "loop",
+        "share": round(rng.uniform(0.3, 0.6), 2),
+        "call_factor": round(rng.uniform(5.0, 20.0), 1),
+    }
+
+
+def _draw_fallback_drift(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    if rng.random() < 0.5:
+        return {"variant": "silent", "share": 1.0, "model": big}
+    return {"variant": "flagged", "share": round(rng.uniform(0.3, 0.6), 2), "model": big}
+
+
+def _draw_retrieval_amplification(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    return {"factor": round(rng.uniform(3.0, 6.0), 1)}
+
+
+def _draw_cost_spike(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    return {"factor": round(rng.uniform(4.0, 8.0), 1)}
+
+
+def _draw_budget_burn(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    return {"factor": 3.0}
+
+
+def _draw_cost_per_outcome(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    if shape == "step" and rng.random() < 0.4:
+        return {"variant": "cost_per_call", "cost_factor": 2.0}
+    return {"variant": "outcome_drop", "outcome_factor": round(rng.uniform(0.3, 0.5), 2)}
+
+
+def _draw_embedding_duplication(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    hashes = [f"{rng.getrandbits(128):032x}" for _ in range(rng.randint(3, 12))]
+    return {"hashes": hashes, "extra_rate": round(rng.uniform(1.5, 3.0), 2)}
+
+
+def _draw_model_oversizing(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    return {
+        "share": round(rng.uniform(0.7, 1.0), 2),
+        "model": big,
+        "max_input": 299,
+        "max_output": 99,
+    }
+
+
+_DRAWS: dict[str, Callable[[random.Random, str, str], dict[str, Any]]] = {
+    "prompt_inflation": _draw_prompt_inflation,
+    "agent_chatter": _draw_agent_chatter,
+    "fallback_drift": _draw_fallback_drift,
+    "retrieval_amplification": _draw_retrieval_amplification,
+    "cost_spike": _draw_cost_spike,
+    "budget_burn": _draw_budget_burn,
+    "cost_per_outcome": _draw_cost_per_outcome,
+    "embedding_duplication": _draw_embedding_duplication,
+    "model_oversizing": _draw_model_oversizing,
+}
 
 
 def plan_incidents(

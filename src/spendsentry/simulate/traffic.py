@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from spendsentry.simulate.incidents import NORMAL, Effects
+from spendsentry.simulate.calls import MINUTE_MS, PROVIDERS, CallEmitter
+from spendsentry.simulate.incidents import Effects
 from spendsentry.simulate.profile import TraceProfile
+from spendsentry.simulate.workloads import Workloads
 
 __all__ = [
     "DEFAULT_USE_CASES",
@@ -44,26 +45,8 @@ __all__ = [
     "plan_bursts",
 ]
 
-MINUTE_MS = 60_000
 DAY_MINUTES = 1440
 
-#: Provider of each model the simulator uses (all price in genai-prices).
-PROVIDERS: dict[str, str] = {
-    "gpt-4o": "openai",
-    "gpt-4o-mini": "openai",
-    "gpt-4.1": "openai",
-    "gpt-4.1-mini": "openai",
-    "gpt-4.1-nano": "openai",
-    "o3": "openai",
-    "o4-mini": "openai",
-    "text-embedding-3-small": "openai",
-    "text-embedding-3-large": "openai",
-    "claude-3-5-haiku-latest": "anthropic",
-    "claude-sonnet-4-0": "anthropic",
-    "claude-opus-4-0": "anthropic",
-    "gemini-2.0-flash": "google",
-    "gemini-2.5-pro": "google",
-}
 LAB_MODELS = (
     "gpt-4o",
     "gpt-4.1",
@@ -75,9 +58,6 @@ LAB_MODELS = (
     "gemini-2.5-pro",
     "gemini-2.0-flash",
 )
-# Tool calls and retrievals are not model calls: they carry an internal provider
-# whose "model" the price catalogue does not know, so they cost nothing.
-TOOL_PROVIDER, TOOL_MODEL, RETRIEVAL_MODEL = "internal", "tool-runtime", "vector-search"
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,15 +261,6 @@ class Calendar:
         return absolute % DAY_MINUTES, (self.start_weekday + absolute // DAY_MINUTES) % 7
 
 
-@dataclass(slots=True)
-class _Session:
-    """An agent run's state, so a runaway run can be continued call by call."""
-
-    session_id: str
-    context: int
-    looping: bool = False
-
-
 class UseCaseTraffic:
     """Generates one use case's events, one minute at a time.
 
@@ -313,9 +284,8 @@ class UseCaseTraffic:
         self._rng = rng
         self._calendar = calendar
         self._effects = effects
-        self._emit = emit
-        self._context = profile.context_sampler(shape.trace)
-        self._generated = profile.generated_sampler(shape.trace)
+        self._calls = calls = CallEmitter(shape, profile, rng, effects, emit)
+        self._workloads = Workloads(calls)
         arrivals = profile.arrivals(shape.trace)
         # AR(1) log-rate noise: the trace's extra-Poisson per-minute variance and
         # lag-1 autocorrelation with its slow drift removed (the diurnal curve
@@ -328,13 +298,11 @@ class UseCaseTraffic:
             if b.use_case == shape.name:
                 for m in range(b.start_minute, b.start_minute + b.minutes):
                     self._burst_minutes[m] = b.factor
-        self._recent_docs: deque[tuple[str, int]] = deque(maxlen=2000)
         self._runaways_started: set[str] = set()
         self._experiments: list[_Experiment] = []
         self._next_batch = rng.randint(30, 180) if shape.pattern == "batch" else -1
         self._batch_until = -1
         self._batch_id = ""
-        self._id_seq = 0
 
     # -- rates ---------------------------------------------------------------
 
@@ -383,338 +351,38 @@ class UseCaseTraffic:
             return
         if effects.runaway_interval_s and effects.incident_id not in self._runaways_started:
             self._runaways_started.add(str(effects.incident_id))
-            self._runaway(minute * MINUTE_MS, effects.runaway_interval_s)
+            self._workloads.runaway(minute * MINUTE_MS, effects.runaway_interval_s)
         noise = self._noise()
         per_min = self.rate(minute, effects) * noise
+        work = self._workloads
         start = {
-            "chat": self._chat,
-            "single": self._single,
-            "rag": self._rag,
-            "agent": self._agent,
-            "embedding": self._document,
+            "chat": work.chat,
+            "single": work.single,
+            "rag": work.rag,
+            "agent": work.agent,
+            "embedding": work.document,
         }[pattern]
         for t in self._arrivals(minute, per_min):
             start(t)
-
-    # -- building blocks -----------------------------------------------------
-
-    def _new_id(self, prefix: str) -> str:
-        self._id_seq += 1
-        return f"{prefix}-{self._rng.getrandbits(40):010x}{self._id_seq:x}"
-
-    def _input(self, scale: float) -> int:
-        return max(1, int(self._context.sample(self._rng.random()) * scale))
-
-    def _output(self, scale: float) -> int:
-        return max(1, int(self._generated.sample(self._rng.random()) * scale))
-
-    def _llm(
-        self,
-        t: int,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cached: int = 0,
-        session_id: str | None = None,
-        request_id: str | None = None,
-        model: str | None = None,
-    ) -> int:
-        """Emit one llm call starting at ``t``; return when it finished (ms)."""
-        rng = self._rng
-        shape = self.shape
-        eff = self._effects(t // MINUTE_MS)
-        requested = model or shape.model
-        served = requested
-        fallback = False
-        if eff is not NORMAL:
-            input_tokens = int(input_tokens * eff.input_tokens)
-            output_tokens = max(1, int(output_tokens * eff.output_tokens))
-            r = rng.random()
-            if eff.oversize_share:
-                if input_tokens < 300 and output_tokens < 100 and r < eff.oversize_share:
-                    # A routine small request that a large model now serves.
-                    requested = served = str(eff.big_model)
-            elif r < eff.switch_share:
-                requested = served = str(eff.big_model)  # silent: the default changed
-            elif r < eff.fallback_share:
-                served, fallback = str(eff.big_model), True
-        if served == shape.model and shape.fallback_rate and rng.random() < shape.fallback_rate:
-            served, fallback = shape.big_model, True  # a natural, benign fallback
-        input_tokens = max(1, min(input_tokens, shape.max_input))
-        cached = min(cached, input_tokens)
-        latency = (250.0 + 0.02 * input_tokens + 14.0 * output_tokens) * rng.lognormvariate(
-            0.0, 0.25
-        )
-        if served != shape.model:
-            latency *= 1.4
-        end = t + int(latency)
-        self._emit(
-            end,
-            {
-                "type": "usage",
-                "event_id": "",
-                "ts": "",
-                "use_case": shape.name,
-                "kind": "llm_call",
-                "provider": PROVIDERS.get(served, "openai"),
-                "model": served,
-                "requested_model": requested,
-                "fallback": fallback,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cached_input_tokens": cached,
-                "session_id": session_id,
-                "request_id": request_id,
-                "agent_id": shape.agent_id,
-                "tool_name": None,
-                "content_hash": None,
-                "environment": shape.environment,
-                "team": shape.team,
-                "latency_ms": round(latency, 1),
-                "status": "ok",
-            },
-        )
-        return end
-
-    def _auxiliary(
-        self,
-        t: int,
-        kind: str,
-        latency: float,
-        *,
-        session_id: str | None,
-        request_id: str | None,
-        tool_name: str | None = None,
-    ) -> int:
-        """Emit a zero-token tool call or retrieval; return when it finished (ms)."""
-        end = t + int(latency)
-        self._emit(
-            end,
-            {
-                "type": "usage",
-                "event_id": "",
-                "ts": "",
-                "use_case": self.shape.name,
-                "kind": kind,
-                "provider": TOOL_PROVIDER,
-                "model": TOOL_MODEL if kind == "tool_call" else RETRIEVAL_MODEL,
-                "requested_model": None,
-                "fallback": False,
-                "input_tokens": 0,
-                "output_tokens": 0,
-                "cached_input_tokens": 0,
-                "session_id": session_id,
-                "request_id": request_id,
-                "agent_id": self.shape.agent_id,
-                "tool_name": tool_name,
-                "content_hash": None,
-                "environment": self.shape.environment,
-                "team": self.shape.team,
-                "latency_ms": round(latency, 1),
-                "status": "ok",
-            },
-        )
-        return end
-
-    def _outcome(self, t: int, session_id: str | None) -> None:
-        """Maybe emit the business outcome some seconds after the work ended."""
-        shape = self.shape
-        if shape.outcome is None:
-            return
-        rng = self._rng
-        t += 2000 + int(rng.expovariate(1 / 45_000))
-        if rng.random() >= shape.outcome_prob * self._effects(t // MINUTE_MS).outcomes:
-            return
-        self._emit(
-            t,
-            {
-                "type": "outcome",
-                "event_id": "",
-                "ts": "",
-                "use_case": shape.name,
-                "outcome": shape.outcome,
-                "session_id": session_id,
-                "success": True,
-            },
-        )
-
-    # -- patterns ------------------------------------------------------------
-
-    def _single(self, t: int) -> None:
-        shape, rng = self.shape, self._rng
-        request_id = self._new_id("req")
-        if shape.routine_share and rng.random() < shape.routine_share:
-            tokens = rng.randint(40, 290), rng.randint(5, 95)  # routine: a small model's job
-        else:
-            tokens = self._input(shape.input_scale), self._output(shape.output_scale)
-        end = self._llm(t, *tokens, request_id=request_id)
-        self._outcome(end, request_id)
-
-    def _chat(self, t: int) -> None:
-        """A support conversation: each turn resends the growing history."""
-        shape, rng = self.shape, self._rng
-        session_id = self._new_id(shape.id_prefix)
-        context = 300 + self._input(shape.input_scale)  # system prompt + first message
-        cached = 0
-        for _turn in range(rng.randint(*shape.calls)):
-            output = self._output(shape.output_scale)
-            end = self._llm(
-                t,
-                context,
-                output,
-                cached=cached,
-                session_id=session_id,
-                request_id=self._new_id("req"),
-            )
-            # The provider caches the prefix already sent, in 128-token blocks past 1024.
-            cached = context // 128 * 128 if context >= 1024 else 0
-            context += output + 20 + self._input(0.08)
-            t = end + 5000 + int(rng.expovariate(1 / 35_000))  # the user reads and types
-        self._outcome(t, session_id)
-
-    def _rag(self, t: int) -> None:
-        """A question: retrievals, then one llm call (top-k kept after re-ranking)."""
-        shape, rng = self.shape, self._rng
-        session_id = self._new_id(shape.id_prefix)
-        request_id = self._new_id("req")
-        retrievals = rng.randint(*shape.calls) * self._effects(t // MINUTE_MS).retrievals
-        for _ in range(max(1, round(retrievals))):
-            t = self._auxiliary(
-                t + rng.randint(5, 40),
-                "retrieval",
-                rng.lognormvariate(4.1, 0.5),
-                session_id=session_id,
-                request_id=request_id,
-            )
-        end = self._llm(
-            t + rng.randint(5, 40),
-            self._input(shape.input_scale),
-            self._output(shape.output_scale),
-            session_id=session_id,
-            request_id=request_id,
-        )
-        self._outcome(end, session_id)
-
-    def _agent(self, t: int) -> None:
-        """An agent run: llm call -> tool call(s) -> llm call ... -> final answer."""
-        shape, rng = self.shape, self._rng
-        session = _Session(self._new_id(shape.id_prefix), 400 + self._input(shape.input_scale))
-        steps = rng.randint(*shape.calls)
-        eff = self._effects(t // MINUTE_MS)
-        if eff.loop_share and rng.random() < eff.loop_share:
-            session.looping = True
-            steps = round(steps * eff.loop_calls)
-        step = 0
-        while True:
-            step += 1
-            last = step >= steps
-            if session.looping and step > 1 and not self._effects(t // MINUTE_MS).loop_share:
-                last = True  # the loop stops when the incident ends
-            t = self._agent_step(t, session, final=last)
-            if last:
-                break
-        self._outcome(t, session.session_id)
-
-    def _agent_step(self, t: int, session: _Session, *, final: bool) -> int:
-        """One llm call and, unless final, the tool call(s) it asks for."""
-        shape, rng = self.shape, self._rng
-        request_id = self._new_id("req")
-        output = self._output(shape.output_scale)
-        cached = session.context // 128 * 128 if session.context >= 1024 else 0
-        t = self._llm(
-            t,
-            session.context,
-            output,
-            cached=cached,
-            session_id=session.session_id,
-            request_id=request_id,
-        )
-        session.context = min(shape.max_input, session.context + output)
-        if final:
-            return t
-        for _ in range(2 if rng.random() < 0.2 else 1):  # sometimes parallel tool calls
-            t = self._auxiliary(
-                t + rng.randint(10, 200),
-                "tool_call",
-                rng.lognormvariate(6.3, 0.8),
-                session_id=session.session_id,
-                request_id=request_id,
-                tool_name=rng.choice(shape.tools),
-            )
-            session.context = min(shape.max_input, session.context + 200 + self._input(0.3))
-        return t + rng.randint(50, 500)
-
-    def _runaway(self, t: int, interval_s: float) -> None:
-        """One agent run that never stops until the incident ends."""
-        shape, rng = self.shape, self._rng
-        session = _Session(self._new_id(shape.id_prefix), 400 + self._input(shape.input_scale))
-        while self._effects(t // MINUTE_MS).runaway_interval_s:
-            t = self._agent_step(t, session, final=False)
-            t += int(rng.uniform(0.5, 1.5) * interval_s * 1000)
-
-    def _document(self, t: int) -> None:
-        """A document split into chunks, each embedded once (rarely re-embedded)."""
-        shape, rng = self.shape, self._rng
-        eff = self._effects(t // MINUTE_MS)
-        request_root = self._new_id("doc")
-        for i in range(rng.randint(*shape.calls)):
-            if eff.duplicate_share and rng.random() < eff.duplicate_share:
-                content_hash = rng.choice(eff.duplicate_hashes)
-                # Same content, same size: derive the token count from the hash.
-                tokens = 200 + int(content_hash[:6], 16) % 800
-            elif self._recent_docs and rng.random() < 0.02:
-                content_hash, tokens = rng.choice(self._recent_docs)  # a natural re-embed
-            else:
-                content_hash = f"{rng.getrandbits(128):032x}"
-                tokens = min(shape.max_input, 16 + self._input(shape.input_scale))
-                self._recent_docs.append((content_hash, tokens))
-            latency = (30.0 + 0.02 * tokens) * rng.lognormvariate(0.0, 0.3)
-            t += rng.randint(5, 60)
-            self._emit(
-                t + int(latency),
-                {
-                    "type": "usage",
-                    "event_id": "",
-                    "ts": "",
-                    "use_case": shape.name,
-                    "kind": "embedding",
-                    "provider": shape.provider,
-                    "model": shape.model,
-                    "requested_model": shape.model,
-                    "fallback": False,
-                    "input_tokens": tokens,
-                    "output_tokens": 0,
-                    "cached_input_tokens": 0,
-                    "session_id": None,
-                    "request_id": f"{request_root}.{i}",
-                    "agent_id": None,
-                    "tool_name": None,
-                    "content_hash": content_hash,
-                    "environment": shape.environment,
-                    "team": shape.team,
-                    "latency_ms": round(latency, 1),
-                    "status": "ok",
-                },
-            )
 
     def _batch_minute(self, minute: int, effects: Effects) -> None:
         """Batch jobs of a few minutes every few hours; silence in between."""
         shape, rng = self.shape, self._rng
         if minute == self._next_batch:
             self._batch_until = minute + rng.randint(2, 6)
-            self._batch_id = self._new_id(shape.id_prefix)
+            self._batch_id = self._calls.new_id(shape.id_prefix)
             self._next_batch = minute + rng.randint(180, 300)
         if minute >= self._batch_until:
             return
         growth = (1.0 + shape.growth_per_day) ** (minute / DAY_MINUTES)
         per_min = shape.rate_per_min * rng.uniform(0.7, 1.3) * growth * effects.rate
         for t in self._arrivals(minute, per_min):
-            self._llm(
+            self._calls.llm(
                 t,
-                self._input(shape.input_scale),
-                self._output(shape.output_scale),
+                self._calls.input(shape.input_scale),
+                self._calls.output(shape.output_scale),
                 session_id=self._batch_id,
-                request_id=self._new_id("req"),
+                request_id=self._calls.new_id("req"),
             )
 
     def _lab_minute(self, minute: int, effects: Effects) -> None:
@@ -725,7 +393,7 @@ class UseCaseTraffic:
         if rng.random() < busy / 90:  # roughly one new experiment every 1.5 h
             self._experiments.append(
                 _Experiment(
-                    self._new_id(shape.id_prefix),
+                    self._calls.new_id(shape.id_prefix),
                     rng.choice(LAB_MODELS),
                     math.exp(rng.uniform(math.log(1.0), math.log(40.0))),
                     math.exp(rng.uniform(math.log(0.1), math.log(4.0))),
@@ -742,11 +410,11 @@ class UseCaseTraffic:
         for session_id, model, per_min, scale in runs:
             for t in self._arrivals(minute, per_min):
                 chosen = model if session_id else rng.choice(LAB_MODELS)
-                self._llm(
+                self._calls.llm(
                     t,
-                    self._input(scale),
-                    self._output(rng.uniform(0.2, 2.0)),
+                    self._calls.input(scale),
+                    self._calls.output(rng.uniform(0.2, 2.0)),
                     session_id=session_id,
-                    request_id=self._new_id("req"),
+                    request_id=self._calls.new_id("req"),
                     model=chosen,
                 )

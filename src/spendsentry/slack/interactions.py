@@ -126,6 +126,21 @@ def parse_interaction(body: bytes) -> tuple[str, dict[str, Any], str] | None:
     >>> parse_interaction(urllib.parse.urlencode({"payload": json.dumps(payload)}).encode())[0]
     'ack'
     """
+    payload = _payload(body)
+    if payload.get("type") != "block_actions":
+        return None
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+        raise InvalidInteraction("block_actions without actions")
+    action = ACTION_IDS.get(str(actions[0].get("action_id")))
+    if action is None:
+        return None
+    value = _button_value(actions[0].get("value", ""))
+    return action, value, _user(payload)
+
+
+def _payload(body: bytes) -> dict[str, Any]:
+    """The JSON object in the form field ``payload`` (how Slack posts interactions)."""
     try:
         form = parse_qs(body.decode("utf-8"), strict_parsing=True)
     except (UnicodeDecodeError, ValueError):
@@ -139,16 +154,13 @@ def parse_interaction(body: bytes) -> tuple[str, dict[str, Any], str] | None:
         raise InvalidInteraction("payload is not JSON") from None
     if not isinstance(payload, dict):
         raise InvalidInteraction("payload is not a JSON object")
-    if payload.get("type") != "block_actions":
-        return None
-    actions = payload.get("actions")
-    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
-        raise InvalidInteraction("block_actions without actions")
-    action = ACTION_IDS.get(str(actions[0].get("action_id")))
-    if action is None:
-        return None
+    return payload
+
+
+def _button_value(raw: object) -> dict[str, Any]:
+    """The checked value of one of our buttons: which alert, and the scope to act on."""
     try:
-        value = orjson.loads(str(actions[0].get("value", "")))
+        value = orjson.loads(str(raw))
     except orjson.JSONDecodeError:
         raise InvalidInteraction("button value is not JSON") from None
     if not isinstance(value, dict):
@@ -169,6 +181,11 @@ def parse_interaction(body: bytes) -> tuple[str, dict[str, Any], str] | None:
             Scope.parse(scope_key)  # the engine would dead-letter it: say so now
         except ValueError:
             raise InvalidInteraction("button value: scope_key is not a scope key") from None
+    return value
+
+
+def _user(payload: dict[str, Any]) -> str:
+    """Who clicked (Slack id, else user name), at most 200 characters."""
     user = payload.get("user")
     who = None
     if isinstance(user, dict):
@@ -177,7 +194,7 @@ def parse_interaction(body: bytes) -> tuple[str, dict[str, Any], str] | None:
         )
     if not who:
         raise InvalidInteraction("payload has no user")
-    return action, value, who[:200]
+    return str(who[:200])
 
 
 def control_message(
