@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,8 +56,8 @@ def test_sharp_start_is_a_step_and_gradual_start_a_ramp() -> None:
     minutes = [MONDAY + timedelta(hours=7, minutes=m) for m in range(0, 121, 10)]
     sharp_curve = [sharp.factor(t) for t in minutes]
     gradual_curve = [gradual.factor(t) for t in minutes]
-    sharp_jumps = [b - a for a, b in zip(sharp_curve, sharp_curve[1:], strict=False)]
-    gradual_jumps = [b - a for a, b in zip(gradual_curve, gradual_curve[1:], strict=False)]
+    sharp_jumps = [b - a for a, b in itertools.pairwise(sharp_curve)]
+    gradual_jumps = [b - a for a, b in itertools.pairwise(gradual_curve)]
     total = sharp.office_level * (1 - sharp.morning_shoulder)
     # Sharp: the whole rise happens between two 10-minute samples around 08:00.
     assert max(sharp_jumps) == pytest.approx(total)

@@ -92,5 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.incidents:
         missing = [k for k in args.incidents if k not in {i.kind for i in scenario.incidents}]
         if missing:
-            print(f"note: no room for {', '.join(missing)} in {scenario.hours:g} h", file=sys.stderr)
+            print(
+                f"note: no room for {', '.join(missing)} in {scenario.hours:g} h", file=sys.stderr
+            )
     return 0

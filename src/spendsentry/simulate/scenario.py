@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from collections.abc import Mapping
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
