@@ -129,7 +129,8 @@ def print_quiet(profile: dict[str, Any], start: str) -> None:
     )
     print(f"  by local hour: {buckets}")
     print("  per local hour: " + " ".join(str(profile["by_hour"][h]) for h in range(24)))
-    use_cases = ", ".join(f"{u} {n}" for u, n in profile["by_use_case"].most_common()) or "-"
+    ranked = sorted(profile["by_use_case"].items(), key=lambda un: -un[1])
+    use_cases = ", ".join(f"{u} {n}" for u, n in ranked) or "-"
     print(f"  by use case: {use_cases}")
     steps = profile["at_steps_after_history"]
     print(
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [(s, args.days, False, args.start) for s in seeds]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         results = list(pool.map(run_week, *zip(*jobs, strict=True)))
+    if args.json:  # the raw runs first: minutes of work are not lost to a report bug
+        Path(args.json).write_text(json.dumps({"runs": results}, indent=1))
     quiet = [r for r in results if r["no_incidents"]]
     noisy = [r for r in results if not r["no_incidents"]]
     start = results[0]["start"]

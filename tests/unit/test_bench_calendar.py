@@ -59,6 +59,17 @@ def test_false_alerts_placed_in_local_time() -> None:
     assert [(s["use_case"], s["day"], s["hour"]) for s in steps] == [("claims_triage", "Mon", 8)]
 
 
+def test_report_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    run = quiet_run(
+        [{"kind": "cost_spike", "use_case": "claims_triage", "at": "2026-11-30T07:10:00Z"}]
+    )
+    bench.print_quiet(bench.false_alert_profile([run]), run["start"])
+    out = capsys.readouterr().out
+    assert "by local day: Sat 0  Sun 0  Mon 1" in out
+    assert "by use case: claims_triage 1" in out
+    assert "after the first 2 days: 1" in out
+
+
 def test_short_calendar_run_through_the_engine() -> None:
     # Half a day from Monday 03:00 UTC: European office hours start in it.
     run = bench.run_week(1, 0.5, True, "2026-11-30T03:00:00Z")
