@@ -79,3 +79,18 @@ def test_short_calendar_run_through_the_engine() -> None:
     assert run["seconds"] > 0
     profile = bench.false_alert_profile([run])
     assert sum(profile["by_hour"].values()) == profile["false_alerts"]
+
+
+def test_incident_report_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    run = quiet_run([])
+    run["no_incidents"] = False
+    run["engine"]["incidents"] = [
+        {"kind": "cost_spike", "use_case": "claims_triage", "diagnosed": True, "delay": 4.0,
+         "id": "inc-01-cost_spike", "shape": "step", "ramp_min": None},
+        {"kind": "cost_spike", "use_case": "kb_search_rag", "diagnosed": False, "delay": None,
+         "id": "inc-02-cost_spike", "shape": "step", "ramp_min": None},
+    ]  # fmt: skip
+    bench.print_incidents(bench.detection.aggregate([run], "engine"))
+    out = capsys.readouterr().out
+    assert "1/2 diagnosed" in out
+    assert "cost_spike" in out and "4.0" in out
