@@ -1,0 +1,1 @@
+"""Explicit, versioned snapshots of a worker partition's state, as plain data."""
