@@ -13,7 +13,7 @@ appears in a snapshot.
 >>> from spendsentry.pricing import PriceBook
 >>> spike = kind_class("cost_spike").build(Policy("chat"), PriceBook())
 >>> state = dump_monitor(spike)
->>> state["kind"], sorted(state["running"])
+>>> state["kind"], sorted(state["lenses"]["CostSpike"])
 ('cost_spike', ['detector', 'persistence', 'shift', 'shift_persistence'])
 >>> fresh = kind_class("cost_spike").build(Policy("chat"), PriceBook())
 >>> load_monitor(fresh, Fields(state, "$")) is None
@@ -184,22 +184,22 @@ def load_running(obj: object, f: Fields) -> None:
             setattr(obj, name, value)
 
 
+def _lenses(monitor: Any) -> list[Any]:
+    return list(monitor.monitors) if isinstance(monitor, Composite) else [monitor]
+
+
 def dump_monitor(monitor: Any) -> dict[str, Any]:
-    """A use case's monitor: its kind and what it learned (a composite: per lens)."""
-    if isinstance(monitor, Composite):
-        lenses = {type(lens).__name__: dump_running(lens) for lens in monitor.monitors}
-        return {"kind": monitor.kind, "lenses": lenses}
-    return {"kind": monitor.kind, "running": dump_running(monitor)}
+    """A use case's monitor: its kind and, per lens (the monitor itself unless
+    it is a composite), what it learned."""
+    return {"kind": monitor.kind, "lenses": {type(m).__name__: dump_running(m) for m in _lenses(monitor)}}
 
 
 def load_monitor(monitor: Any, f: Fields) -> None:
     """Load :func:`dump_monitor` output into ``monitor``, built afresh from the current
-    policy; a lens the snapshot does not have (the policy now enables it) starts fresh."""
-    if isinstance(monitor, Composite):
-        lenses = f.child("lenses")
-        for lens in monitor.monitors:
-            name = type(lens).__name__
-            if name in lenses.data:
-                load_running(lens, lenses.child(name))
-        return
-    load_running(monitor, f.child("running"))
+    policy. Lenses are matched by class name: one the snapshot does not have (the
+    policy now enables it, or its class was renamed) starts learning afresh."""
+    lenses = f.child("lenses")
+    for lens in _lenses(monitor):
+        name = type(lens).__name__
+        if name in lenses.data:
+            load_running(lens, lenses.child(name))

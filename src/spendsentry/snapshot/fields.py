@@ -12,11 +12,11 @@ still load (see docs/worker.md, Snapshot format).
 >>> f.int("x")
 Traceback (most recent call last):
 ...
-spendsentry.snapshot.fields.SnapshotError: $.x: expected int, got str
+spendsentry.snapshot.SnapshotError: $.x: expected int, got str
 >>> f.float("y")
 Traceback (most recent call last):
 ...
-spendsentry.snapshot.fields.SnapshotError: $.y: missing
+spendsentry.snapshot.SnapshotError: $.y: missing
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ _NUMBER = (int, float)
 
 class SnapshotError(SpendSentryError):
     """A snapshot could not be written, found or read; the message says why."""
+
+
+# Its public home (what tracebacks and doctests show).
+SnapshotError.__module__ = "spendsentry.snapshot"
 
 
 def _name(value: object) -> str:

@@ -365,7 +365,8 @@ class Pipeline:
     # -- snapshots ------------------------------------------------------------
 
     def snapshot_state(self) -> dict[str, Any]:
-        """Everything a restart needs, as one picklable dict."""
+        """Everything a restart needs, with the live engine
+        (:func:`spendsentry.snapshot.encode_state` makes it a document)."""
         return {
             "engine": self.engine,
             "partition": self.partition,
@@ -373,7 +374,6 @@ class Pipeline:
             "control_offsets": dict(self.control_offsets),
             "watermarks": self.watermarks.snapshot(),
             "published": list(self.published),
-            "closing_started": self.engine.closing_started,
             "records": self.records,
             "counters": self.counters,
         }
@@ -393,29 +393,11 @@ class Pipeline:
         return state, counters
 
     def restore_state(self, state: Mapping[str, Any], *, now: float | None = None) -> None:
-        """Load :meth:`snapshot_state` output (the engine object is taken over)."""
-        now = time.time() if now is None else now
-        self.engine = state["engine"]
-        self.offsets = dict(state["offsets"])
-        self.control_offsets = dict(state.get("control_offsets") or {})
-        self.watermarks.restore(state["watermarks"], now=now)
-        self.published = dict.fromkeys(state["published"])
-        if "closing_started" not in vars(self.engine):  # a snapshot from before the engine owned it
-            self.engine.closing_started = bool(state["closing_started"])
-        self.records = int(state.get("records", 0))
-        self.dirty = False
-        counters = state.get("counters")
-        if not isinstance(counters, PartitionCounters):
-            # A snapshot from before the counters were part of the state.
-            stats = self.engine.stats
-            counters = PartitionCounters.from_totals(
-                stats.use_cases, self.counters.labels.limit, duplicates=stats.duplicates
-            )
-            counters.records = self.records
-        # The counters continue from the snapshot: what is processed again
-        # after a crash was never shown, so it is not counted twice.
-        self.counters = counters
-        self.committed = counters.frozen()
+        """Load a decoded snapshot (:func:`spendsentry.snapshot.decode_state`) into this
+        pipeline, whose engine this process built (configuration is never restored)."""
+        from spendsentry.snapshot.pipeline import restore
+
+        restore(self, state, now=time.time() if now is None else now)
 
 
 def alerts_offsets_of(state: Mapping[str, Any]) -> dict[int, int]:
