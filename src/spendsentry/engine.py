@@ -196,17 +196,6 @@ class EngineOutput:
 class UseCaseState:
     """Everything the engine keeps for one use case."""
 
-    #: Whether its monitors see every closed minute yet. A new use case starts
-    #: at its first event's minute, not at whatever minute the watermark had
-    #: reached when that event was ingested: otherwise a backlog (a restart, a
-    #: lagging partition) would show its monitors hours of empty minutes that
-    #: a live run never shows, and the alerts would differ. The class default
-    #: covers states restored from snapshots taken before this attribute.
-    observing = True
-    #: The last minute that closed with data in it (None: none yet, or a
-    #: state restored from a snapshot taken before dormancy existed).
-    last_data_minute: int | None = None
-
     def __init__(
         self, use_case: str, policy: Policy, monitors: list[Monitor], config: EngineConfig
     ) -> None:
@@ -227,8 +216,14 @@ class UseCaseState:
         }
         self.last_active_minute = -1
         self.last_signals: MinuteSignals | None = None
+        #: Whether its monitors see every closed minute yet. A new use case starts
+        #: at its first event's minute, not at whatever minute the watermark had
+        #: reached when that event was ingested: otherwise a backlog (a restart, a
+        #: lagging partition) would show its monitors hours of empty minutes that
+        #: a live run never shows, and the alerts would differ.
         self.observing = False
-        self.last_data_minute = None
+        #: The last minute that closed with data in it (None: none yet).
+        self.last_data_minute: int | None = None
 
     def due(self, minute: int, dormant_after: int) -> bool:
         """Whether closing ``minute`` shows it to the monitors (starts observing if so)."""
@@ -588,10 +583,6 @@ class Engine:
         self._close_until(int((reached - self.config.allowed_lateness_s) // MINUTE), out)
         return out
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        _upgrade_pre_clock(self.__dict__, self.STREAM)
-
     def flush(self) -> EngineOutput:
         """End of input: close every open minute."""
         out = EngineOutput()
@@ -673,17 +664,6 @@ class Engine:
         return [
             found for _, state in sorted(self.use_cases.items()) for found in state.open_incidents()
         ]
-
-
-def _upgrade_pre_clock(state: dict[str, Any], stream: str) -> None:
-    """Engines pickled before the engine had its own clock kept ``max_ts``."""
-    if "clock" not in state:
-        clock = state["clock"] = EventClock(math.inf, EngineConfig().confirm_jump_s)
-        newest = state.get("max_ts", -math.inf)
-        if newest > -math.inf:
-            clock.max_ts[stream] = newest
-    state.pop("max_ts", None)
-    state.pop("_jump_candidate", None)
 
 
 def late_dead_letter(e: Event, source: SourcePosition | None, lateness_s: float) -> DeadLetter:

@@ -118,9 +118,6 @@ class ThrottlePlanner:
         Memory bounds; beyond them the oldest inactive entries are forgotten.
     """
 
-    #: Class default: planners pickled before the counter existed restore with 0.
-    ignored_versions = 0
-
     def __init__(
         self, *, max_scopes: int = 50_000, max_snoozes: int = 10_000, max_acks: int = 10_000
     ) -> None:
@@ -136,14 +133,6 @@ class ThrottlePlanner:
         #: Versions not taken (out of range, implausible, unknown scope) and
         #: commands not issued because the scope's version is at the bound.
         self.ignored_versions = 0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        # A snapshot written before versions were bounded may hold a forged
-        # version (2^64 made the next command unserializable): forget the scope.
-        for key in [k for k, s in self._scopes.items() if not 0 <= s.version <= MAX_VERSION]:
-            del self._scopes[key]
-            self.ignored_versions += 1
 
     # -- alerts ---------------------------------------------------------------
 

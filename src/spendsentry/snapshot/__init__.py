@@ -64,4 +64,11 @@ def decode_state(payload: bytes) -> dict[str, Any]:
     return read_state(decode(payload))
 
 
-__all__ = ["SNAPSHOT_VERSION", "Fields", "SnapshotError", "decode_state", "encode_state", "is_legacy"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "Fields",
+    "SnapshotError",
+    "decode_state",
+    "encode_state",
+    "is_legacy",
+]

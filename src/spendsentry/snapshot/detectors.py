@@ -80,7 +80,9 @@ def _ring(width: int, cell: tuple[type, ...]) -> tuple[Dump, Load]:
     return dump, load
 
 
-def _river(dump: Callable[[Any], dict[str, Any]], load: Callable[[Any, Fields], None]) -> tuple[Dump, Load]:
+def _river(
+    dump: Callable[[Any], dict[str, Any]], load: Callable[[Any, Fields], None]
+) -> tuple[Dump, Load]:
     def loader(fresh: Any, f: Fields, name: str) -> Any:
         load(fresh, f.child(name))
         return KEEP
@@ -139,7 +141,12 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "_log_var": EWVAR,
         "_n": INT,
     },
-    LogRateShiftDetector: {"_ring": _ring(1, NUMBER), "_level": EWMEAN, "_noise": EWMEAN, "_n": INT},
+    LogRateShiftDetector: {
+        "_ring": _ring(1, NUMBER),
+        "_level": EWMEAN,
+        "_noise": EWMEAN,
+        "_n": INT,
+    },
     BurnRateDetector: {
         "_ring": _ring(1, NUMBER),
         "_typical": EWMEAN,
@@ -150,7 +157,12 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "_n": INT,
     },
     SessionLengthDetector: {"_q": QUANTILE, "_mean": MEAN, "_n": INT},
-    RatioKind: {"detector": _nested(), "persistence": _nested(), "_num_level": EWMEAN, "_minutes": INT},
+    RatioKind: {
+        "detector": _nested(),
+        "persistence": _nested(),
+        "_num_level": EWMEAN,
+        "_minutes": INT,
+    },
     AgentChatter: {"detector": _nested(), "persistence": _nested()},
     BudgetBurn: {"detector": _nested(), "persistence": _nested()},
     CostSpike: {
@@ -191,7 +203,10 @@ def _lenses(monitor: Any) -> list[Any]:
 def dump_monitor(monitor: Any) -> dict[str, Any]:
     """A use case's monitor: its kind and, per lens (the monitor itself unless
     it is a composite), what it learned."""
-    return {"kind": monitor.kind, "lenses": {type(m).__name__: dump_running(m) for m in _lenses(monitor)}}
+    return {
+        "kind": monitor.kind,
+        "lenses": {type(m).__name__: dump_running(m) for m in _lenses(monitor)},
+    }
 
 
 def load_monitor(monitor: Any, f: Fields) -> None:

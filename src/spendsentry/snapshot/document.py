@@ -53,13 +53,17 @@ def decode(payload: bytes) -> Fields:
     try:
         doc = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
-        raise SnapshotError(f"unreadable snapshot document (truncated or not msgpack): {exc}") from None
+        raise SnapshotError(
+            f"unreadable snapshot document (truncated or not msgpack): {exc}"
+        ) from None
     f = Fields(doc, "$")
     if f.raw("format", None) != FORMAT:
         raise f.fail("format", f"{f.raw('format', None)!r} is not {FORMAT!r}")
     version = f.int("version")
     if version > VERSION:
-        raise f.fail("version", f"{version} is newer than this spendsentry reads ({VERSION}): upgrade")
+        raise f.fail(
+            "version", f"{version} is newer than this spendsentry reads ({VERSION}): upgrade"
+        )
     if version != VERSION:
         raise f.fail("version", f"{version} is not a msgpack snapshot version (3 and later)")
     return f

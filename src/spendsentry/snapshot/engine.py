@@ -102,7 +102,15 @@ def load_dedupe(index: EventIdIndex, f: Fields) -> None:
 
 
 _TOTALS = ("events", "input_tokens", "output_tokens", "cost_nano", "outcomes")
-_STATS = ("accepted", "duplicates", "late", "unpriced", "evicted_use_cases", "evicted_sessions", "evicted_dedupe_ids")
+_STATS = (
+    "accepted",
+    "duplicates",
+    "late",
+    "unpriced",
+    "evicted_use_cases",
+    "evicted_sessions",
+    "evicted_dedupe_ids",
+)
 
 
 def dump_stats(s: EngineStats) -> dict[str, Any]:
@@ -155,7 +163,9 @@ def dump_use_case(u: UseCaseState) -> dict[str, Any]:
 def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     """Build ``name``'s state from the current policy, then load what it learned."""
     policy = engine.policies.for_use_case(name)
-    u = UseCaseState(name, policy, engine.monitor_factory(name, policy, engine.prices), engine.config)
+    u = UseCaseState(
+        name, policy, engine.monitor_factory(name, policy, engine.prices), engine.config
+    )
     for bucket in (load_bucket(b) for b in f.children("open")):
         u.open[bucket.minute] = bucket
     load_sessions(u.sessions, f.child("sessions"))

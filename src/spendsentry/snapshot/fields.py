@@ -104,16 +104,22 @@ class Fields:
     def optional_str(self, name: str, default: Any = _MISSING) -> str | None:
         return self.typed(name, (str, type(None)), "str or nil", default)  # type: ignore[no-any-return]
 
-    def list(self, name: str, item: type | tuple[type, ...] | None = None, default: Any = _MISSING) -> list[Any]:
+    def list(
+        self, name: str, item: type | tuple[type, ...] | None = None, default: Any = _MISSING
+    ) -> list[Any]:
         """A list; with ``item``, every element is checked against it."""
         value = self.typed(name, list, "list", default)
         if item is not None:
             for i, v in enumerate(value):
                 if not isinstance(v, item) or (isinstance(v, bool) and bool not in _tuple(item)):
-                    raise SnapshotError(f"{self.path}.{name}[{i}]: expected {_what(item)}, got {_name(v)}")
+                    raise SnapshotError(
+                        f"{self.path}.{name}[{i}]: expected {_what(item)}, got {_name(v)}"
+                    )
         return value  # type: ignore[no-any-return]
 
-    def rows(self, name: str, *columns: type | tuple[type, ...], default: Any = _MISSING) -> list[list[Any]]:
+    def rows(
+        self, name: str, *columns: type | tuple[type, ...], default: Any = _MISSING
+    ) -> list[list[Any]]:
         """A list of fixed-width rows (tuples in the live object), each cell checked."""
         value = self.typed(name, list, "list", default)
         width = len(columns)
@@ -142,7 +148,9 @@ class Fields:
             if value is not None and (
                 not isinstance(v, value) or (isinstance(v, bool) and bool not in _tuple(value))
             ):
-                raise SnapshotError(f"{self.path}.{name}[{k!r}]: expected {_what(value)}, got {_name(v)}")
+                raise SnapshotError(
+                    f"{self.path}.{name}[{k!r}]: expected {_what(value)}, got {_name(v)}"
+                )
         return got  # type: ignore[no-any-return]
 
     def child(self, name: str) -> Fields:
@@ -159,7 +167,11 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _what(types: type | tuple[type, ...]) -> str:
-    return " or ".join("float" if t is float else t.__name__ for t in _tuple(types) if t is not int or float not in _tuple(types))
+    return " or ".join(
+        "float" if t is float else t.__name__
+        for t in _tuple(types)
+        if t is not int or float not in _tuple(types)
+    )
 
 
 NUMBER = _NUMBER

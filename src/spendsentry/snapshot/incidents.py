@@ -108,7 +108,7 @@ def load_command(f: Fields) -> ThrottleCommand:
 
 
 def dump_planner(p: ThrottlePlanner) -> dict[str, Any]:
-    """Per-scope versions and latest commands, snoozes, acks and counters (bounds are configuration)."""
+    """Per-scope versions and latest commands, snoozes, acks and counters (bounds: config)."""
     return {
         "scopes": {
             key: {
@@ -129,11 +129,15 @@ def dump_planner(p: ThrottlePlanner) -> dict[str, Any]:
 
 def load_planner(p: ThrottlePlanner, f: Fields) -> None:
     scopes = f.child("scopes")
+    ignored = 0
     for key in scopes.data:
         s = scopes.child(key)
         version = s.int("version")
         if not 0 <= version <= MAX_VERSION:
-            raise s.fail("version", f"{version} is out of range")
+            # Forged (what a worker before versions were bounded could save):
+            # the scope is forgotten, as the planner forgets such a version.
+            ignored += 1
+            continue
         current = None if s.raw("current") is None else load_command(s.child("current"))
         p._scopes[key] = _ScopeState(
             version, s.float("changed_at"), current, s.optional_str("owner"), s.int("severity")
@@ -141,7 +145,7 @@ def load_planner(p: ThrottlePlanner, f: Fields) -> None:
     p.snoozes = {(u, k): until for u, k, until in f.rows("snoozes", str, str, NUMBER)}
     p.acks = f.map("acks", str, dict)
     p.issued = f.int("issued")
-    p.ignored_versions = f.int("ignored_versions", 0)
+    p.ignored_versions = f.int("ignored_versions", 0) + ignored
 
 
 __all__ = ["SnapshotError", "dump_planner", "dump_tracker", "load_planner", "load_tracker"]

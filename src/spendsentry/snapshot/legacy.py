@@ -44,7 +44,11 @@ from spendsentry.detectors.kinds.cost_per_outcome import (
 )
 from spendsentry.detectors.kinds.cost_spike import CostSpike
 from spendsentry.detectors.kinds.embedding_duplication import EmbeddingDuplication
-from spendsentry.detectors.kinds.fallback_drift import FallbackDrift, FlaggedFallback, SilentFallback
+from spendsentry.detectors.kinds.fallback_drift import (
+    FallbackDrift,
+    FlaggedFallback,
+    SilentFallback,
+)
 from spendsentry.detectors.kinds.model_oversizing import ModelOversizing
 from spendsentry.detectors.kinds.prompt_inflation import PromptInflation
 from spendsentry.detectors.kinds.retrieval_amplification import RetrievalAmplification
@@ -92,6 +96,9 @@ class _EventIdIndex(EventIdIndex):
     """The id index as pickled: hashes per minute as bytes, or (oldest) the ids themselves."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_minutes" in state:  # pickled as plain attributes (tests pickle today's objects)
+            self.__dict__.update(state)
+            return
         EventIdIndex.__init__(self, state["max_ids"])
         self.evicted = state["evicted"]
         if "_ids" in state:
@@ -117,6 +124,13 @@ class _ThrottlePlanner(ThrottlePlanner):
             self.ignored_versions += 1
 
 
+class _CostSpike(CostSpike):
+    """A cost-spike monitor pickled before its second (geometric) lens existed."""
+
+    shift = None
+    shift_persistence = Persistence(6)
+
+
 class _UseCaseState(UseCaseState):
     """Use cases pickled before they started at their first event, or before dormancy."""
 
@@ -139,7 +153,10 @@ _RATIO_CLASSES: dict[tuple[str, str], type[Kind]] = {
         ModelOversizing,
     )
 }
-_COMPOSITES: dict[str, type[Kind]] = {"fallback_drift": FallbackDrift, "cost_per_outcome": CostPerOutcome}
+_COMPOSITES: dict[str, type[Kind]] = {
+    "fallback_drift": FallbackDrift,
+    "cost_per_outcome": CostPerOutcome,
+}
 
 
 def _become(obj: object, cls: type, state: dict[str, Any]) -> None:
@@ -186,7 +203,8 @@ class BudgetBurnMonitor(_Pickled):
 #: placeholder the conversion drops.
 _OLD_NAMES: dict[tuple[str, str], Any] = {
     ("spendsentry.detectors.monitors", "_Persistence"): Persistence,
-    ("spendsentry.detectors.monitors", "CostSpikeMonitor"): CostSpike,
+    ("spendsentry.detectors.monitors", "CostSpikeMonitor"): _CostSpike,
+    ("spendsentry.detectors.kinds.cost_spike", "CostSpike"): _CostSpike,
     ("spendsentry.detectors.monitors", "ChatterMonitor"): AgentChatter,
     ("spendsentry.detectors.monitors", "OutcomeTargetMonitor"): OutcomeTarget,
     ("spendsentry.detectors.monitors", "RatioMonitor"): RatioMonitor,
@@ -224,7 +242,9 @@ class _Unpickler(pickle.Unpickler):
             return _Discarded
         if module in ("spendsentry.detectors.monitors", "spendsentry.detectors") and name.islower():
             return _Discarded  # a metric or sentence function an old monitor held
-        if key in _BUILTINS or module.startswith(("spendsentry.", "river.stats", "river._river_rust.stats")):
+        if key in _BUILTINS or module.startswith(
+            ("spendsentry.", "river.stats", "river._river_rust.stats")
+        ):
             return getattr(importlib.import_module(module), name)
         raise SnapshotError(f"the pickled snapshot refers to {module}.{name}, which is not allowed")
 
@@ -245,7 +265,9 @@ def read_pickle(payload: bytes) -> dict[str, Any]:
         raise SnapshotError(f"cannot read the pickled snapshot: {exc}") from None
     version = doc.get("version") if isinstance(doc, dict) else None
     if version not in VERSIONS:
-        raise SnapshotError(f"pickled snapshot layout version {version!r}, expected one of {VERSIONS}")
+        raise SnapshotError(
+            f"pickled snapshot layout version {version!r}, expected one of {VERSIONS}"
+        )
     state = doc.get("state")
     if not isinstance(state, dict) or not isinstance(state.get("engine"), Engine):
         raise SnapshotError("the pickled snapshot holds no engine")
@@ -253,14 +275,16 @@ def read_pickle(payload: bytes) -> dict[str, Any]:
 
 
 def convert(state: dict[str, Any]) -> dict[str, Any]:
-    """An unpickled version-2 state as :func:`~spendsentry.snapshot.pipeline.read_state` gives it."""
+    """An unpickled version-2 state, as :func:`~spendsentry.snapshot.pipeline.read_state` gives."""
     engine = state["engine"]
     if "closing_started" not in vars(engine):  # from before the engine owned it
         engine.closing_started = bool(state.get("closing_started", False))
     counters = state.get("counters")
     if not isinstance(counters, PartitionCounters):
         # From before the counters were part of the state: the engine's totals.
-        counters = PartitionCounters.from_totals(engine.stats.use_cases, 50, duplicates=engine.stats.duplicates)
+        counters = PartitionCounters.from_totals(
+            engine.stats.use_cases, 50, duplicates=engine.stats.duplicates
+        )
         counters.records = int(state.get("records", 0))
     out: dict[str, Any] = {
         "partition": state.get("partition"),

@@ -67,7 +67,9 @@ def dump_state(state: Mapping[str, Any]) -> dict[str, Any]:
         "partition": state["partition"],
         "offsets": [[t, p, o] for (t, p), o in state["offsets"].items()],
         "control_offsets": state["control_offsets"],
-        "watermarks": [[list(s) if isinstance(s, tuple) else s, ts] for s, ts in state["watermarks"].items()],
+        "watermarks": [
+            [list(s) if isinstance(s, tuple) else s, ts] for s, ts in state["watermarks"].items()
+        ],
         "published": state["published"],
         "records": state["records"],
         "counters": dump_counters(state["counters"]),

@@ -43,7 +43,9 @@ def _state(rs: Any, layout: struct.Struct, name: str) -> tuple[Any, ...]:
     try:
         return layout.unpack(raw)
     except struct.error:
-        raise SnapshotError(f"the installed River's {name} layout is not the one this code knows") from None
+        raise SnapshotError(
+            f"the installed River's {name} layout is not the one this code knows"
+        ) from None
 
 
 def dump_ewmean(m: stats.EWMean) -> dict[str, Any]:
@@ -63,7 +65,12 @@ def load_ewmean(m: stats.EWMean, f: Fields) -> None:
 def dump_ewvar(v: stats.EWVar) -> dict[str, Any]:
     """The running mean and mean of squares of an ``EWVar``."""
     s = _state(v._ewvar, _EWVAR, "EWVar")
-    return {"mean": s[0], "mean_initialized": bool(s[3]), "sq_mean": s[4], "sq_initialized": bool(s[7])}
+    return {
+        "mean": s[0],
+        "mean_initialized": bool(s[3]),
+        "sq_mean": s[4],
+        "sq_initialized": bool(s[7]),
+    }
 
 
 def load_ewvar(v: stats.EWVar, f: Fields) -> None:
@@ -116,7 +123,9 @@ def dump_rolling_quantile(q: stats.RollingQuantile) -> dict[str, Any]:
         (m,) = _U64.unpack_from(raw, at)
         window = list(struct.unpack_from(f"<{m}d", raw, at + 8))
     except struct.error:
-        raise SnapshotError("the installed River's RollingQuantile layout is not the one this code knows") from None
+        raise SnapshotError(
+            "the installed River's RollingQuantile layout is not the one this code knows"
+        ) from None
     return {"window": window, "updated": bool(q._is_updated)}
 
 

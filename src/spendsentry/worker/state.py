@@ -50,6 +50,7 @@ from typing import Any
 import orjson
 
 from spendsentry.snapshot import SNAPSHOT_VERSION, SnapshotError, decode_state, encode_state
+
 #: Largest piece of a snapshot in one record: under the 1 MB message limit
 #: brokers (Kafka and Tansu) apply by default, with room for the header.
 CHUNK_BYTES = 900 * 1024
