@@ -196,6 +196,12 @@ def load_running(obj: object, f: Fields) -> None:
             setattr(obj, name, value)
 
 
+def _lens_name(lens: object) -> str:
+    """A lens's class name (that of the live class a legacy stand-in converts to)."""
+    live = (c for c in type(lens).__mro__ if not c.__module__.startswith(__package__ or ""))
+    return next(live).__name__
+
+
 def _lenses(monitor: Any) -> list[Any]:
     return list(monitor.monitors) if isinstance(monitor, Composite) else [monitor]
 
@@ -205,7 +211,7 @@ def dump_monitor(monitor: Any) -> dict[str, Any]:
     it is a composite), what it learned."""
     return {
         "kind": monitor.kind,
-        "lenses": {type(m).__name__: dump_running(m) for m in _lenses(monitor)},
+        "lenses": {_lens_name(m): dump_running(m) for m in _lenses(monitor)},
     }
 
 
@@ -215,6 +221,6 @@ def load_monitor(monitor: Any, f: Fields) -> None:
     policy now enables it, or its class was renamed) starts learning afresh."""
     lenses = f.child("lenses")
     for lens in _lenses(monitor):
-        name = type(lens).__name__
+        name = _lens_name(lens)
         if name in lenses.data:
             load_running(lens, lenses.child(name))
