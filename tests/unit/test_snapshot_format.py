@@ -120,7 +120,7 @@ def test_a_snapshot_mid_run_continues_with_identical_alerts(seed: int, tmp_path:
     assert restored.published == live.published and restored.offsets == live.offsets
     assert dump_counters(restored.counters) == dump_counters(live.counters)
     expected = _run(live.engine, after)
-    assert expected, 'the scenario alerts after the snapshot'
+    assert expected, "the scenario alerts after the snapshot"
     assert _run(restored.engine, after) == expected
 
 

@@ -125,7 +125,9 @@ def dump_stats(s: EngineStats) -> dict[str, Any]:
 
 
 def load_stats(f: Fields) -> EngineStats:
-    s = EngineStats(**{name: f.int(name, 0) for name in _STATS})
+    s = EngineStats()
+    for name in _STATS:
+        setattr(s, name, f.int(name, 0))
     s.unpriced_models = f.map("unpriced_models", str, int)
     s.alerts = f.map("alerts", str, int)
     totals = f.child("use_cases")
@@ -176,7 +178,7 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     for window, state in zip((u.ctx.last_1m, u.ctx.last_5m, u.ctx.last_1h), windows, strict=True):
         load_window(window, state)
     u.ctx.periods = load_periods(f.child("periods"))
-    learned = {}
+    learned: dict[str, Fields] = {}
     for m in f.children("monitors"):
         learned[m.str("kind")] = m
     for monitor in u.monitors:

@@ -52,17 +52,17 @@ class Fields:
 
     __slots__ = ("data", "path")
 
-    def __init__(self, data: object, path: str) -> None:
+    def __init__(self, data: object, path: builtins.str) -> None:
         if not isinstance(data, dict):
             raise SnapshotError(f"{path}: expected a map, got {_name(data)}")
-        self.data: dict[Any, Any] = data
+        self.data: builtins.dict[Any, Any] = data
         self.path = path
 
-    def fail(self, name: str, message: str) -> SnapshotError:
+    def fail(self, name: builtins.str, message: builtins.str) -> SnapshotError:
         """An error about field ``name`` (for checks a codec makes itself)."""
         return SnapshotError(f"{self.path}.{name}: {message}")
 
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
+    def raw(self, name: builtins.str, default: Any = _MISSING) -> Any:
         """The value of ``name`` unchecked (``default`` when absent)."""
         value = self.data.get(name, _MISSING)
         if value is _MISSING:
@@ -71,7 +71,13 @@ class Fields:
             return default
         return value
 
-    def typed(self, name: str, types: type | tuple[type, ...], what: str, default: Any) -> Any:
+    def typed(
+        self,
+        name: builtins.str,
+        types: builtins.type | builtins.tuple[type, ...],
+        what: builtins.str,
+        default: Any,
+    ) -> Any:
         value = self.raw(name, default)
         if value is default and default is not _MISSING:
             return value
@@ -80,33 +86,36 @@ class Fields:
             raise self.fail(name, f"expected {what}, got {_name(value)}")
         return value
 
-    def int(self, name: str, default: Any = _MISSING) -> int:
-        return self.typed(name, int, "int", default)  # type: ignore[no-any-return]
+    def int(self, name: builtins.str, default: Any = _MISSING) -> builtins.int:
+        return self.typed(name, int, "int", default)
 
-    def float(self, name: str, default: Any = _MISSING) -> float:
-        return self.typed(name, _NUMBER, "float", default)  # type: ignore[no-any-return]
+    def float(self, name: builtins.str, default: Any = _MISSING) -> builtins.float:
+        return self.typed(name, _NUMBER, "float", default)
 
-    def bool(self, name: str, default: Any = _MISSING) -> bool:
-        return self.typed(name, bool, "bool", default)  # type: ignore[no-any-return]
+    def bool(self, name: builtins.str, default: Any = _MISSING) -> builtins.bool:
+        return self.typed(name, bool, "bool", default)
 
-    def str(self, name: str, default: Any = _MISSING) -> str:
-        return self.typed(name, str, "str", default)  # type: ignore[no-any-return]
+    def str(self, name: builtins.str, default: Any = _MISSING) -> builtins.str:
+        return self.typed(name, str, "str", default)
 
-    def bytes(self, name: str, default: Any = _MISSING) -> bytes:
-        return self.typed(name, bytes, "bytes", default)  # type: ignore[no-any-return]
+    def bytes(self, name: builtins.str, default: Any = _MISSING) -> builtins.bytes:
+        return self.typed(name, bytes, "bytes", default)
 
-    def optional_float(self, name: str, default: Any = _MISSING) -> float | None:
-        return self.typed(name, (*_NUMBER, type(None)), "float or nil", default)  # type: ignore[no-any-return]
+    def optional_float(self, name: builtins.str, default: Any = _MISSING) -> builtins.float | None:
+        return self.typed(name, (*_NUMBER, type(None)), "float or nil", default)
 
-    def optional_int(self, name: str, default: Any = _MISSING) -> int | None:
-        return self.typed(name, (int, type(None)), "int or nil", default)  # type: ignore[no-any-return]
+    def optional_int(self, name: builtins.str, default: Any = _MISSING) -> builtins.int | None:
+        return self.typed(name, (int, type(None)), "int or nil", default)
 
-    def optional_str(self, name: str, default: Any = _MISSING) -> str | None:
-        return self.typed(name, (str, type(None)), "str or nil", default)  # type: ignore[no-any-return]
+    def optional_str(self, name: builtins.str, default: Any = _MISSING) -> builtins.str | None:
+        return self.typed(name, (str, type(None)), "str or nil", default)
 
     def list(
-        self, name: str, item: type | tuple[type, ...] | None = None, default: Any = _MISSING
-    ) -> list[Any]:
+        self,
+        name: builtins.str,
+        item: builtins.type | builtins.tuple[type, ...] | None = None,
+        default: Any = _MISSING,
+    ) -> builtins.list[Any]:
         """A list; with ``item``, every element is checked against it."""
         value = self.typed(name, list, "list", default)
         if item is not None:
@@ -115,11 +124,14 @@ class Fields:
                     raise SnapshotError(
                         f"{self.path}.{name}[{i}]: expected {_what(item)}, got {_name(v)}"
                     )
-        return value  # type: ignore[no-any-return]
+        return value
 
     def rows(
-        self, name: str, *columns: type | tuple[type, ...], default: Any = _MISSING
-    ) -> list[list[Any]]:
+        self,
+        name: builtins.str,
+        *columns: builtins.type | builtins.tuple[type, ...],
+        default: Any = _MISSING,
+    ) -> builtins.list[builtins.list[Any]]:
         """A list of fixed-width rows (tuples in the live object), each cell checked."""
         value = self.typed(name, list, "list", default)
         width = len(columns)
@@ -131,15 +143,15 @@ class Fields:
                     raise SnapshotError(
                         f"{self.path}.{name}[{i}][{j}]: expected {_what(t)}, got {_name(v)}"
                     )
-        return value  # type: ignore[no-any-return]
+        return value
 
     def map(
         self,
-        name: str,
-        key: type | tuple[type, ...] = builtins.str,
-        value: type | tuple[type, ...] | None = None,
+        name: builtins.str,
+        key: builtins.type | builtins.tuple[type, ...] = builtins.str,
+        value: builtins.type | builtins.tuple[type, ...] | None = None,
         default: Any = _MISSING,
-    ) -> dict[Any, Any]:
+    ) -> builtins.dict[Any, Any]:
         """A map; keys (and values, with ``value``) checked."""
         got = self.typed(name, dict, "map", default)
         for k, v in got.items():
@@ -151,13 +163,13 @@ class Fields:
                 raise SnapshotError(
                     f"{self.path}.{name}[{k!r}]: expected {_what(value)}, got {_name(v)}"
                 )
-        return got  # type: ignore[no-any-return]
+        return got
 
-    def child(self, name: str) -> Fields:
+    def child(self, name: builtins.str) -> Fields:
         """The map in field ``name``."""
         return Fields(self.raw(name), f"{self.path}.{name}")
 
-    def children(self, name: str) -> list[Fields]:
+    def children(self, name: builtins.str) -> builtins.list[Fields]:
         """The maps in list field ``name``."""
         return [Fields(v, f"{self.path}.{name}[{i}]") for i, v in enumerate(self.list(name))]
 

@@ -142,7 +142,7 @@ class _UseCaseState(UseCaseState):
 
 #: (kind, metric) of an old RatioMonitor -> its class now.
 _RATIO_CLASSES: dict[tuple[str, str], type[Kind]] = {
-    (c.kind, c.metric): c  # type: ignore[attr-defined]
+    (c.kind, c.metric): c
     for c in (
         PromptInflation,
         RetrievalAmplification,
