@@ -1,8 +1,8 @@
 """The action ladder: from alerts to throttle commands, with hysteresis.
 
 :class:`ThrottlePlanner` is pure and deterministic (event time only, no I/O):
-the engine owns one and pickles it in its snapshots, and replay gets the same
-commands as the worker. Rules, per scope (the alert's use case):
+the engine owns one (snapshotted by :mod:`spendsentry.snapshot.incidents`),
+and replay gets the same commands as the worker. Rules, per scope (the alert's use case):
 
 * Nothing when the use case is an experiment, its ``auto_throttle`` is "off",
   its ladder step for the alert's severity is "none" or missing, or the alert's
