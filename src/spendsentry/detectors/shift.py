@@ -94,11 +94,6 @@ class RatioShiftDetector:
     (True, 2.5)
     """
 
-    #: Defaults for detectors pickled before these parameters existed.
-    long_window: int = 0
-    long_z_threshold: float = math.inf
-    hold_z_fraction: float = 0.0
-
     def __init__(
         self,
         window: int = 5,

@@ -41,9 +41,6 @@ class CostSpike(Kind):
     """
 
     kind = "cost_spike"
-    #: Default for monitors pickled before the second lens existed (without
-    #: one, its persistence is never read).
-    shift: LogRateShiftDetector | None = None
 
     def __init__(
         self,
