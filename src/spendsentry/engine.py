@@ -34,6 +34,7 @@ from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext, build_m
 from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
 from spendsentry.pricing import PriceBook
+from spendsentry.shared_content import SharedContentIndex
 from spendsentry.stream_start import bulk_start
 from spendsentry.windows import (
     MINUTE,
@@ -68,6 +69,8 @@ class EngineConfig:
     session_idle_minutes: int = 30
     max_sessions_per_use_case: int = 50_000
     max_content_hashes_per_use_case: int = 200_000
+    #: Content hashes remembered across use cases (cross-use-case duplicates).
+    max_shared_content_hashes: int = 500_000
     #: A use case silent this long has its state dropped (counted).
     use_case_idle_minutes: int = 7 * 24 * 60
     #: Hard cap on tracked use cases; beyond it, the least recently active is evicted.
@@ -253,7 +256,11 @@ class UseCaseState:
         last = self.last_data_minute
         return last is not None and minute - last > after_minutes and minute not in self.open
 
-    def close(self, minute: int) -> MinuteSignals:
+    def close(self, minute: int, shared: SharedContentIndex | None = None) -> MinuteSignals:
+        """Close ``minute``: its signals, pushed into the windows.
+
+        ``shared`` is the engine's cross-use-case content index (None: not consulted).
+        """
         bucket = self.open.pop(minute, None)
         if bucket is None:
             bucket = MinuteBucket(minute)
@@ -262,6 +269,11 @@ class UseCaseState:
         counts, top_id, top, ended = self.sessions.close_minute(minute, bucket.session_calls)
         duplicates = (
             self.content.close_minute(minute, bucket.embed_hashes) if bucket.embed_hashes else 0
+        )
+        shared_embeddings, shared_with = (
+            shared.close_minute(self.use_case, minute, bucket.embed_hashes)
+            if shared is not None and bucket.embed_hashes
+            else (0, ())
         )
         signals = MinuteSignals(
             use_case=self.use_case,
@@ -274,7 +286,9 @@ class UseCaseState:
             llm_input_tokens=bucket.llm_input_tokens,
             llm_log_input=bucket.llm_log_input,
             output_tokens=bucket.output_tokens,
+            cached_input_tokens=bucket.cached_input_tokens,
             cost=bucket.cost / NANO,
+            embedding_cost=bucket.embedding_cost / NANO,
             unpriced=bucket.unpriced,
             fallback_calls=bucket.fallback_calls,
             rerouted_calls=bucket.rerouted_calls,
@@ -286,6 +300,8 @@ class UseCaseState:
             },
             retrieval_requests=len(bucket.retrieval_requests),
             embedding_duplicates=duplicates,
+            shared_embeddings=shared_embeddings,
+            shared_with=shared_with,
             # The policy names the outcome that counts (a support desk also
             # publishes escalations, which are not what a ticket's spend buys).
             outcomes=(
@@ -406,6 +422,11 @@ class Engine:
         #: back (partitions arrive one after another; nothing was emitted).
         self.closing_started = False
         self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
+        #: Who first embedded each content hash, across use cases (one owner:
+        #: the engine; use cases only see their own minutes).
+        self.shared_content = SharedContentIndex(
+            max_hashes=self.config.max_shared_content_hashes
+        )
         #: The action ladder, operator actions and command versions.
         self.planner = ThrottlePlanner()
 
@@ -591,6 +612,10 @@ class Engine:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         _upgrade_pre_clock(self.__dict__, self.STREAM)
+        if "shared_content" not in state:  # snapshots before the cross-use-case index
+            self.shared_content = SharedContentIndex(
+                max_hashes=self.config.max_shared_content_hashes
+            )
 
     def flush(self) -> EngineOutput:
         """End of input: close every open minute."""
@@ -642,7 +667,7 @@ class Engine:
                 continue
             busy = True
             sessions_evicted = state.sessions.evicted
-            signals = state.close(minute)
+            signals = state.close(minute, self.shared_content)
             self.stats.evicted_sessions += state.sessions.evicted - sessions_evicted
             out.closed.append(signals)
             for alert in state.detect(signals, self.planner, out):
