@@ -17,6 +17,45 @@ if TYPE_CHECKING:
     from spendsentry.pricing import PriceBook
 
 
+class PriorShiftDetector(RatioShiftDetector):
+    """A :class:`RatioShiftDetector` whose baseline always rests on ``prior`` units or more.
+
+    Where its own evidence weighs less (no history yet, or it faded), the rest
+    is the prior "a share of 0": a use case that never embedded reads its first
+    embeddings against "shares nothing", not against themselves. Windows under
+    ``min_den`` are neither judged nor learned.
+
+    >>> d = PriorShiftDetector(window=5, warmup=0, min_den=20, prior=200)
+    >>> d.learn_one(0.0, 0.0)
+    >>> d.check(40.0, 40.0).ratio
+    inf
+    >>> plain = RatioShiftDetector(window=5, warmup=0, min_den=20)
+    >>> plain.learn_one(8.0, 8.0); plain.baseline   # its first minute is its baseline
+    1.0
+    >>> d.learn_one(8.0, 8.0); d.baseline   # too few to judge: not learned
+    0.0
+    """
+
+    def __init__(self, *args: float, prior: float, **kwargs: float) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.prior = prior
+        self._w = prior
+
+    def learn_one(self, num: float, den: float) -> None:
+        recent = list(self._ring)[-(self.window - 1) :] if self.window > 1 else []
+        if sum(d for _, d in recent) + den < self.min_den:
+            # A window too small to judge is not learned either: otherwise the
+            # first minutes of a use case that starts embedding shared content
+            # (8 a minute) would be its baseline before a window could judge them.
+            self._ring.append((num, den))
+            self._age()
+        else:
+            super().learn_one(num, den)
+        if self._w < self.prior:
+            self._mean *= self._w / self.prior
+            self._w = self.prior
+
+
 def shared_share(s: MinuteSignals) -> tuple[float, float]:
     """Embeddings of content another use case embedded first (within a day), and all."""
     return float(s.shared_embeddings), float(s.embeddings)
@@ -30,7 +69,8 @@ class SharedEmbeddingDuplication(RatioKind):
     hours; the alert goes to the *later* embedder (the one that could read a
     shared store), naming the use cases that embedded the content first.
 
-    No warm-up: the prior is "shares nothing". A use case that starts up
+    No warm-up: the prior is "shares nothing" (:class:`PriorShiftDetector`,
+    worth 200 embeddings). A use case that starts up
     embedding another team's documents is the case this kind exists for, and
     it has no history to learn from; the bars are the size ones (+20 points,
     1.5x, 20 embeddings in 5 minutes, 2 minutes held). A permanent overlap is
@@ -51,7 +91,7 @@ class SharedEmbeddingDuplication(RatioKind):
     metric = "shared_embedding_share"
     unit = "share"
 
-    def __init__(self, detector: RatioShiftDetector) -> None:
+    def __init__(self, detector: PriorShiftDetector) -> None:
         super().__init__(detector, critical_ratio=float("inf"), persistence=2, cost_scales=False)
         #: (duplicate cost, USD) of the last window's minutes.
         self._recent: deque[float] = deque(maxlen=detector.window)
@@ -60,7 +100,7 @@ class SharedEmbeddingDuplication(RatioKind):
     def build(cls, policy: Policy, prices: PriceBook) -> SharedEmbeddingDuplication | None:
         if (t := Tuning.of(policy, cls.kind)) is None:
             return None
-        detector = RatioShiftDetector(
+        detector = PriorShiftDetector(
             window=5,
             half_life=360,
             warmup=0,
@@ -68,6 +108,7 @@ class SharedEmbeddingDuplication(RatioKind):
             min_delta=0.2 / t.sensitivity,
             z_threshold=t.z(6.0),
             min_den=20,
+            prior=200,
         )
         return cls(detector)
 
