@@ -424,9 +424,7 @@ class Engine:
         self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
         #: Who first embedded each content hash, across use cases (one owner:
         #: the engine; use cases only see their own minutes).
-        self.shared_content = SharedContentIndex(
-            max_hashes=self.config.max_shared_content_hashes
-        )
+        self.shared_content = SharedContentIndex(max_hashes=self.config.max_shared_content_hashes)
         #: The action ladder, operator actions and command versions.
         self.planner = ThrottlePlanner()
 
