@@ -83,7 +83,7 @@ class SharedContentIndex:
     def _expire(self, horizon: int) -> None:
         owners = self._owners
         while owners:
-            key, (_, last) = next(iter(owners.items()))
+            _, (_, last) = next(iter(owners.items()))
             if last > horizon and len(owners) <= self.max_hashes:
                 break
             owners.popitem(last=False)

@@ -547,8 +547,11 @@ def plan_incidents(
         raise ValueError(f"unknown incident kinds {unknown}; known: {', '.join(KINDS)}")
     if len(set(wanted)) != len(wanted):
         raise ValueError("each incident kind may be asked for once")
-    slots = _Slots(rng, round(hours * 60), use_cases, warmup_minutes, tail_minutes, gap_minutes,
-                   active, start.hour * 60 + start.minute)  # fmt: skip
+    day_offset = start.hour * 60 + start.minute
+    slots = _Slots(
+        rng, round(hours * 60), use_cases, warmup_minutes, tail_minutes, gap_minutes, active,
+        day_offset,
+    )  # fmt: skip
     # The first nine kinds exactly as they were always planned; the extra kinds
     # after them, from the rest of the stream, in the slots left free.
     incidents = _incidents(rng, start, slots.place([k for k in wanted if k not in EXTRA_KINDS]))
@@ -622,8 +625,18 @@ class _Slots:
             rng.shuffle(candidates)
             candidates.sort(key=lambda u: self.used.get(u, 0))  # least-hit first (stable)
             for use_case in candidates:
-                slot = _find_slot(rng, kind, use_case, self.placed, self.total, self.warmup,
-                                  self.tail, self.gap, self._active(kind), self.day_offset)  # fmt: skip
+                slot = _find_slot(
+                    rng,
+                    kind,
+                    use_case,
+                    self.placed,
+                    self.total,
+                    self.warmup,
+                    self.tail,
+                    self.gap,
+                    self._active(kind),
+                    self.day_offset,
+                )
                 if slot is not None:
                     self.placed.append((kind, use_case, *slot))
                     new.append((kind, use_case, *slot))
