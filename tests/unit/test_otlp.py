@@ -376,7 +376,10 @@ def _span_with(*attributes: tuple[str, int]) -> bytes:
         "startTimeUnixNano": str(int(T0 * 1e9)),
         "attributes": attrs,
     }
-    return orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "support-bot"}}]}
+    return orjson.dumps(
+        {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+    )
 
 
 def test_cache_reads_are_cached_input_and_cache_writes_stay_input() -> None:
