@@ -31,9 +31,11 @@ from spendsentry.detectors.burn import BurnRateDetector
 from spendsentry.detectors.kinds.agent_chatter import AgentChatter
 from spendsentry.detectors.kinds.base import Composite
 from spendsentry.detectors.kinds.budget_burn import BudgetBurn
+from spendsentry.detectors.kinds.cache_regression import CacheRegression
 from spendsentry.detectors.kinds.cost_per_outcome import OutcomeTarget
 from spendsentry.detectors.kinds.cost_spike import CostSpike
 from spendsentry.detectors.kinds.ratio import RatioKind
+from spendsentry.detectors.kinds.shared_embedding_duplication import SharedEmbeddingDuplication
 from spendsentry.detectors.sessions import SessionLengthDetector
 from spendsentry.detectors.shift import LogRateShiftDetector, RateSpikeDetector, RatioShiftDetector
 from spendsentry.snapshot import river
@@ -80,6 +82,23 @@ def _ring(width: int, cell: tuple[type, ...]) -> tuple[Dump, Load]:
     return dump, load
 
 
+def _ring_of_counts() -> tuple[Dump, Load]:
+    """A deque of ``{name: int}`` maps (a kind's per-model tokens of recent minutes)."""
+
+    def dump(d: deque[dict[str, int]]) -> Any:
+        return [dict(m) for m in d]
+
+    def load(fresh: deque[dict[str, int]], f: Fields, name: str) -> Any:
+        for i, row in enumerate(f.list(name, dict)):
+            for key, value in row.items():
+                if not isinstance(key, str) or type(value) is not int:
+                    raise f.fail(f"{name}[{i}]", f"expected a map of str to int, has {key!r}")
+            fresh.append(row)
+        return KEEP
+
+    return dump, load
+
+
 def _river(
     dump: Callable[[Any], dict[str, Any]], load: Callable[[Any, Fields], None]
 ) -> tuple[Dump, Load]:
@@ -122,8 +141,18 @@ MEAN = _river(river.dump_mean, river.load_mean)
 QUANTILE = _river(river.dump_quantile, river.load_quantile)
 ROLLING_QUANTILE = _river(river.dump_rolling_quantile, river.load_rolling_quantile)
 
+#: What every ratio kind learned (a subclass adds its own on top).
+_RATIO_KIND: dict[str, tuple[Dump, Load]] = {
+    "detector": _nested(),
+    "persistence": _nested(),
+    "_num_level": EWMEAN,
+    "_minutes": INT,
+}
+
 #: Per class: the learned attributes and their codecs. Every other attribute
-#: is a parameter, set by the constructor from the policy (or code).
+#: is a parameter, set by the constructor from the policy (or code). A class
+#: is looked up along its MRO, so a subclass with learned attributes of its own
+#: needs its own entry (with its base's).
 RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
     Persistence: {"streak": INT, "onset": OPTIONAL_FLOAT, "active": BOOL},
     RatioShiftDetector: {
@@ -157,12 +186,10 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "_n": INT,
     },
     SessionLengthDetector: {"_q": QUANTILE, "_mean": MEAN, "_n": INT},
-    RatioKind: {
-        "detector": _nested(),
-        "persistence": _nested(),
-        "_num_level": EWMEAN,
-        "_minutes": INT,
-    },
+    RatioKind: _RATIO_KIND,
+    # The recent minutes behind the excess cost an alert states.
+    CacheRegression: {**_RATIO_KIND, "_recent": _ring_of_counts()},
+    SharedEmbeddingDuplication: {**_RATIO_KIND, "_recent": _ring(1, NUMBER)},
     AgentChatter: {"detector": _nested(), "persistence": _nested()},
     BudgetBurn: {"detector": _nested(), "persistence": _nested()},
     CostSpike: {

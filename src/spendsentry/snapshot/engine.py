@@ -28,6 +28,7 @@ from typing import Any
 from spendsentry.clock import EventClock
 from spendsentry.dedupe import EventIdIndex
 from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
+from spendsentry.shared_content import SharedContentIndex
 from spendsentry.snapshot.detectors import dump_monitor, load_monitor
 from spendsentry.snapshot.fields import NUMBER, Fields
 from spendsentry.snapshot.incidents import dump_planner, dump_tracker, load_planner, load_tracker
@@ -99,6 +100,47 @@ def load_dedupe(index: EventIdIndex, f: Fields) -> None:
             bucket.byteswap()
         index._minutes[minute] = bucket
         index._hashes.update(bucket)
+
+
+def dump_shared_content(index: SharedContentIndex) -> dict[str, Any]:
+    """The cross-use-case content hashes in recency order, as columns: the hashes
+    (little-endian uint64 bytes), each one's first embedder (an index into
+    ``names``: a handful of use cases own up to 500,000 hashes) and last minute.
+    TTL and size bound are configuration."""
+    names: dict[str, int] = {}
+    hashes = array("Q", index._owners)
+    if _SWAP:
+        hashes.byteswap()
+    owners = [names.setdefault(owner, len(names)) for owner, _ in index._owners.values()]
+    return {
+        "names": list(names),
+        "hashes": hashes.tobytes(),
+        "owners": owners,
+        "minutes": [minute for _, minute in index._owners.values()],
+        "evicted": index.evicted,
+    }
+
+
+def load_shared_content(index: SharedContentIndex, f: Fields) -> None:
+    names = f.list("names", str)
+    raw = f.bytes("hashes")
+    if len(raw) % 8:
+        raise f.fail("hashes", "not a whole number of uint64 hashes")
+    hashes = array("Q")
+    hashes.frombytes(raw)
+    if _SWAP:
+        hashes.byteswap()
+    owners, minutes = f.list("owners", int), f.list("minutes", int)
+    if not len(owners) == len(minutes) == len(hashes):
+        raise f.fail("owners", "hashes, owners and minutes differ in length")
+    for i, owner in enumerate(owners):
+        if not 0 <= owner < len(names):
+            raise f.fail(f"owners[{i}]", f"{owner} names no use case (of {len(names)})")
+    index._owners.update(
+        (key, (names[owner], minute))
+        for key, owner, minute in zip(hashes, owners, minutes, strict=True)
+    )
+    index.evicted = f.int("evicted")
 
 
 _TOTALS = ("events", "input_tokens", "output_tokens", "cost_nano", "outcomes")
@@ -205,6 +247,7 @@ def dump_engine(e: Engine) -> dict[str, Any]:
         "dedupe": dump_dedupe(e._seen_ids),
         "stats": dump_stats(e.stats),
         "planner": dump_planner(e.planner),
+        "shared_content": dump_shared_content(e.shared_content),
         "use_cases": {name: dump_use_case(u) for name, u in e.use_cases.items()},
     }
 
@@ -217,6 +260,10 @@ def load_engine(e: Engine, f: Fields) -> Engine:
     load_dedupe(e._seen_ids, f.child("dedupe"))
     e.stats = load_stats(f.child("stats"))
     load_planner(e.planner, f.child("planner"))
+    # Added in version 3 without a new version: a document written before the
+    # index existed restores with the fresh (empty) one.
+    if f.raw("shared_content", None) is not None:
+        load_shared_content(e.shared_content, f.child("shared_content"))
     use_cases = f.child("use_cases")
     for name in use_cases.data:
         e.use_cases[name] = load_use_case(e, name, use_cases.child(name))
