@@ -305,9 +305,9 @@ class RateSpikeDetector:
         self._log_var = stats.EWVar(fading_factor=level_fading)
         self._n = 0
 
-    def learn_one(self, x: float) -> None:
-        """Add one minute's rate."""
-        score = self.score_one(x)
+    def learn_one(self, x: float, scale: float = 1.0) -> None:
+        """Add one minute's rate (``scale``: see :meth:`measure`)."""
+        score = self.measure(x, scale)[0]
         self._ring.append(x)
         self._n += 1
         observed = _trimmed_mean(self._ring)
@@ -340,8 +340,13 @@ class RateSpikeDetector:
         """Observed / threshold: 1.0 or more is a spike; pure."""
         return self.measure(x)[0]
 
-    def measure(self, x: float) -> tuple[float, float, float, float]:
-        """(score, observed rate, level, usual peak) of the window ending with ``x``; pure."""
+    def measure(self, x: float, scale: float = 1.0) -> tuple[float, float, float, float]:
+        """(score, observed rate, level, usual peak) of the window ending with ``x``; pure.
+
+        ``scale``: the rates are divided by a seasonal index (see
+        :class:`~spendsentry.detectors.seasonal.DailyProfile`) and ``x`` was
+        divided by ``scale``; ``min_excess`` stays in undivided dollars.
+        """
         if self._n < self.warmup:
             return 0.0, 0.0, 0.0, 0.0
         items = list(self._ring)
@@ -352,7 +357,8 @@ class RateSpikeDetector:
         peak = self._peak.get() or 0.0
         sigma = math.sqrt(max(self._log_var.get() or 0.0, 0.0))
         ratio = max(self.min_ratio_level, math.exp(self.volatility_z * sigma))
-        threshold = max(level * ratio, peak * self.min_ratio_peak, level + self.min_excess, 1e-9)
+        excess = self.min_excess / scale
+        threshold = max(level * ratio, peak * self.min_ratio_peak, level + excess, 1e-9)
         return observed / threshold, observed, level, peak
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from spendsentry.alerts import Finding
 from spendsentry.detectors.base import Persistence, UseCaseContext
 from spendsentry.detectors.kinds.base import Kind, Tuning
+from spendsentry.detectors.seasonal import DailyProfile
 from spendsentry.detectors.shift import LogRateShiftDetector, RateSpikeDetector
 from spendsentry.detectors.signals import finite, times, top_model
 from spendsentry.windows import MinuteSignals
@@ -30,6 +31,13 @@ class CostSpike(Kind):
     and the same ``min_excess`` over the level. Off for use cases whose
     tuning allows no volume alerts (experiments).
 
+    Both lenses see the rate divided by the use case's daily shape
+    (``profile``, a :class:`DailyProfile` learned from complete days): office
+    hours, a 06:00 shoulder or a nightly job are the use case's schedule, not
+    spikes, once a day of them has been seen. Before that the index is 1 and
+    the level and usual peak carry the first day alone. ``min_excess`` stays
+    in dollars whatever the index.
+
     >>> from spendsentry.policy import Policy
     >>> from spendsentry.pricing import PriceBook
     >>> CostSpike.build(Policy("lab", tier="experiment"), PriceBook()) is None
@@ -44,6 +52,8 @@ class CostSpike(Kind):
     #: Default for monitors pickled before the second lens existed (without
     #: one, its persistence is never read).
     shift: LogRateShiftDetector | None = None
+    #: Default for monitors pickled before the daily shape existed.
+    profile: DailyProfile | None = None
 
     def __init__(
         self,
@@ -52,9 +62,11 @@ class CostSpike(Kind):
         min_calls: int = 30,
         shift: LogRateShiftDetector | None = None,
         shift_persistence: int = 6,
+        profile: DailyProfile | None = None,
     ) -> None:
         self.detector = detector
         self.shift = shift
+        self.profile = profile
         # The second lens must hold longer: such a use case also swings 2-3x
         # for a few minutes on its own; an incident holds for half an hour.
         self.shift_persistence = Persistence(shift_persistence)
@@ -93,12 +105,31 @@ class CostSpike(Kind):
                 floor=0.025 / 60 / s,
                 warmup=240,
             ),
+            profile=DailyProfile(),
         )
 
     @staticmethod
-    def describe(use_case: str, observed: float, level: float, peak: float) -> str:
-        """The sentence a human reads about spending ``observed`` $/min."""
+    def describe(use_case: str, observed: float, level: float, peak: float, days: int = 0) -> str:
+        """The sentence a human reads about spending ``observed`` $/min.
+
+        ``days``: complete days of the daily shape behind ``level`` and ``peak``
+        (0: no shape yet, they are the recent level and the last day's peak).
+
+        >>> sentence = CostSpike.describe("desk", 0.5, 0.1, 0.2, days=3)
+        >>> print(sentence)  # doctest: +NORMALIZE_WHITESPACE
+        desk is spending $30.00/h, 5.0x the $6.00/h it usually spends at this time of day
+        (daily pattern learned over 3 days) and above its usual peak for this time ($12.00/h);
+        check call volume by caller and any new batch job.
+        """
         ratio = observed / level if level > 0 else math.inf
+        if days:
+            return (
+                f"{use_case} is spending ${observed * 60:,.2f}/h, {times(ratio)} the "
+                f"${level * 60:,.2f}/h it usually spends at this time of day (daily pattern "
+                f"learned over {days} day{'s' if days > 1 else ''}) and above its usual peak "
+                f"for this time (${peak * 60:,.2f}/h); check call volume by caller and any "
+                f"new batch job."
+            )
         return (
             f"{use_case} is spending ${observed * 60:,.2f}/h, "
             f"{times(ratio)} its recent ${level * 60:,.2f}/h and above its usual peak "
@@ -106,13 +137,19 @@ class CostSpike(Kind):
         )
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
-        score, observed, level, peak = self.detector.measure(signals.cost)
-        self.detector.learn_one(signals.cost)
+        profile = self.profile
+        scale = 1.0 if profile is None else profile.index(signals.minute)
+        # Exactly the raw rate while there is no shape (scale 1.0).
+        x = signals.cost / scale
+        score, observed, level, peak = self.detector.measure(x, scale)
+        self.detector.learn_one(x, scale)
+        if profile is not None:
+            profile.learn_one(signals.cost, signals.minute)
         shift_score, geo_ratio, lens_hit = 0.0, 1.0, False
         if (lens := self.shift) is not None:
-            shift_score, geo_ratio, _ = lens.measure(signals.cost)
-            lens.learn_one(signals.cost)
-            if observed <= peak or observed - level < self.detector.min_excess:
+            shift_score, geo_ratio, _ = lens.measure(x)
+            lens.learn_one(x)
+            if observed <= peak or observed - level < self.detector.min_excess / scale:
                 shift_score = 0.0
             held = self.shift_persistence.update(shift_score >= 1.0, signals.start)
             lens_hit = held or (shift_score >= 1.0 and self.persistence.active)
@@ -122,25 +159,41 @@ class CostSpike(Kind):
         score = max(score, shift_score)
         if not self.persistence.update(anomalous, signals.start):
             return None
+        return self._finding(signals, ctx, score, scale, (observed, level, peak), geo_ratio)
+
+    def _finding(
+        self,
+        signals: MinuteSignals,
+        ctx: UseCaseContext,
+        score: float,
+        scale: float,
+        rates: tuple[float, float, float],
+        geo_ratio: float,
+    ) -> Finding:
+        # Back to dollars of this minute: what the use case usually spends now.
+        observed, level, peak = (rate * scale for rate in rates)
         ratio = observed / level if level > 0 else math.inf
-        severity = "critical" if score >= 2.0 else "warning"
-        excess = max(0.0, observed - level) * 60.0
+        days = self.profile.days if self.profile is not None and scale != 1.0 else 0
+        details: dict[str, object] = {
+            "usual_peak_usd_per_minute": round(peak, 6),
+            "ratio": finite(ratio),
+            "typical_minute_ratio": finite(geo_ratio),
+        }
+        if days:
+            details["daily_pattern_index"] = round(scale, 4)
+            details["daily_pattern_days"] = days
         return Finding(
             kind=self.kind,
-            severity=severity,
+            severity="critical" if score >= 2.0 else "warning",
             score=score,
             metric="cost_usd_per_minute",
             baseline=level,
             observed=observed,
             window_s=60.0 * self.detector.window,
-            summary=self.describe(ctx.use_case, observed, level, peak),
+            summary=self.describe(ctx.use_case, observed, level, peak, days),
             unit="USD/min",
-            excess_cost_per_hour_usd=excess,
+            excess_cost_per_hour_usd=max(0.0, observed - level) * 60.0,
             example_model=top_model(signals),
-            details={
-                "usual_peak_usd_per_minute": round(peak, 6),
-                "ratio": finite(ratio),
-                "typical_minute_ratio": finite(geo_ratio),
-            },
+            details=details,
             onset=self.persistence.onset,
         )
