@@ -63,14 +63,17 @@ class DailyProfile:
     min_days
         Complete days of history before the index is used (1.0 until then,
         so the first days keep the level and peak logic).
-    min_fill
-        Share of a day's minutes that must have been seen for it to count (a
-        day cut short by a restart, or the first partial day, teaches nothing).
     floor
         Smallest index: a slot that never spends (nights of an office tool)
         must not turn a cent into an infinite ratio.
     lookahead
         Minutes either side of a minute whose slots' largest index is used.
+
+    A day counts once it is over, whole: minutes it did not see (a use case
+    silent, or dormant, before its office opens) spent nothing. Only the
+    first day is checked: if the profile began after its first slot (a
+    stream or a use case that starts at 14:00), it knows half a day and
+    teaches nothing.
     """
 
     def __init__(
@@ -78,7 +81,6 @@ class DailyProfile:
         slot_minutes: int = 30,
         day_weight: float = 0.3,
         min_days: int = 1,
-        min_fill: float = 0.9,
         floor: float = 0.02,
         lookahead: int = 15,
     ) -> None:
@@ -87,7 +89,6 @@ class DailyProfile:
         self.slot_minutes = slot_minutes
         self.day_weight = day_weight
         self.min_days = min_days
-        self.min_fill = min_fill
         self.floor = floor
         self.lookahead = lookahead
         slots = MINUTES_PER_DAY // slot_minutes
@@ -96,8 +97,9 @@ class DailyProfile:
         #: Complete days learned.
         self.days = 0
         self._day: int | None = None
+        #: Whether the day being accumulated is known from its first slot on.
+        self._whole = False
         self._sums = [0.0] * slots
-        self._counts = [0] * slots
 
     def learn_one(self, x: float, minute: int) -> None:
         """Add the rate ``x`` of epoch minute ``minute`` (minutes arrive in order)."""
@@ -105,25 +107,27 @@ class DailyProfile:
         if day != self._day:
             if self._day is not None:
                 self._fold()
+                self._whole = True
+            else:
+                self._whole = minute % MINUTES_PER_DAY < self.slot_minutes
             self._day = day
         slot = (minute % MINUTES_PER_DAY) // self.slot_minutes
         self._sums[slot] += x
-        self._counts[slot] += 1
 
     def _fold(self) -> None:
         """Learn the day just completed, if it was seen and spent; then reset."""
-        seen = sum(self._counts)
         total = sum(self._sums)
         slots = len(self.shape)
-        if seen >= self.min_fill * MINUTES_PER_DAY and total > 0 and all(self._counts):
-            day_mean = total / seen
+        if self._whole and total > 0:
+            # Sums over the slot's minutes, not means over the minutes seen:
+            # an unseen minute spent nothing.
+            day_mean = total / MINUTES_PER_DAY
             weight = max(1.0 / (self.days + 1), self.day_weight)
             for i in range(slots):
-                today = self._sums[i] / self._counts[i] / day_mean
+                today = self._sums[i] / self.slot_minutes / day_mean
                 self.shape[i] += weight * (today - self.shape[i])
             self.days += 1
         self._sums = [0.0] * slots
-        self._counts = [0] * slots
 
     @property
     def ready(self) -> bool:
