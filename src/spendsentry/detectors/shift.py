@@ -256,6 +256,16 @@ class RateSpikeDetector:
         spends a cent an hour is noise, not an incident).
     warmup
         Minutes before scoring.
+    short_window
+        When non-zero, the last ``short_window`` minutes are also judged, with
+        bars widened for their noise: a large step shows in half the window
+        long before it moves the whole window's mean (0: off).
+    adopt_after
+        Minutes of spike (not interrupted by a clearly normal minute) after
+        which the rate is the new normal and is learned again. Without it a
+        level that fell to nothing (a weekend, an idle night) would call every
+        busy minute after it a spike, forever; two hours is long after any
+        incident was raised, and shorter than a working day.
 
     Examples
     --------
@@ -270,6 +280,11 @@ class RateSpikeDetector:
     True
     """
 
+    #: Defaults for detectors pickled before adoption and the short window existed.
+    adopt_after: int = 120
+    short_window: int = 0
+    _spiking: int = 0
+
     def __init__(
         self,
         window: int = 5,
@@ -283,8 +298,13 @@ class RateSpikeDetector:
         warmup: int = 90,
         ambiguous: float = 0.5,
         defer: int = 30,
+        adopt_after: int = 120,
+        short_window: int = 0,
     ) -> None:
         self.window = window
+        self.short_window = short_window
+        self.adopt_after = adopt_after
+        self._spiking = 0
         self.level_fading = level_fading
         self.peak_window = peak_window
         self.peak_quantile = peak_quantile
@@ -314,9 +334,14 @@ class RateSpikeDetector:
         if score >= 1.0:
             # An incident's minutes are kept out of the baselines, so a long
             # spike does not teach the detector that spikes are normal; nor
-            # is the rise that led to it.
+            # is the rise that led to it. Until it has lasted adopt_after.
             self._pending.clear()
+            self._spiking += 1
+            if self._spiking >= self.adopt_after:
+                self._learn(observed)
             return
+        if score < self.ambiguous:
+            self._spiking = 0
         if self._n <= self.warmup or score < self.ambiguous:
             self._learn(observed)
         else:
@@ -359,7 +384,25 @@ class RateSpikeDetector:
         ratio = max(self.min_ratio_level, math.exp(self.volatility_z * sigma))
         excess = self.min_excess / scale
         threshold = max(level * ratio, peak * self.min_ratio_peak, level + excess, 1e-9)
-        return observed / threshold, observed, level, peak
+        score = observed / threshold
+        short = self.short_window
+        if short and len(items) + 1 >= short:
+            # The same bars for the last ``short`` minutes, each widened for
+            # the noise of a shorter mean: the log-sd of a mean of k roughly
+            # independent minutes goes as 1/sqrt(k), and the usual peak is a
+            # high quantile (z ~2.6) of longer means.
+            widen = math.sqrt(self.window / short) - 1.0
+            recent = _trimmed_mean([*items[len(items) + 1 - short :], x])
+            bar = max(
+                level
+                * max(self.min_ratio_level, math.exp(self.volatility_z * sigma * (1 + widen))),
+                peak * self.min_ratio_peak * math.exp(2.6 * sigma * widen),
+                level + excess,
+                1e-9,
+            )
+            if recent / bar > score:
+                return recent / bar, recent, level, peak
+        return score, observed, level, peak
 
 
 class LogRateShiftDetector:
@@ -437,8 +480,13 @@ class LogRateShiftDetector:
     def _log(self, x: float) -> float:
         return math.log(max(x, 0.0) + self.floor)
 
-    def learn_one(self, x: float) -> None:
-        """Add one minute's rate (idle minutes are skipped, see ``measure``)."""
+    def learn_one(self, x: float, small: bool = False) -> None:
+        """Add one minute's rate (idle minutes are skipped, see ``measure``).
+
+        ``small``: the caller knows the shift is too small in dollars to be
+        an incident (a night at a weekday's scale after a weekend); it is
+        learned as it is.
+        """
         if x <= 0:
             return
         score = self.score_one(x)
@@ -446,7 +494,7 @@ class LogRateShiftDetector:
         lx = self._log(x)
         self._ring.append(lx)
         self._n += 1
-        if self._n > self.warmup and score >= 0.5:
+        if self._n > self.warmup and score >= 0.5 and not small:
             # Halfway to the bar or beyond: the level learns the minute clipped
             # to a tenth of the size bar above it, so an hour-long incident
             # does not become the new normal (a permanent change still does,

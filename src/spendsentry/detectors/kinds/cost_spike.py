@@ -90,6 +90,8 @@ class CostSpike(Kind):
                 # $0.50/h: below that, a spike costs less than looking at it.
                 min_excess=0.5 / 60 / s,
                 warmup=90,
+                # A 5x step clears the bars in 5 minutes' mean after 3.
+                short_window=5,
             ),
             persistence=2,
             # A 10-minute geometric mean, 2x over the level: a use case
@@ -148,7 +150,10 @@ class CostSpike(Kind):
         shift_score, geo_ratio, lens_hit = 0.0, 1.0, False
         if (lens := self.shift) is not None:
             shift_score, geo_ratio, _ = lens.measure(x)
-            lens.learn_one(x)
+            # A shift worth less than min_excess in dollars is learned as it
+            # is: the arithmetic lens, whose level already follows such
+            # shifts, would never let it page anyway.
+            lens.learn_one(x, small=(observed - level) * scale < self.detector.min_excess)
             if observed <= peak or observed - level < self.detector.min_excess / scale:
                 shift_score = 0.0
             held = self.shift_persistence.update(shift_score >= 1.0, signals.start)
