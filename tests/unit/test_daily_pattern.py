@@ -113,7 +113,7 @@ def test_a_quiet_calendar_week_raises_no_cost_spike_after_its_first_day(calls, c
 def test_without_the_daily_pattern_or_adoption_the_week_pages():
     """The two fixes are each needed: the same weeks page without them."""
     without = 0
-    for i, (calls, cost, tz, gradual) in enumerate(SHAPES):
+    for calls, cost, tz, gradual in SHAPES:
         minutes = week(1, calls, cost, tz, gradual)
         without += len(_firing_days(feed(_monitor(False, False), minutes, context("desk"))))
     assert without >= 10
