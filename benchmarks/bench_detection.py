@@ -38,15 +38,21 @@ def _seeds(text: str) -> list[int]:
 
 
 def run_seed(seed: int, hours: float, no_incidents: bool) -> dict[str, Any]:
+    from spendsentry.simulate.scenario import Scenario
+
+    return run_scenario(Scenario(seed=seed, hours=hours, no_incidents=no_incidents), no_incidents)
+
+
+def run_scenario(scenario: Any, no_incidents: bool) -> dict[str, Any]:
+    """Replay one :class:`Scenario` through the engine; score engine and baseline."""
     from spendsentry.engine import Engine
     from spendsentry.evaluate import evaluate
     from spendsentry.policy import PolicySet
     from spendsentry.replay import Sinks, replay
-    from spendsentry.simulate.scenario import Scenario
 
     policies_dir = ROOT / "streams" / "policies"
+    seed = scenario.seed
     with tempfile.TemporaryDirectory() as tmp:
-        scenario = Scenario(seed=seed, hours=hours, no_incidents=no_incidents)
         events_path, labels_path = scenario.write(tmp)
         alerts_path = Path(tmp) / "alerts.jsonl"
         engine = Engine(PolicySet.load(policies_dir))

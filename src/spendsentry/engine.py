@@ -16,6 +16,13 @@ once the watermark (by default: the newest event time seen minus the allowed
 lateness) passes its end; only closed minutes reach the detectors. An event
 for an already-closed minute is *late* and dead-lettered with reason ``late``.
 So within the allowed lateness, arrival order does not change any result.
+
+This module holds the engine's front (``Engine``: ingest, event time,
+operator actions) with its config and output; a use case's state and its
+minute are :mod:`spendsentry.use_case`, closing minutes is
+:mod:`spendsentry.minutes`, the counters are :mod:`spendsentry.engine_stats`.
+Worker snapshots pickle ``UseCaseState``, ``EngineStats`` and
+``UseCaseTotals`` under ``spendsentry.engine``: they stay importable from here.
 """
 
 from __future__ import annotations
@@ -26,33 +33,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spendsentry.actions import Baseline, ControlAction, ThrottleCommand, ThrottlePlanner
-from spendsentry.alerts import Alert, IncidentTracker, severity_rank
+from spendsentry.actions import ControlAction, ThrottleCommand, ThrottlePlanner
+from spendsentry.alerts import Alert, severity_rank
 from spendsentry.clock import EventClock
 from spendsentry.dedupe import EventIdIndex
-from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext, build_monitors
+from spendsentry.detectors import Monitor, build_monitors
+from spendsentry.engine_stats import OTHER_USE_CASES, EngineStats, UseCaseTotals
 from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
+from spendsentry.minutes import close_until, evict_idle
 from spendsentry.pricing import PriceBook
 from spendsentry.stream_start import bulk_start
-from spendsentry.windows import (
-    MINUTE,
-    NANO,
-    ContentTracker,
-    CostWindow,
-    MinuteBucket,
-    MinuteSignals,
-    ModelMinute,
-    RunTotals,
-    SessionTracker,
-)
+from spendsentry.use_case import UseCaseState, evict_least_active
+from spendsentry.windows import MINUTE, MinuteBucket, MinuteSignals
 
 if TYPE_CHECKING:
     from spendsentry.policy import Policy, PolicySet
-
-
-#: Where per-use-case totals go once ``10 x max_use_cases`` names have totals.
-OTHER_USE_CASES = "(other)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,88 +90,6 @@ class EngineConfig:
 
 
 @dataclass(slots=True)
-class UseCaseTotals:
-    """Running totals of one use case (the replay summary and the metrics)."""
-
-    events: int = 0
-    events_by_kind: dict[str, int] = field(default_factory=dict)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    #: Integer nano-USD, so totals do not depend on arrival order.
-    cost_nano: int = 0
-    outcomes: int = 0
-
-    @property
-    def cost_usd(self) -> float:
-        return self.cost_nano / NANO
-
-    def add_usages(self, events: int, added: RunTotals) -> None:
-        """Count a run of ``events`` usage events that added ``added`` to a bucket.
-
-        >>> t = UseCaseTotals()
-        >>> t.add_usages(3, RunTotals({"llm_call": 2, "tool_call": 1}, 120, 40, 5_000))
-        >>> t.add_outcomes(1)
-        >>> t.events, t.events_by_kind, t.cost_nano, t.outcomes
-        (4, {'llm_call': 2, 'tool_call': 1, 'outcome': 1}, 5000, 1)
-        """
-        self.events += events
-        by_kind = self.events_by_kind
-        for kind, n in added.calls_by_kind.items():
-            by_kind[kind] = by_kind.get(kind, 0) + n
-        self.input_tokens += added.input_tokens
-        self.output_tokens += added.output_tokens
-        self.cost_nano += added.cost_nano
-
-    def add_outcomes(self, n: int) -> None:
-        """Count ``n`` outcome events."""
-        self.events += n
-        self.events_by_kind["outcome"] = self.events_by_kind.get("outcome", 0) + n
-        self.outcomes += n
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "events": self.events,
-            "events_by_kind": dict(sorted(self.events_by_kind.items())),
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            "outcomes": self.outcomes,
-        }
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters over the engine's life (not reset by closing minutes)."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    late: int = 0
-    unpriced: int = 0
-    unpriced_models: dict[str, int] = field(default_factory=dict)
-    use_cases: dict[str, UseCaseTotals] = field(default_factory=dict)
-    alerts: dict[str, int] = field(default_factory=dict)
-    evicted_use_cases: int = 0
-    evicted_sessions: int = 0
-    evicted_dedupe_ids: int = 0
-
-    def count_unpriced(self, model: str | None, max_models: int) -> None:
-        """Count an event no price is known for, by model (bounded: names come from producers).
-
-        >>> stats = EngineStats()
-        >>> for model in ("a", "b", "c", None):
-        ...     stats.count_unpriced(model, max_models=2)
-        >>> stats.unpriced, stats.unpriced_models
-        (4, {'a': 1, 'b': 1, '(other)': 2})
-        """
-        self.unpriced += 1
-        name = model or "(no model)"
-        unpriced = self.unpriced_models
-        if name not in unpriced and len(unpriced) >= max_models:
-            name = OTHER_USE_CASES
-        unpriced[name] = unpriced.get(name, 0) + 1
-
-
-@dataclass(slots=True)
 class EngineOutput:
     """What one call into the engine produced, in a deterministic order."""
 
@@ -191,171 +105,6 @@ class EngineOutput:
         self.closed.extend(other.closed)
         self.commands.extend(other.commands)
         return self
-
-
-class UseCaseState:
-    """Everything the engine keeps for one use case."""
-
-    #: Whether its monitors see every closed minute yet. A new use case starts
-    #: at its first event's minute, not at whatever minute the watermark had
-    #: reached when that event was ingested: otherwise a backlog (a restart, a
-    #: lagging partition) would show its monitors hours of empty minutes that
-    #: a live run never shows, and the alerts would differ. The class default
-    #: covers states restored from snapshots taken before this attribute.
-    observing = True
-    #: The last minute that closed with data in it (None: none yet, or a
-    #: state restored from a snapshot taken before dormancy existed).
-    last_data_minute: int | None = None
-
-    def __init__(
-        self, use_case: str, policy: Policy, monitors: list[Monitor], config: EngineConfig
-    ) -> None:
-        self.use_case = use_case
-        self.policy = policy
-        self.open: dict[int, MinuteBucket] = {}
-        self.sessions = SessionTracker(
-            config.session_idle_minutes, config.max_sessions_per_use_case
-        )
-        self.content = ContentTracker(max_hashes=config.max_content_hashes_per_use_case)
-        self.ctx = UseCaseContext(
-            use_case, policy, CostWindow(1), CostWindow(5), CostWindow(60), PeriodTotals()
-        )
-        self.monitors = monitors
-        self.trackers = {
-            m.kind: IncidentTracker(use_case, m.kind, resolve_after=config.resolve_after_minutes)
-            for m in monitors
-        }
-        self.last_active_minute = -1
-        self.last_signals: MinuteSignals | None = None
-        self.observing = False
-        self.last_data_minute = None
-
-    def due(self, minute: int, dormant_after: int) -> bool:
-        """Whether closing ``minute`` shows it to the monitors (starts observing if so)."""
-        if not self.observing:
-            if not self.open or minute < min(self.open):
-                return False  # before its first event: the use case did not exist yet
-            self.observing = True
-            return True
-        # A day of silence is as long as silence gets.
-        return not self.dormant(minute, dormant_after)
-
-    def open_incidents(self) -> list[tuple[str, str, str]]:
-        """(use case, kind, alert_id) of its open incidents, by kind."""
-        return [
-            (self.use_case, kind, tracker.open_alert_id)
-            for kind, tracker in sorted(self.trackers.items())
-            if tracker.open_alert_id
-        ]
-
-    def dormant(self, minute: int, after_minutes: int) -> bool:
-        """Silent for more than ``after_minutes`` with nothing open at ``minute``."""
-        last = self.last_data_minute
-        return last is not None and minute - last > after_minutes and minute not in self.open
-
-    def close(self, minute: int) -> MinuteSignals:
-        bucket = self.open.pop(minute, None)
-        if bucket is None:
-            bucket = MinuteBucket(minute)
-        else:
-            self.last_data_minute = minute
-        counts, top_id, top, ended = self.sessions.close_minute(minute, bucket.session_calls)
-        duplicates = (
-            self.content.close_minute(minute, bucket.embed_hashes) if bucket.embed_hashes else 0
-        )
-        signals = MinuteSignals(
-            use_case=self.use_case,
-            minute=minute,
-            llm_calls=bucket.llm_calls,
-            tool_calls=bucket.tool_calls,
-            retrievals=bucket.retrievals,
-            embeddings=bucket.embeddings,
-            input_tokens=bucket.input_tokens,
-            llm_input_tokens=bucket.llm_input_tokens,
-            llm_log_input=bucket.llm_log_input,
-            output_tokens=bucket.output_tokens,
-            cost=bucket.cost / NANO,
-            unpriced=bucket.unpriced,
-            fallback_calls=bucket.fallback_calls,
-            rerouted_calls=bucket.rerouted_calls,
-            models={
-                name: ModelMinute(
-                    s.calls, s.cost / NANO, s.input_tokens, s.output_tokens, s.small_calls
-                )
-                for name, s in sorted(bucket.models.items())
-            },
-            retrieval_requests=len(bucket.retrieval_requests),
-            embedding_duplicates=duplicates,
-            # The policy names the outcome that counts (a support desk also
-            # publishes escalations, which are not what a ticket's spend buys).
-            outcomes=(
-                bucket.outcomes_by_name.get(self.policy.outcome, 0)
-                if self.policy.outcome
-                else bucket.outcomes
-            ),
-            active_sessions=len(counts),
-            max_session_calls=top,
-            max_session_id=top_id,
-            session_call_counts=counts,
-            ended_session_calls=ended,
-        )
-        ctx = self.ctx
-        ctx.last_1m.push(signals)
-        ctx.last_5m.push(signals)
-        ctx.last_1h.push(signals)
-        ctx.periods.push(signals)
-        self.last_signals = signals
-        return signals
-
-    def detect(
-        self, signals: MinuteSignals, planner: ThrottlePlanner, out: EngineOutput
-    ) -> list[Alert]:
-        """Show a closed minute to the monitors; alerts and commands go to ``out``.
-
-        Returns the alerts added, in order.
-        """
-        at = signals.end
-        policy = self.policy
-        ceiling = policy.max_severity  # experiments: info, never paged or throttled
-        added: list[Alert] = []
-        for monitor in self.monitors:
-            finding = monitor.observe(signals, self.ctx)
-            if finding is not None and severity_rank(finding.severity) > severity_rank(ceiling):
-                finding.severity = ceiling
-            for alert in self.trackers[monitor.kind].observe(finding, at):
-                alert.owner = policy.owner
-                alert.tier = policy.tier
-                if alert.status != "resolved" and planner.snoozed(alert.use_case, alert.kind, at):
-                    continue  # an operator snoozed it: no alert, no throttle
-                command = planner.plan(alert, policy, _baseline(self))
-                if command is not None:
-                    out.commands.append(command)
-                out.alerts.append(alert)
-                added.append(alert)
-        return added
-
-
-def evict_least_active(use_cases: dict[str, UseCaseState], n: int) -> int:
-    """Drop the ``n`` least recently active use cases; returns how many went.
-
-    The engine evicts a tenth at once: one sort per many new names, so a flood
-    of names costs O(log n) each, not O(n).
-    """
-    victims = sorted(use_cases.values(), key=lambda s: (s.last_active_minute, s.use_case))[:n]
-    for victim in victims:
-        del use_cases[victim.use_case]
-    return len(victims)
-
-
-def evict_idle(use_cases: dict[str, UseCaseState], horizon: int) -> int:
-    """Drop use cases last active before minute ``horizon`` with nothing open."""
-    evicted = 0
-    for name in sorted(use_cases):
-        state = use_cases[name]
-        if state.last_active_minute < horizon and not state.open:
-            del use_cases[name]
-            evicted += 1
-    return evicted
 
 
 #: (use case, its policy, the engine's price book) -> the use case's monitors.
@@ -523,13 +272,14 @@ class Engine:
         if not events:
             return
         weights = Counter(int(e.ts // MINUTE) for e in events)
-        weights.update(self._open_minutes())
+        weights.update(self.open_minutes())
         start = bulk_start(weights, self.config.start_gap_minutes)
         assert start is not None
         if self.closed_until is None or start < self.closed_until:
             self.closed_until = start
 
-    def _open_minutes(self) -> Iterable[int]:
+    def open_minutes(self) -> Iterable[int]:
+        """The minutes some use case has open (unordered, with repeats)."""
         for state in self.use_cases.values():
             yield from state.open
 
@@ -585,7 +335,7 @@ class Engine:
         reached = self.clock.newest() if event_time is None else event_time
         if reached == -math.inf:
             return out
-        self._close_until(int((reached - self.config.allowed_lateness_s) // MINUTE), out)
+        close_until(self, int((reached - self.config.allowed_lateness_s) // MINUTE), out)
         return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -597,59 +347,13 @@ class Engine:
         out = EngineOutput()
         if self.closed_until is None:
             return out
-        last = max(self._open_minutes(), default=self.closed_until - 1)
-        self._close_until(last + 1, out)
+        last = max(self.open_minutes(), default=self.closed_until - 1)
+        close_until(self, last + 1, out)
         return out
 
-    def _close_until(self, target: int, out: EngineOutput) -> None:
-        """Close every minute before ``target``, jumping over minutes nobody needs."""
-        assert self.closed_until is not None
-        while self.closed_until < target:
-            busy = self._close_minute(self.closed_until, out)
-            self.closed_until += 1
-            self.closing_started = True
-            if not busy:
-                self._skip_idle(target)
-
-    def _skip_idle(self, target: int) -> None:
-        """Every use case is dormant or not started: move to the next minute with data.
-
-        Exact: until that minute no use case would be closed, so all the
-        skipped minutes could do is evict idle use cases and forget event ids,
-        which is done here once, as of the last skipped minute.
-        """
-        assert self.closed_until is not None
-        to = min(min(self._open_minutes(), default=target), target)
-        if to <= self.closed_until:
-            return
-        last = to - 1
-        self._evict_idle(last)
-        self._seen_ids.expire(last - self.config.dedupe_minutes)
-        self.closed_until = to
-
-    def _evict_idle(self, minute: int) -> None:
-        horizon = minute - self.config.use_case_idle_minutes
-        self.stats.evicted_use_cases += evict_idle(self.use_cases, horizon)
-
-    def _close_minute(self, minute: int, out: EngineOutput) -> bool:
-        """Close ``minute`` for every live use case; False if none needed it."""
-        self._evict_idle(minute)
-        dormant_after = self.config.dormant_after_minutes
-        busy = False
-        for name in sorted(self.use_cases):
-            state = self.use_cases[name]
-            if not state.due(minute, dormant_after):
-                continue
-            busy = True
-            sessions_evicted = state.sessions.evicted
-            signals = state.close(minute)
-            self.stats.evicted_sessions += state.sessions.evicted - sessions_evicted
-            out.closed.append(signals)
-            for alert in state.detect(signals, self.planner, out):
-                if alert.status == "firing":
-                    self.stats.alerts[alert.kind] = self.stats.alerts.get(alert.kind, 0) + 1
+    def forget_event_ids(self, minute: int) -> None:
+        """Forget the event ids of minutes more than ``dedupe_minutes`` before ``minute``."""
         self._seen_ids.expire(minute - self.config.dedupe_minutes)
-        return busy
 
     # -- operators ----------------------------------------------------------
 
@@ -702,27 +406,19 @@ def late_dead_letter(e: Event, source: SourcePosition | None, lateness_s: float)
     )
 
 
-def _baseline(state: UseCaseState) -> Baseline | None:
-    """Calls and tokens per minute over the hour before the last 5 minutes.
-
-    The last 5 minutes are left out: they are usually the anomaly itself.
-    """
-    hour, recent = state.ctx.last_1h, state.ctx.last_5m
-    minutes = hour.minutes_filled - recent.minutes_filled
-    if minutes <= 0:
-        return None
-    calls = hour.calls - recent.calls
-    tokens = hour.input_tokens + hour.output_tokens - recent.input_tokens - recent.output_tokens
-    return Baseline(calls / minutes, tokens / minutes)
-
-
 __all__ = [
+    "OTHER_USE_CASES",
     "USAGE_KINDS",
     "Engine",
     "EngineConfig",
     "EngineOutput",
     "EngineStats",
+    "MonitorFactory",
     "OutcomeEvent",
     "UseCaseState",
+    "UseCaseTotals",
+    "evict_idle",
+    "evict_least_active",
+    "late_dead_letter",
     "severity_rank",
 ]

@@ -232,7 +232,8 @@ def test_the_prometheus_use_case_label_is_capped_per_worker() -> None:
     assert 0 < shown <= accepted
     # Ranking memory per partition is bounded, not one entry per name ever seen.
     for pl in parts.values():
-        assert len(pl.counters.labels.volume) <= 2 * pl.counters.labels.max_tracked
+        labels = pl.accounting.counters.labels
+        assert len(labels.volume) <= 2 * labels.max_tracked
 
 
 def test_detector_score_label_is_capped() -> None:

@@ -153,7 +153,7 @@ def test_counters_continue_from_the_snapshot_and_count_a_replayed_stretch_once()
     state = pickle.loads(pickle.dumps(one.snapshot_state()))
     one.commit_counters(captured)
     first.handle(batch(*recs[10:]), now=NOW)
-    assert one.committed.events == {("support", "llm_call"): 10}
+    assert one.accounting.committed.events == {("support", "llm_call"): 10}
 
     registry = CollectorRegistry()
     second = new_parts(registry)
@@ -176,8 +176,8 @@ def test_a_snapshot_without_counters_restores_them_from_the_engine_totals() -> N
     del state["counters"]  # as written by the previous release
     p = new_parts().pipelines[0]
     p.restore_state(pickle.loads(pickle.dumps(state)), now=NOW)
-    assert p.committed.events == {("support", "llm_call"): 3}
-    assert p.committed.cost_nano == {"support": 1_500_000_000}
+    assert p.accounting.committed.events == {("support", "llm_call"): 3}
+    assert p.accounting.committed.cost_nano == {"support": 1_500_000_000}
 
 
 def test_use_case_label_cardinality_is_capped() -> None:

@@ -11,7 +11,7 @@ import sys
 import time
 
 from spendsentry.simulate import KINDS, Scenario
-from spendsentry.simulate.scenario import DEFAULT_START
+from spendsentry.simulate.scenario import CALENDAR_START, DEFAULT_START
 
 
 def _kinds(text: str) -> list[str]:
@@ -38,13 +38,20 @@ def _hours(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--hours", type=_hours, default=24.0, help="length of the run (default 24)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--hours", type=_hours, help="length of the run (default 24)")
+    length.add_argument("--days", type=_hours, help="length of the run in days")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
         "--start",
-        default=DEFAULT_START,
         metavar="RFC3339",
-        help=f"run start (default {DEFAULT_START})",
+        help=f"run start (default {DEFAULT_START}, with --calendar {CALENDAR_START}, a Saturday)",
+    )
+    parser.add_argument(
+        "--calendar",
+        action="store_true",
+        help="load follows a calendar: weekdays, weekends, office hours in each use case's "
+        "time zone, a nightly and a month-start batch (for runs of a week or more)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -62,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
         scenario = Scenario(
             seed=args.seed,
             start=args.start,
-            hours=args.hours,
+            hours=args.days * 24 if args.days else args.hours or 24.0,
             incidents=args.incidents,
             no_incidents=args.no_incidents,
+            calendar=args.calendar,
         )
     except ValueError as exc:
         print(f"spendsentry simulate: {exc}", file=sys.stderr)
@@ -84,5 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.incidents:
         missing = [k for k in args.incidents if k not in {i.kind for i in scenario.incidents}]
         if missing:
-            print(f"note: no room for {', '.join(missing)} in {args.hours:g} h", file=sys.stderr)
+            print(
+                f"note: no room for {', '.join(missing)} in {scenario.hours:g} h", file=sys.stderr
+            )
     return 0

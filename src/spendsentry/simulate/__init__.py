@@ -17,6 +17,11 @@ event per line, in event-time order, without ``cost_usd``) and ``labels.json``::
      "benign_bursts": [{"use_case": "...", "start": "...", "end": "...",
                         "factor": 3.0}, ...]}
 
+Calendar runs (``Scenario(calendar=True)``, ``simulate --calendar --days 7``)
+replace the compressed diurnal day with weekdays, weekends, office hours in each
+use case's time zone and scheduled batches (:mod:`.calendar`); their labels add
+``"calendar": {use_case: load profile}``.
+
 >>> from spendsentry.simulate import Scenario
 >>> sc = Scenario(seed=1, hours=0.1, no_incidents=True)
 >>> next(sc.iter_events())["type"] in ("usage", "outcome")

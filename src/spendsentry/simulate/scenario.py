@@ -3,7 +3,10 @@
 :class:`Scenario` combines the twelve use-case shapes (:mod:`.traffic`), a plan of
 incidents (:mod:`.incidents`) and benign bursts, and generates events minute by
 minute, so memory holds only the sessions still in flight however long the run.
-The same seed always gives the same bytes. Token sizes and burstiness come from
+The same seed always gives the same bytes. ``calendar=True`` swaps the
+compressed diurnal curve for a calendar (:mod:`.calendar`): weekdays and
+weekends, office hours in each use case's time zone, nightly and month-start
+batches, for runs of a week or more. Token sizes and burstiness come from
 the Azure Public Dataset (Microsoft), AzureLLMInferenceTrace, CC-BY 4.0.
 
 >>> sc = Scenario(seed=3, hours=0.25, no_incidents=True)
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -27,6 +30,12 @@ from typing import Any
 
 import orjson
 
+from spendsentry.simulate.calendar import (
+    CALENDAR_START,
+    DEFAULT_CALENDAR,
+    LoadProfile,
+    load_table,
+)
 from spendsentry.simulate.incidents import (
     NORMAL,
     Effects,
@@ -49,7 +58,7 @@ from spendsentry.simulate.traffic import (
     plan_bursts,
 )
 
-__all__ = ["DEFAULT_START", "Scenario"]
+__all__ = ["CALENDAR_START", "DEFAULT_START", "Scenario"]
 
 DEFAULT_START = "2026-11-02T00:00:00Z"
 _WRITE_CHUNK = 4096  # events per write call
@@ -65,6 +74,8 @@ class Scenario:
         an incident on one use case does not reshuffle the others).
     start
         Run start (RFC 3339 or an aware datetime); must fall on a whole second.
+        Defaults to :data:`DEFAULT_START` (a Monday), or in calendar mode to
+        :data:`CALENDAR_START` (a Saturday).
     hours
         Run length (fractions allowed; rounded to whole minutes).
     incidents
@@ -73,21 +84,30 @@ class Scenario:
         to use as given. Effects apply with minute resolution.
     no_incidents
         Plain traffic with no incidents at all.
+    calendar
+        ``True`` for the default calendar (:data:`DEFAULT_CALENDAR`), or a
+        use case -> :class:`LoadProfile` mapping covering every use case: the
+        load then follows weekdays, weekends, local office hours and scheduled
+        batches, and incidents are placed in their use case's active hours.
+        ``False`` (the default) keeps the compressed diurnal day.
     """
 
     def __init__(
         self,
         seed: int = 1,
-        start: str | datetime = DEFAULT_START,
+        start: str | datetime | None = None,
         hours: float = 24.0,
         incidents: Sequence[str | Incident] | None = None,
         no_incidents: bool = False,
+        calendar: bool | Mapping[str, LoadProfile] = False,
     ) -> None:
         if hours <= 0:
             raise ValueError("hours must be positive")
         if no_incidents and incidents:
             raise ValueError("give incidents or no_incidents, not both")
         self.seed = seed
+        if start is None:
+            start = CALENDAR_START if calendar else DEFAULT_START
         self.start = parse_rfc3339(start) if isinstance(start, str) else start
         if self.start.tzinfo is None:
             raise ValueError("start must carry a UTC offset")
@@ -97,6 +117,17 @@ class Scenario:
         self.total_minutes = max(1, round(hours * 60))
         self.shapes = DEFAULT_USE_CASES
         self.profile = TraceProfile.load()
+        self.calendar: Mapping[str, LoadProfile] | None = None
+        self._loads: dict[str, list[float]] = {}
+        if calendar:
+            self.calendar = DEFAULT_CALENDAR if calendar is True else calendar
+            missing = [s.name for s in self.shapes if s.name not in self.calendar]
+            if missing:
+                raise ValueError(f"calendar lacks use cases {missing}")
+            self._loads = {
+                s.name: load_table(self.calendar[s.name], self.start, self.total_minutes)
+                for s in self.shapes
+            }
         #: How many events the last :meth:`write` wrote.
         self.events_written = 0
         self.incidents = self._plan(incidents, no_incidents)
@@ -144,7 +175,16 @@ class Scenario:
         return sorted(given, key=lambda i: (i.start, i.use_case))
 
     def _has_traffic(self, use_case: str, first: int, end: int) -> bool:
-        """Whether the use case's diurnal curve is non-zero in every minute of [first, end)."""
+        """Whether the use case's diurnal curve is non-zero in every minute of [first, end).
+
+        In calendar mode: whether it is in its active hours, at half its peak
+        load or more (an incident at night on an office use case would change a
+        trickle, which tells a detector nothing).
+        """
+        if self._loads:
+            table = self._loads[use_case]
+            floor = 0.5 * max(table)
+            return all(table[m] >= floor for m in range(first, min(end, len(table))))
         shape = next(s for s in self.shapes if s.name == use_case)
         if not shape.office_hours:
             return True
@@ -189,6 +229,7 @@ class Scenario:
                 _lookup(tables[shape.name]),
                 emit,
                 bursts=self.bursts,
+                load=self._loads.get(shape.name),
             )
             for shape in self.shapes
         ]
@@ -217,7 +258,7 @@ class Scenario:
 
     def labels(self) -> dict[str, Any]:
         """The run's labels (see the module docs of :mod:`spendsentry.simulate`)."""
-        return {
+        labels: dict[str, Any] = {
             "seed": self.seed,
             "start": rfc3339(self.start),
             "hours": self.hours,
@@ -233,6 +274,9 @@ class Scenario:
                 for b in self.bursts
             ],
         }
+        if self.calendar is not None:
+            labels["calendar"] = {s.name: self.calendar[s.name].to_label() for s in self.shapes}
+        return labels
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``events.jsonl`` and ``labels.json`` into ``out_dir``; return their paths."""

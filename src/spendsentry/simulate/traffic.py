@@ -4,7 +4,8 @@ A :class:`UseCaseShape` says what a use case looks like (chat sessions, single
 calls, RAG requests, agent loops, an embedding pipeline, batch jobs, sparse calls
 or erratic experiments), how busy it is and when. :class:`UseCaseTraffic` turns
 a shape into usage and outcome events one minute at a time: Poisson arrivals at
-a rate that follows a diurnal curve, slow growth, benign short bursts and a
+a rate that follows a diurnal curve (or, in calendar mode, a per-minute load
+table from :mod:`spendsentry.simulate.calendar`), slow growth, benign short bursts and a
 per-minute burstiness multiplier; token sizes drawn by inverse-CDF sampling from
 the Azure Public Dataset (Microsoft), AzureLLMInferenceTrace, CC-BY 4.0 (see
 :mod:`spendsentry.simulate.profile`), scaled per use case. Incidents reach the
@@ -279,8 +280,12 @@ class UseCaseTraffic:
         effects: Callable[[int], Effects],
         emit: Emit,
         bursts: Sequence[BenignBurst] = (),
+        load: Sequence[float] | None = None,
     ) -> None:
         self.shape = shape
+        # Calendar mode: the rate multiplier of each run minute, growth included
+        # (see spendsentry.simulate.calendar); None keeps the diurnal curve.
+        self._load = load
         self._rng = rng
         self._calendar = calendar
         self._effects = effects
@@ -309,9 +314,12 @@ class UseCaseTraffic:
     def rate(self, minute: int, effects: Effects) -> float:
         """Expected arrivals in this minute (before the burstiness noise)."""
         shape = self.shape
-        minute_of_day, weekday = self._calendar.at(minute)
-        rate = shape.rate_per_min * diurnal_factor(shape, minute_of_day, weekday)
-        rate *= (1.0 + shape.growth_per_day) ** (minute / DAY_MINUTES)
+        if self._load is not None:
+            rate = shape.rate_per_min * self._load[minute]
+        else:
+            minute_of_day, weekday = self._calendar.at(minute)
+            rate = shape.rate_per_min * diurnal_factor(shape, minute_of_day, weekday)
+            rate *= (1.0 + shape.growth_per_day) ** (minute / DAY_MINUTES)
         rate *= self._burst_minutes.get(minute, 1.0) * effects.rate
         return rate
 
@@ -344,7 +352,10 @@ class UseCaseTraffic:
         effects = self._effects(minute)
         pattern = self.shape.pattern
         if pattern == "batch":
-            self._batch_minute(minute, effects)
+            if self._load is not None:
+                self._scheduled_batch_minute(minute, effects)
+            else:
+                self._batch_minute(minute, effects)
             return
         if pattern == "lab":
             self._lab_minute(minute, effects)
@@ -376,6 +387,22 @@ class UseCaseTraffic:
             return
         growth = (1.0 + shape.growth_per_day) ** (minute / DAY_MINUTES)
         per_min = shape.rate_per_min * rng.uniform(0.7, 1.3) * growth * effects.rate
+        self._batch_calls(minute, per_min)
+
+    def _scheduled_batch_minute(self, minute: int, effects: Effects) -> None:
+        """Calendar mode: a job runs while the load table says so (nightly, month start)."""
+        assert self._load is not None
+        level = self._load[minute]
+        if level <= 0:
+            self._batch_id = ""
+            return
+        if not self._batch_id:
+            self._batch_id = self._calls.new_id(self.shape.id_prefix)
+        per_min = self.shape.rate_per_min * level * self._rng.uniform(0.7, 1.3) * effects.rate
+        self._batch_calls(minute, per_min)
+
+    def _batch_calls(self, minute: int, per_min: float) -> None:
+        shape = self.shape
         for t in self._arrivals(minute, per_min):
             self._calls.llm(
                 t,
@@ -388,8 +415,10 @@ class UseCaseTraffic:
     def _lab_minute(self, minute: int, effects: Effects) -> None:
         """Erratic experiments: random models, volumes and prompt sizes."""
         shape, rng = self.shape, self._rng
-        minute_of_day, weekday = self._calendar.at(minute)
-        busy = diurnal_factor(shape, minute_of_day, weekday)
+        if self._load is not None:
+            busy = self._load[minute]
+        else:
+            busy = diurnal_factor(shape, *self._calendar.at(minute))
         if rng.random() < busy / 90:  # roughly one new experiment every 1.5 h
             self._experiments.append(
                 _Experiment(

@@ -42,15 +42,9 @@ from spendsentry.actions import ThrottleCommand
 from spendsentry.clock import event_time
 from spendsentry.engine import Engine, EngineConfig, EngineStats, UseCaseState, UseCaseTotals
 from spendsentry.ingest import Decoder
+from spendsentry.worker.accounting import count_output, count_records
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
-from spendsentry.worker.pipeline import (
-    TP,
-    BatchOutput,
-    Pipeline,
-    RecordLike,
-    count_output,
-    count_records,
-)
+from spendsentry.worker.pipeline import TP, BatchOutput, Pipeline, RecordLike
 
 #: The pipeline whose worker dead-letters a malformed control action (one per group).
 CONTROL_REPORTER = 0
@@ -261,7 +255,7 @@ class PartitionSet:
 
     def committed_counters(self) -> list[tuple[int, PartitionCounters]]:
         """Each owned partition's counters as of its last durable snapshot (``/metrics``)."""
-        return [(p, pl.committed) for p, pl in self.pipelines.items()]
+        return [(p, pl.accounting.committed) for p, pl in self.pipelines.items()]
 
     def control_start(self, control_partition: int) -> int | None:
         """The oldest ``ai.control`` offset some pipeline still has to apply."""

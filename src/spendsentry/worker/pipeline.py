@@ -25,18 +25,16 @@ from spendsentry.actions import ControlError, ThrottleCommand
 from spendsentry.actions.planner import MAX_COMMAND_S
 from spendsentry.alerts import Alert
 from spendsentry.clock import EventClock
-from spendsentry.engine import OTHER_USE_CASES, Engine, EngineStats
+from spendsentry.engine import Engine
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
+from spendsentry.worker.accounting import PartitionAccounting
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
+from spendsentry.worker.published import PublishedKeys
 
 #: A partition as the pipeline sees it: (topic, partition).
 TP = tuple[str, int]
-
-#: Remembered published alert keys (enough for days of incidents).
-MAX_PUBLISHED_KEYS = 100_000
-
 
 _RECORD_ORDER = operator.attrgetter("topic", "partition", "offset")
 
@@ -110,8 +108,8 @@ class Pipeline:
         self.behind: dict[TP, int] = {}
         #: Next ``ai.control`` offset to apply, per control partition.
         self.control_offsets: dict[int, int] = {}
-        #: Dedupe keys of alerts already published (insertion-ordered, bounded).
-        self.published: dict[str, None] = {}
+        #: Dedupe keys of alerts already published (bounded).
+        self.published = PublishedKeys()
         #: Whether the engine has closed a minute yet (see :meth:`_process`).
         self.records = 0
         #: Whether the state changed since the last snapshot.
@@ -119,10 +117,8 @@ class Pipeline:
         #: Alerts not republished because they already were (since this start).
         self.suppressed = 0
         self.watermark = -math.inf
-        #: The engine-work counters as this state has them (snapshotted with it).
-        self.counters = PartitionCounters.empty(use_case_labels)
-        #: What ``/metrics`` shows: the counters of the last durable snapshot.
-        self.committed = self.counters.frozen()
+        #: The engine-work counters (snapshotted) and what ``/metrics`` shows.
+        self.accounting = PartitionAccounting(use_case_labels)
 
     # -- the hot path ---------------------------------------------------------
 
@@ -185,7 +181,7 @@ class Pipeline:
                 metrics.processing_lag.observe(max(0.0, now - max(run)))
         if events:
             self._process(events, sources, out)
-        self._count_rejected(out, letters_before)
+        self.accounting.count_rejected(out.dead_letters[letters_before:])
         return events
 
     def _process(
@@ -194,9 +190,9 @@ class Pipeline:
         # The engine owns its clock: until a minute has closed, an older minute
         # from a partition read later moves its start back (Engine._place_start).
         engine = self.engine
-        before = _totals_of({e.use_case for e in events} | {OTHER_USE_CASES}, engine.stats)
+        before = self.accounting.totals_before({e.use_case for e in events}, engine.stats)
         result = engine.process(events, sources)
-        self._count_totals(before, engine.stats)
+        self.accounting.count_process(before, engine.stats)
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
@@ -230,7 +226,7 @@ class Pipeline:
                     )
                 continue
             out.commands.extend(result.commands)
-        self._count_rejected(out, letters_before)
+        self.accounting.count_rejected(out.dead_letters[letters_before:])
         return applied
 
     def advance(self, *, now: float, out: BatchOutput, event_time: float) -> None:
@@ -249,9 +245,7 @@ class Pipeline:
         if engine.closed_until != before:
             self.dirty = True
         out.dead_letters.extend(result.rejected)
-        for letter in result.rejected:
-            for reason, n in letter.counts().items():
-                self.counters.add_rejected(reason, n)
+        self.accounting.count_rejected(result.rejected)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
         if self.metrics is not None:
@@ -261,8 +255,8 @@ class Pipeline:
         for alert in alerts:
             # Counted suppressed or not: an alert this state emits is published
             # once, by this process or by one that crashed after publishing it.
-            self.counters.add_alert(alert.kind, alert.severity, alert.status)
-            if self.mark_published(alert.dedupe_key):
+            self.accounting.count_alert(alert.kind, alert.severity, alert.status)
+            if self.published.mark(alert.dedupe_key):
                 out.alerts.append(alert)
             else:
                 out.suppressed += 1
@@ -270,13 +264,7 @@ class Pipeline:
 
     def mark_published(self, key: str) -> bool:
         """Remember ``key`` as published; False if it already was."""
-        published = self.published
-        if key in published:
-            return False
-        published[key] = None
-        if len(published) > MAX_PUBLISHED_KEYS:
-            del published[next(iter(published))]
-        return True
+        return self.published.mark(key)
 
     # -- what the shell changes (through these, never the fields) -----------
 
@@ -317,50 +305,17 @@ class Pipeline:
         since = self.watermark - MAX_COMMAND_S
         return list(self.engine.planner.recent(since if math.isfinite(since) else -math.inf))
 
-    # -- metrics --------------------------------------------------------------
-
-    def _count_totals(
-        self, before: dict[str, tuple[dict[str, int], int, int, int]], stats: EngineStats
-    ) -> None:
-        """Add what one ``process`` call changed in the engine's totals to the counters."""
-        counters = self.counters
-        for name, (by_kind, input_tokens, output_tokens, cost_nano) in before.items():
-            t = stats.use_cases.get(name)
-            if t is None:
-                continue
-            delta = {k: n - by_kind.get(k, 0) for k, n in t.events_by_kind.items()}
-            if any(delta.values()):
-                counters.add_use_case(
-                    name,
-                    delta,
-                    t.input_tokens - input_tokens,
-                    t.output_tokens - output_tokens,
-                    t.cost_nano - cost_nano,
-                )
-
-    def _count_rejected(self, out: BatchOutput, start: int) -> None:
-        for letter in out.dead_letters[start:]:
-            # A summary letter stands for several rejected elements: count those.
-            for reason, n in letter.counts().items():
-                self.counters.add_rejected(reason, n)
+    # -- counters (kept by ``accounting``) ------------------------------------
 
     def capture_counters(self) -> PartitionCounters:
-        """Bring the counters up to the state about to be snapshotted; return a frozen copy.
-
-        Call right before :meth:`snapshot_state`; once that snapshot is durable,
-        :meth:`commit_counters` with the copy makes ``/metrics`` show it.
-        """
-        counters = self.counters
-        counters.rerank()
-        counters.duplicates = self.engine.stats.duplicates
-        counters.records = self.records
-        return counters.frozen()
+        """The counters of the state about to be snapshotted, frozen (call right
+        before :meth:`snapshot_state`; :meth:`commit_counters` once it is durable)."""
+        stats = self.engine.stats
+        return self.accounting.capture(duplicates=stats.duplicates, records=self.records)
 
     def commit_counters(self, counters: PartitionCounters) -> None:
         """Show ``counters`` (captured for a snapshot now durable) on ``/metrics``."""
-        # Never back: an older write finishing late must not lower a counter.
-        if counters.records >= self.committed.records:
-            self.committed = counters
+        self.accounting.commit(counters)
 
     # -- snapshots ------------------------------------------------------------
 
@@ -375,7 +330,7 @@ class Pipeline:
             "published": list(self.published),
             "closing_started": self.engine.closing_started,
             "records": self.records,
-            "counters": self.counters,
+            "counters": self.accounting.counters,
         }
 
     def checkpoint_state(
@@ -399,68 +354,15 @@ class Pipeline:
         self.offsets = dict(state["offsets"])
         self.control_offsets = dict(state.get("control_offsets") or {})
         self.watermarks.restore(state["watermarks"], now=now)
-        self.published = dict.fromkeys(state["published"])
+        self.published = PublishedKeys(state["published"])
         if "closing_started" not in vars(self.engine):  # a snapshot from before the engine owned it
             self.engine.closing_started = bool(state["closing_started"])
         self.records = int(state.get("records", 0))
         self.dirty = False
-        counters = state.get("counters")
-        if not isinstance(counters, PartitionCounters):
-            # A snapshot from before the counters were part of the state.
-            stats = self.engine.stats
-            counters = PartitionCounters.from_totals(
-                stats.use_cases, self.counters.labels.limit, duplicates=stats.duplicates
-            )
-            counters.records = self.records
-        # The counters continue from the snapshot: what is processed again
-        # after a crash was never shown, so it is not counted twice.
-        self.counters = counters
-        self.committed = counters.frozen()
+        self.accounting.restore(state.get("counters"), self.engine.stats, self.records)
 
 
 def alerts_offsets_of(state: Mapping[str, Any]) -> dict[int, int]:
     """Where ``ai.alerts`` ended when ``state`` was snapshotted (per partition),
     from :meth:`Pipeline.checkpoint_state`; empty for older snapshots."""
     return {int(n): int(o) for n, o in (state.get("alerts_offsets") or {}).items()}
-
-
-def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None:
-    """Records consumed per topic."""
-    by_topic: dict[str, int] = {}
-    for r in records:
-        by_topic[r.topic] = by_topic.get(r.topic, 0) + 1
-    for topic, n in by_topic.items():
-        metrics.batch_records.labels(topic).inc(n)
-
-
-def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
-    """Suppressed repeats, late events per use case and detector scores of one batch
-    (this process's work; dead letters and alerts are engine work, in
-    :class:`PartitionCounters`)."""
-    late: dict[str | None, int] = {}
-    for letter in out.dead_letters:
-        n = letter.counts().get(RejectReason.LATE.value, 0)
-        if n:
-            late[letter.use_case] = late.get(letter.use_case, 0) + n
-    for use_case, n in late.items():
-        metrics.count_late(use_case, n)
-    if out.suppressed:
-        metrics.alerts_suppressed.inc(out.suppressed)
-    for alert in out.alerts:
-        score = 0.0 if alert.status == "resolved" else alert.evidence.get("score", 0.0)
-        metrics.set_score(alert.use_case, alert.kind, float(score or 0.0))
-
-
-def _totals_of(
-    names: Iterable[str], stats: EngineStats
-) -> dict[str, tuple[dict[str, int], int, int, int]]:
-    """The engine's totals of ``names`` (zeros for names it has none for)."""
-    found: dict[str, tuple[dict[str, int], int, int, int]] = {}
-    for name in names:
-        t = stats.use_cases.get(name)
-        found[name] = (
-            ({}, 0, 0, 0)
-            if t is None
-            else (dict(t.events_by_kind), t.input_tokens, t.output_tokens, t.cost_nano)
-        )
-    return found

@@ -134,7 +134,7 @@ class WorkerStatus:
         snapshot = self.checkpoints.snapshot_id(p)
         return {
             "records": pl.records,
-            "committed_records": pl.committed.records,
+            "committed_records": pl.accounting.committed.records,
             "offsets": {f"{t}:{n}": o for (t, n), o in sorted(pl.offsets.items())},
             "watermark": _finite(pl.watermark),
             "closed_until_ts": None if engine.closed_until is None else engine.closed_until * 60,
