@@ -133,8 +133,13 @@ def _spike_delay(shape: tuple, at_hour: int) -> tuple[int | None, list]:
     return (hits[0] if hits else None), stray
 
 
-def test_spikes_on_weekdays_are_caught_in_five_minutes_at_the_median():
-    """Mid-morning, inside the morning ramp and on the evening shoulder."""
+def test_spikes_on_weekdays_are_still_caught_against_the_daily_pattern():
+    """Mid-morning, inside the morning ramp and on the evening shoulder.
+
+    Dividing out the daily shape costs no delay: about 6 minutes at the
+    median, as on flat traffic (the 10-minute window's mean crosses 3x the
+    level after 5 minutes of a 5x step, then one more minute confirms it).
+    """
     delays = []
     for shape in SHAPES[:4]:
         for at_hour in (10, 7, 19):
@@ -143,7 +148,7 @@ def test_spikes_on_weekdays_are_caught_in_five_minutes_at_the_median():
             assert stray == [], (shape, at_hour, stray[:2])
             delays.append(delay)
     delays.sort()
-    assert delays[len(delays) // 2] <= 5, delays
+    assert delays[len(delays) // 2] <= 7, delays
     # The slowest: the sparse use case (15 calls a minute at its peak, a
     # third of that at 07:00) inside its gradual ramp, where the bar sits on
     # the rising level: about 13 minutes.

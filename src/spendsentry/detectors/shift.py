@@ -256,10 +256,6 @@ class RateSpikeDetector:
         spends a cent an hour is noise, not an incident).
     warmup
         Minutes before scoring.
-    short_window
-        When non-zero, the last ``short_window`` minutes are also judged, with
-        bars widened for their noise: a large step shows in half the window
-        long before it moves the whole window's mean (0: off).
     adopt_after
         Minutes of spike (not interrupted by a clearly normal minute) after
         which the rate is the new normal and is learned again. Without it a
@@ -280,9 +276,8 @@ class RateSpikeDetector:
     True
     """
 
-    #: Defaults for detectors pickled before adoption and the short window existed.
+    #: Default for detectors pickled before adoption existed.
     adopt_after: int = 120
-    short_window: int = 0
     _spiking: int = 0
 
     def __init__(
@@ -299,10 +294,8 @@ class RateSpikeDetector:
         ambiguous: float = 0.5,
         defer: int = 30,
         adopt_after: int = 120,
-        short_window: int = 0,
     ) -> None:
         self.window = window
-        self.short_window = short_window
         self.adopt_after = adopt_after
         self._spiking = 0
         self.level_fading = level_fading
@@ -384,25 +377,7 @@ class RateSpikeDetector:
         ratio = max(self.min_ratio_level, math.exp(self.volatility_z * sigma))
         excess = self.min_excess / scale
         threshold = max(level * ratio, peak * self.min_ratio_peak, level + excess, 1e-9)
-        score = observed / threshold
-        short = self.short_window
-        if short and len(items) + 1 >= short:
-            # The same bars for the last ``short`` minutes, each widened for
-            # the noise of a shorter mean: the log-sd of a mean of k roughly
-            # independent minutes goes as 1/sqrt(k), and the usual peak is a
-            # high quantile (z ~2.6) of longer means.
-            widen = math.sqrt(self.window / short) - 1.0
-            recent = _trimmed_mean([*items[len(items) + 1 - short :], x])
-            bar = max(
-                level
-                * max(self.min_ratio_level, math.exp(self.volatility_z * sigma * (1 + widen))),
-                peak * self.min_ratio_peak * math.exp(2.6 * sigma * widen),
-                level + excess,
-                1e-9,
-            )
-            if recent / bar > score:
-                return recent / bar, recent, level, peak
-        return score, observed, level, peak
+        return observed / threshold, observed, level, peak
 
 
 class LogRateShiftDetector:

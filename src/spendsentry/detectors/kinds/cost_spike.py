@@ -90,8 +90,6 @@ class CostSpike(Kind):
                 # $0.50/h: below that, a spike costs less than looking at it.
                 min_excess=0.5 / 60 / s,
                 warmup=90,
-                # A 5x step clears the bars in 5 minutes' mean after 3.
-                short_window=5,
             ),
             persistence=2,
             # A 10-minute geometric mean, 2x over the level: a use case
