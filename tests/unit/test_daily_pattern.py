@@ -81,7 +81,7 @@ def _monitor(profile: bool = True, adopt: bool = True) -> CostSpike:
     m = CostSpike.build(PolicySet.empty().for_use_case("desk"), PriceBook())
     assert m is not None
     if not profile:
-        m.profile = None
+        m.seasonal = False
     if not adopt:
         m.detector.adopt_after = 10**9
     return m
@@ -162,3 +162,57 @@ def test_a_finding_names_the_daily_pattern_it_was_judged_against():
     found = [f for m, f in feed(_monitor(), minutes, context("desk")) if m - SATURDAY >= start]
     assert found[0].details["daily_pattern_days"] >= 4
     assert "usually spends at this time of day" in found[0].summary
+
+
+# -- budgets along the daily shape ---------------------------------------------
+
+
+def _batch_nights(days: int, surge: tuple[int, int] | None = None) -> list[MinuteSignals]:
+    """A nightly batch (01:00-01:30 UTC at $0.50/min) over a trickle of $0.002/min:
+    about $17.80 a day. ``surge``: (start, minutes) at 20x the trickle plus $0.10/min."""
+    rng = random.Random(3)
+    out = []
+    for i in range(days * 1440):
+        cost = 0.002 * rng.uniform(0.5, 1.5)
+        if 60 <= i % 1440 < 90:
+            cost = 0.5 * rng.uniform(0.9, 1.1)
+        if surge and surge[0] <= i < surge[0] + surge[1]:
+            cost += 0.1
+        out.append(MinuteSignals("batch", SATURDAY + i, llm_calls=5, cost=cost))
+    return out
+
+
+def _budget_monitor():
+    from dataclasses import replace
+
+    from spendsentry.detectors.kinds.budget_burn import BudgetBurn
+    from spendsentry.policy import Budgets
+
+    policy = replace(
+        PolicySet.empty().for_use_case("batch"), budgets=Budgets(cost_per_day_usd=20.0)
+    )
+    monitor = BudgetBurn.build(policy, PriceBook())
+    assert monitor is not None
+    return monitor, context("batch", policy)
+
+
+def test_a_nightly_batch_within_its_daily_budget_pages_only_on_its_first_night():
+    monitor, ctx = _budget_monitor()
+    found = feed(monitor, _batch_nights(4), ctx)
+    days = _firing_days(found)
+    assert days in ([], [0]), days  # the first night has no daily shape yet
+
+
+def test_the_same_batch_projected_flat_pages_every_night():
+    monitor, ctx = _budget_monitor()
+    ctx.daily.min_days = 10**9  # never ready: the burn is projected flat
+    assert _firing_days(feed(monitor, _batch_nights(4), ctx)) == [0, 1, 2, 3]
+
+
+def test_a_real_overrun_is_still_projected_along_the_shape():
+    monitor, ctx = _budget_monitor()
+    # Day 3 from 12:00: $0.10/min more for four hours ($24): over the $20 budget.
+    found = feed(monitor, _batch_nights(4, surge=(3 * 1440 + 720, 240)), ctx)
+    late = [m - SATURDAY - (3 * 1440 + 720) for m, _ in found if m - SATURDAY >= 1440]
+    assert late and 0 <= late[0] <= 60, late[:3]
+    assert found[-1][1].details["period"] == "day"

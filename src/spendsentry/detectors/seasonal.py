@@ -144,3 +144,30 @@ class DailyProfile:
         last = (of_day + self.lookahead) // self.slot_minutes
         best = max(self.shape[i % slots] for i in range(first, last + 1))
         return max(best, self.floor)
+
+    def share(self, start: int, minutes: int) -> float:
+        """The shape summed over ``minutes`` minutes from epoch minute ``start``; pure.
+
+        A minute at its day's mean counts 1, so ``rate / share(recent) *
+        share(rest)`` projects spend along the day's shape (``minutes`` until
+        ready: a flat day).
+
+        >>> p = DailyProfile()
+        >>> p.share(0, 90)
+        90.0
+        >>> for minute in range(1441):      # spend only 00:00-01:00
+        ...     p.learn_one(1.0 if minute % 1440 < 60 else 0.0, minute)
+        >>> p.share(1440, 60), p.share(1440 + 60, 23 * 60)
+        (1440.0, 0.0)
+        """
+        if not self.ready:
+            return float(minutes)
+        total = 0.0
+        minute, end = start, start + minutes
+        while minute < end:
+            slot = (minute % MINUTES_PER_DAY) // self.slot_minutes
+            slot_end = minute - minute % self.slot_minutes + self.slot_minutes
+            step = min(end, slot_end) - minute
+            total += self.shape[slot] * step
+            minute += step
+        return total

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from spendsentry.alerts import Finding
 from spendsentry.detectors.base import Persistence, UseCaseContext
 from spendsentry.detectors.kinds.base import Kind, Tuning
-from spendsentry.detectors.seasonal import DailyProfile
 from spendsentry.detectors.shift import LogRateShiftDetector, RateSpikeDetector
 from spendsentry.detectors.signals import finite, times, top_model
 from spendsentry.windows import MinuteSignals
@@ -32,7 +31,8 @@ class CostSpike(Kind):
     tuning allows no volume alerts (experiments).
 
     Both lenses see the rate divided by the use case's daily shape
-    (``profile``, a :class:`DailyProfile` learned from complete days): office
+    (``ctx.daily``, a :class:`~spendsentry.detectors.seasonal.DailyProfile`
+    learned from complete days, when ``seasonal``): office
     hours, a 06:00 shoulder or a nightly job are the use case's schedule, not
     spikes, once a day of them has been seen. Before that the index is 1 and
     the level and usual peak carry the first day alone. ``min_excess`` stays
@@ -53,7 +53,7 @@ class CostSpike(Kind):
     #: one, its persistence is never read).
     shift: LogRateShiftDetector | None = None
     #: Default for monitors pickled before the daily shape existed.
-    profile: DailyProfile | None = None
+    seasonal: bool = False
 
     def __init__(
         self,
@@ -62,11 +62,11 @@ class CostSpike(Kind):
         min_calls: int = 30,
         shift: LogRateShiftDetector | None = None,
         shift_persistence: int = 6,
-        profile: DailyProfile | None = None,
+        seasonal: bool = True,
     ) -> None:
         self.detector = detector
         self.shift = shift
-        self.profile = profile
+        self.seasonal = seasonal
         # The second lens must hold longer: such a use case also swings 2-3x
         # for a few minutes on its own; an incident holds for half an hour.
         self.shift_persistence = Persistence(shift_persistence)
@@ -105,7 +105,6 @@ class CostSpike(Kind):
                 floor=0.025 / 60 / s,
                 warmup=240,
             ),
-            profile=DailyProfile(),
         )
 
     @staticmethod
@@ -137,14 +136,11 @@ class CostSpike(Kind):
         )
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
-        profile = self.profile
-        scale = 1.0 if profile is None else profile.index(signals.minute)
+        scale = ctx.daily.index(signals.minute) if self.seasonal else 1.0
         # Exactly the raw rate while there is no shape (scale 1.0).
         x = signals.cost / scale
         score, observed, level, peak = self.detector.measure(x, scale)
         self.detector.learn_one(x, scale)
-        if profile is not None:
-            profile.learn_one(signals.cost, signals.minute)
         shift_score, geo_ratio, lens_hit = 0.0, 1.0, False
         if (lens := self.shift) is not None:
             shift_score, geo_ratio, _ = lens.measure(x)
@@ -162,21 +158,22 @@ class CostSpike(Kind):
         score = max(score, shift_score)
         if not self.persistence.update(anomalous, signals.start):
             return None
-        return self._finding(signals, ctx, score, scale, (observed, level, peak), geo_ratio)
+        days = ctx.daily.days if scale != 1.0 else 0
+        return self._finding(signals, ctx, score, (scale, days), (observed, level, peak), geo_ratio)
 
     def _finding(
         self,
         signals: MinuteSignals,
         ctx: UseCaseContext,
         score: float,
-        scale: float,
+        seasonal: tuple[float, int],
         rates: tuple[float, float, float],
         geo_ratio: float,
     ) -> Finding:
         # Back to dollars of this minute: what the use case usually spends now.
+        scale, days = seasonal
         observed, level, peak = (rate * scale for rate in rates)
         ratio = observed / level if level > 0 else math.inf
-        days = self.profile.days if self.profile is not None and scale != 1.0 else 0
         details: dict[str, object] = {
             "usual_peak_usd_per_minute": round(peak, 6),
             "ratio": finite(ratio),
