@@ -95,6 +95,7 @@ class RatioShiftDetector:
     """
 
     #: Defaults for detectors pickled before these parameters existed.
+    _carry: float = 0.0
     long_window: int = 0
     long_z_threshold: float = math.inf
     hold_z_fraction: float = 0.0
@@ -130,6 +131,7 @@ class RatioShiftDetector:
         self._mean = 0.0  # EW mean of the per-unit value
         self._var_unit = 0.0  # EW per-unit variance estimate
         self._learned = 0.0
+        self._carry = 0.0
 
     # -- River-style API ----------------------------------------------------
 
@@ -161,7 +163,14 @@ class RatioShiftDetector:
         self._ring.append((num, den))
         self._age()
         if den <= 0:
+            # No unit this step: its numerator belongs to the next unit (the
+            # cost of the minutes before a sparse outcome is that outcome's
+            # cost). Dropped, a use case with an outcome every ten minutes
+            # would learn a tenth of its cost per outcome, and any busier
+            # hour (a Monday after a weekend) would read as a 5x regression.
+            self._carry += num
             return
+        num, self._carry = num + self._carry, 0.0
         value = num / den
         weight = den * (self.anomalous_weight if shift is not None else 1.0)
         prior = self._mean
@@ -216,7 +225,11 @@ class RatioShiftDetector:
         # A variance floor of (5 % of the mean)^2 per unit: without it, a
         # perfectly regular baseline would turn any wobble into a huge z.
         var = max(self._var_unit, (0.05 * base) ** 2, 1e-12)
-        z = (observed - base) / math.sqrt(var / d)
+        # The baseline is an estimate too, from ``_w`` units (weighted by
+        # recency): after a weekend of a tenth of the traffic it rests on a few
+        # dozen outcomes, and a busy Monday's window is no surer a shift than
+        # that baseline is sure.
+        z = (observed - base) / math.sqrt(var / d + var / max(self._w, 1e-9))
         ratio = observed / base if base > 0 else math.inf
         return Shift(observed, base, ratio, z, d)
 
