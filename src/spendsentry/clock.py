@@ -61,13 +61,6 @@ class EventClock:
         #: source -> an event time far ahead, waiting for a second record.
         self.candidates: dict[Hashable, float] = {}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        # Clocks pickled before jump confirmation existed (PartitionWatermarks).
-        self.__dict__.update(state)
-        self.__dict__.setdefault("confirm_jump_s", 3_600.0)
-        self.__dict__.setdefault("candidates", {})
-        self.__dict__.pop("_high", None)
-
     def assign(self, sources: Iterable[Hashable], *, now: float) -> None:
         """Start tracking newly assigned sources (active for ``idle_after_s``)."""
         for s in sources:

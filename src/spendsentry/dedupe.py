@@ -5,14 +5,11 @@
 (False, True, False)
 >>> index.expire(before_minute=11); len(index)
 1
->>> import pickle; pickle.loads(pickle.dumps(index)).seen("b", 11)
-True
 """
 
 from __future__ import annotations
 
 from array import array
-from typing import Any
 
 from xxhash import xxh3_64_intdigest
 
@@ -23,11 +20,11 @@ class EventIdIndex:
     Memory is bounded twice: minutes older than the dedupe horizon are expired
     by the engine, and beyond ``max_ids`` the oldest minutes' ids go (counted
     in ``evicted``). Each minute keeps its hashes in a flat ``array('Q')``, so
-    a state snapshot of two million ids is a 16 MB copy, not the pickling of
-    two million strings: the worker snapshots every few seconds, and pickling
-    the ids one by one stalled its consume loop for over a second at 10k
-    events/s. The set answers membership; it is rebuilt from the arrays on
-    restore.
+    a state snapshot of two million ids is a 16 MB copy of bytes
+    (:func:`spendsentry.snapshot.engine.dump_dedupe`), not two million
+    strings: the worker snapshots every few seconds, and encoding the ids one
+    by one stalled its consume loop for over a second at 10k events/s. The set
+    answers membership; it is rebuilt from the arrays on restore.
 
     The hash is xxh3-64 of the id's UTF-8 bytes: Python's own ``hash`` of a
     string changes per process, so it cannot be kept in a snapshot. Two ids
@@ -89,26 +86,3 @@ class EventIdIndex:
         for minute in [m for m in minutes if m < before_minute]:
             for h in minutes.pop(minute):
                 hashes.discard(h)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "max_ids": self.max_ids,
-            "evicted": self.evicted,
-            "minutes": {m: bucket.tobytes() for m, bucket in self._minutes.items()},
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.max_ids = state["max_ids"]
-        self.evicted = state["evicted"]
-        self._minutes = {}
-        self._hashes = set()
-        if "_ids" in state:
-            # A snapshot of the version that kept the ids themselves.
-            for event_id, minute in state["_ids"].items():
-                self.seen(event_id, minute)
-            return
-        for minute, raw in state["minutes"].items():
-            bucket = array("Q")
-            bucket.frombytes(raw)
-            self._minutes[minute] = bucket
-            self._hashes.update(bucket)

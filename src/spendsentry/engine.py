@@ -338,10 +338,6 @@ class Engine:
         close_until(self, int((reached - self.config.allowed_lateness_s) // MINUTE), out)
         return out
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        _upgrade_pre_clock(self.__dict__, self.STREAM)
-
     def flush(self) -> EngineOutput:
         """End of input: close every open minute."""
         out = EngineOutput()
@@ -377,17 +373,6 @@ class Engine:
         return [
             found for _, state in sorted(self.use_cases.items()) for found in state.open_incidents()
         ]
-
-
-def _upgrade_pre_clock(state: dict[str, Any], stream: str) -> None:
-    """Engines pickled before the engine had its own clock kept ``max_ts``."""
-    if "clock" not in state:
-        clock = state["clock"] = EventClock(math.inf, EngineConfig().confirm_jump_s)
-        newest = state.get("max_ts", -math.inf)
-        if newest > -math.inf:
-            clock.max_ts[stream] = newest
-    state.pop("max_ts", None)
-    state.pop("_jump_candidate", None)
 
 
 def late_dead_letter(e: Event, source: SourcePosition | None, lateness_s: float) -> DeadLetter:

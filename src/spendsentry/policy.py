@@ -24,8 +24,8 @@ those of ``[defaults]``), so reading one table tells what applies.
 >>> policies.for_use_case("something_new").auto_throttle
 'dry_run'
 
-Everything here is immutable and picklable: policies are part of the engine's
-state snapshots.
+Everything here is immutable and picklable. Snapshots never hold policies: a
+restored engine gets the restoring process's (:mod:`spendsentry.snapshot`).
 """
 
 from __future__ import annotations

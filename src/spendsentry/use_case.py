@@ -29,17 +29,6 @@ if TYPE_CHECKING:
 class UseCaseState:
     """Everything the engine keeps for one use case."""
 
-    #: Whether its monitors see every closed minute yet. A new use case starts
-    #: at its first event's minute, not at whatever minute the watermark had
-    #: reached when that event was ingested: otherwise a backlog (a restart, a
-    #: lagging partition) would show its monitors hours of empty minutes that
-    #: a live run never shows, and the alerts would differ. The class default
-    #: covers states restored from snapshots taken before this attribute.
-    observing = True
-    #: The last minute that closed with data in it (None: none yet, or a
-    #: state restored from a snapshot taken before dormancy existed).
-    last_data_minute: int | None = None
-
     def __init__(
         self, use_case: str, policy: Policy, monitors: list[Monitor], config: EngineConfig
     ) -> None:
@@ -60,8 +49,14 @@ class UseCaseState:
         }
         self.last_active_minute = -1
         self.last_signals: MinuteSignals | None = None
+        #: Whether its monitors see every closed minute yet. A new use case starts
+        #: at its first event's minute, not at whatever minute the watermark had
+        #: reached when that event was ingested: otherwise a backlog (a restart, a
+        #: lagging partition) would show its monitors hours of empty minutes that
+        #: a live run never shows, and the alerts would differ.
         self.observing = False
-        self.last_data_minute = None
+        #: The last minute that closed with data in it (None: none yet).
+        self.last_data_minute: int | None = None
 
     def due(self, minute: int, dormant_after: int) -> bool:
         """Whether closing ``minute`` shows it to the monitors (starts observing if so)."""

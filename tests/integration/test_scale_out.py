@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaProducer
 from test_worker import _alert_key, _dead_key, _ts, make_scenario, read_docs
 
 from spendsentry.broker import EmbeddedBroker, TopicSpec, ensure_topics
+from spendsentry.engine import Engine
+from spendsentry.worker.pipeline import Pipeline
 from spendsentry.worker.snapshots import KafkaSnapshotStore
 from spendsentry.worker.state import chunk_key, record_value
 
@@ -257,6 +259,15 @@ def _first_ts(record: Record) -> float:
 
 
 @pytest.mark.timeout(60)
+def _state(partition: int, records: int, published: list[str] | None = None) -> dict[str, Any]:
+    """A pipeline's state to snapshot (``published`` makes it as large as needed)."""
+    pipeline = Pipeline(Engine(), partition=partition)
+    pipeline.records = records
+    state = pipeline.snapshot_state()
+    state["published"] = published or []
+    return state
+
+
 def test_snapshot_store_finds_the_latest_complete_snapshot(
     broker: EmbeddedBroker, unique_name: Callable[[str], str]
 ) -> None:
@@ -275,12 +286,12 @@ def test_snapshot_store_finds_the_latest_complete_snapshot(
         try:
             assert await reader.latest(0) is None
             for i in range(3):
-                await mine.save(producer, 0, {"i": i, "blob": bytes(range(256)) * (10 + i)})
-                await other.save(producer, 0, {"other": i, "blob": b"x" * 5000})
-                await mine.save(producer, 1, {"p1": i})
+                await mine.save(producer, 0, _state(0, i, ["a" * 250] * (10 + i)))
+                await other.save(producer, 0, _state(0, 100 + i, ["x" * 500] * 10))
+                await mine.save(producer, 1, _state(1, i))
             found = await reader.latest(0)
             assert found is not None and found.seq == 3 and len(found.header["chunk_offsets"]) == 2
-            assert (await reader.load(found))["i"] == 2
+            assert (await reader.load(found))["records"] == 2
             assert reader.seq[0] == 3  # the next snapshot continues the sequence
             # A crash between the chunks and the manifest of snapshot 4: the
             # chunks are there, the manifest is not. Snapshot 3 still loads.
@@ -294,9 +305,11 @@ def test_snapshot_store_finds_the_latest_complete_snapshot(
                 )
             found = await reader.latest(0)
             assert found is not None and found.seq == 3
-            assert (await reader.load(found))["i"] == 2
+            assert (await reader.load(found))["records"] == 2
             p1 = await reader.latest(1)
-            assert p1 is not None and (await reader.load(p1)) == {"p1": 2}
+            assert p1 is not None
+            loaded = await reader.load(p1)
+            assert (loaded["partition"], loaded["records"]) == (1, 2)
         finally:
             for store in (mine, other, reader):
                 await store.stop()

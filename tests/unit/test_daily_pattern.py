@@ -216,3 +216,21 @@ def test_a_real_overrun_is_still_projected_along_the_shape():
     late = [m - SATURDAY - (3 * 1440 + 720) for m, _ in found if m - SATURDAY >= 1440]
     assert late and 0 <= late[0] <= 60, late[:3]
     assert found[-1][1].details["period"] == "day"
+
+
+def test_the_daily_shape_survives_a_snapshot():
+    from spendsentry.detectors.seasonal import DailyProfile
+    from spendsentry.snapshot.detectors import dump_running, load_running
+    from spendsentry.snapshot.fields import Fields
+
+    live = DailyProfile()
+    for s in week(2, 40, 0.002, 0, False, days=3):
+        live.learn_one(s.cost, s.minute)
+    state = dump_running(live)
+    restored = DailyProfile()
+    load_running(restored, Fields(state, "$.daily"))
+    assert restored.days == live.days == 2
+    assert [restored.index(m) for m in range(0, 1440, 7)] == [
+        live.index(m) for m in range(0, 1440, 7)
+    ]
+    assert restored.share(100, 900) == live.share(100, 900)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pickle
 import random
+
+from _snapshots import restart
 
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.events import OutcomeEvent, UsageEvent
@@ -112,7 +113,7 @@ def test_use_case_cardinality_is_capped():
     assert engine.stats.evicted_use_cases == 450
 
 
-def test_engine_state_pickles_and_resumes_identically():
+def test_engine_state_snapshots_and_resumes_identically():
     events = [usage(i, T0 + i * 3.0, session_id=f"s{i % 9}") for i in range(2000)]
     whole = Engine(PolicySet.empty())
     whole.process(events)
@@ -121,7 +122,7 @@ def test_engine_state_pickles_and_resumes_identically():
     first = Engine(PolicySet.empty())
     first.process(events[:1000])
     got = first.advance().closed
-    resumed = pickle.loads(pickle.dumps(first))
+    resumed = restart(first)
     resumed.process(events[1000:])
     got += resumed.advance().closed + resumed.flush().closed
     assert got == expected

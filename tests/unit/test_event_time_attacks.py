@@ -183,12 +183,12 @@ def test_an_outlier_alone_in_the_first_batch_costs_a_bounded_number_of_closes():
     # A worker's first fetch may hold nothing but the outlier: it starts the
     # clock, and the jump to real traffic costs at most a day of empty minutes
     # of its use case, also after a snapshot and restore.
-    import pickle
+    from _snapshots import restart
 
     engine = Engine(PolicySet.empty())
     engine.process([usage(1, T0 - YEAR)])
     engine.advance()
-    restored = pickle.loads(pickle.dumps(engine))
+    restored = restart(engine)
     closed, rejected = run(restored, traffic_hour(T0))
     assert rejected == []
     assert len(closed) <= 1 + DAY_MINUTES + 2 * 60

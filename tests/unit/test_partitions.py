@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import time
 from dataclasses import dataclass
 
@@ -13,7 +12,13 @@ import pytest
 from spendsentry.engine import Engine, EngineConfig
 from spendsentry.policy import PolicySet
 from spendsentry.worker import PartitionSet
-from spendsentry.worker.state import assemble, encode_snapshot, parse_record, unpack_state
+from spendsentry.worker.state import (
+    assemble,
+    encode_snapshot,
+    pack_state,
+    parse_record,
+    unpack_state,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -215,4 +220,4 @@ def test_merged_view_sums_the_engines() -> None:
     assert view.stats.accepted == 2 and set(view.use_cases) == {"a", "c"}
     assert view.firing() == []
     assert s.records == 2
-    assert pickle.loads(pickle.dumps(s.pipelines[0].snapshot_state()))["partition"] == 0
+    assert unpack_state(pack_state(s.pipelines[0].snapshot_state()))["partition"] == 0

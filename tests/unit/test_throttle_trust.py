@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from _snapshots import engine_size
 
 from spendsentry.actions import ControlAction, ThrottleKeys, ThrottlePlanner
 from spendsentry.actions.commands import (
@@ -29,7 +30,9 @@ from spendsentry.alerts import Alert
 from spendsentry.client import ThrottleTopic
 from spendsentry.engine import Engine
 from spendsentry.policy import LadderStep, Policy, PolicySet
+from spendsentry.snapshot import decode_state, encode_state
 from spendsentry.timeutil import format_ts
+from spendsentry.worker.pipeline import Pipeline
 
 T0 = 1793610000.0
 KEYS = ThrottleKeys.of("k-new", "k-old")
@@ -168,10 +171,10 @@ def control(scope_key: str | None, version: int) -> ControlAction:
 
 def test_unsigned_control_versions_do_not_create_scopes_or_jump_to_the_bound() -> None:
     engine = Engine(PolicySet([POLICY]))
-    before = len(pickle.dumps(engine))
+    before = engine_size(engine)
     for i in range(50_000):
         engine.apply_control(control(f"junk-{i}", 7))
-    assert len(pickle.dumps(engine)) - before < 1_000
+    assert engine_size(engine) - before < 1_000
     planner = engine.planner
     cmd = planner.plan(alert(), POLICY)
     assert cmd is not None and cmd.version == 1
@@ -184,10 +187,18 @@ def test_unsigned_control_versions_do_not_create_scopes_or_jump_to_the_bound() -
 
 
 def test_a_snapshot_holding_a_forged_version_restores_without_it() -> None:
-    planner = ThrottlePlanner()
+    engine = Engine(PolicySet([POLICY]))
+    planner = engine.planner
     planner.plan(alert(), POLICY)
     planner._scopes["victim"].version = 2**64  # what an unfixed worker saved
-    restored = pickle.loads(pickle.dumps(planner))
+    # ... in a pickle (version 2), or in a document: both restore without it.
+    saved = pickle.dumps({"version": 2, "state": {"engine": engine}})
+    planner._scopes["victim"].version = MAX_VERSION + 1  # 2**64 is not even msgpack
+    for payload in (saved, encode_state(Pipeline(engine).snapshot_state())):
+        pipeline = Pipeline(Engine(PolicySet([POLICY])))
+        pipeline.restore_state(decode_state(payload), now=0.0)
+        assert pipeline.engine.planner.ignored_versions == 1
+    restored = pipeline.engine.planner
     assert restored.version("victim") == 0
     cmd = restored.plan(alert(T0 + 60), POLICY)
     assert cmd is not None

@@ -27,6 +27,7 @@ from spendsentry.worker.state import (
     SnapshotError,
     assemble,
     encode_snapshot,
+    pack_state,
     parse_record,
     unpack_state,
 )
@@ -150,7 +151,7 @@ def test_counters_continue_from_the_snapshot_and_count_a_replayed_stretch_once()
     first.handle(batch(*recs[:10]), now=NOW)
     one = first.pipelines[0]
     captured = one.capture_counters()
-    state = pickle.loads(pickle.dumps(one.snapshot_state()))
+    state = unpack_state(pack_state(one.snapshot_state()))
     one.commit_counters(captured)
     first.handle(batch(*recs[10:]), now=NOW)
     assert one.accounting.committed.events == {("support", "llm_call"): 10}
@@ -173,9 +174,9 @@ def test_a_snapshot_without_counters_restores_them_from_the_engine_totals() -> N
     old = new_parts()
     old.handle(batch(*[Rec("u", 0, i, json.dumps(usage(i, start + i)).encode()) for i in range(3)]))
     state = old.pipelines[0].snapshot_state()
-    del state["counters"]  # as written by the previous release
+    del state["counters"]  # as written by a release before the counters were kept
     p = new_parts().pipelines[0]
-    p.restore_state(pickle.loads(pickle.dumps(state)), now=NOW)
+    p.restore_state(unpack_state(pickle.dumps({"version": 2, "state": state})), now=NOW)
     assert p.accounting.committed.events == {("support", "llm_call"): 3}
     assert p.accounting.committed.cost_nano == {"support": 1_500_000_000}
 
@@ -319,7 +320,7 @@ def test_snapshot_round_trip_restores_engine_offsets_and_published_keys() -> Non
 
 
 def test_large_snapshot_is_chunked_into_alternating_slots_and_reassembled() -> None:
-    state = {"blob": bytes(range(256)) * 40}  # ~10 kB of pickle
+    state = bytes(range(256)) * 40  # ~10 kB of document
     first = encode_snapshot(state, group="g", partition=3, seq=1, writer="w", chunk_bytes=4096)
     second = encode_snapshot(state, group="g", partition=3, seq=2, writer="w", chunk_bytes=4096)
     assert len(first.chunks) == 3
@@ -327,8 +328,8 @@ def test_large_snapshot_is_chunked_into_alternating_slots_and_reassembled() -> N
     # The next snapshot never overwrites the chunks the latest manifest needs.
     assert not {k for k, _ in first.chunks} & {k for k, _ in second.chunks}
     values = [v for _, v in first.chunks]
-    restored = _restore((first.manifest_value(chunk_offsets=[10, 11, 12]), values))
-    assert restored == state
+    header, inline = parse_record(first.manifest_value(chunk_offsets=[10, 11, 12]))
+    assert assemble(header, inline, values) == state
 
 
 @pytest.mark.parametrize(
@@ -336,7 +337,7 @@ def test_large_snapshot_is_chunked_into_alternating_slots_and_reassembled() -> N
     ["missing", "reordered", "other_snapshot", "flipped_byte"],
 )
 def test_torn_or_foreign_chunks_are_refused_with_a_reason(damage: str) -> None:
-    state = {"blob": bytes(range(256)) * 40}
+    state = bytes(range(256)) * 40
     enc = encode_snapshot(state, group="g", partition=0, seq=4, writer="w", chunk_bytes=4096)
     other = encode_snapshot(state, group="g", partition=0, seq=6, writer="w", chunk_bytes=4096)
     values: list[bytes | None] = [v for _, v in enc.chunks]

@@ -1,8 +1,8 @@
 """The action ladder: from alerts to throttle commands, with hysteresis.
 
 :class:`ThrottlePlanner` is pure and deterministic (event time only, no I/O):
-the engine owns one and pickles it in its snapshots, and replay gets the same
-commands as the worker. Rules, per scope (the alert's use case):
+the engine owns one (snapshotted by :mod:`spendsentry.snapshot.incidents`),
+and replay gets the same commands as the worker. Rules, per scope (the alert's use case):
 
 * Nothing when the use case is an experiment, its ``auto_throttle`` is "off",
   its ladder step for the alert's severity is "none" or missing, or the alert's
@@ -118,9 +118,6 @@ class ThrottlePlanner:
         Memory bounds; beyond them the oldest inactive entries are forgotten.
     """
 
-    #: Class default: planners pickled before the counter existed restore with 0.
-    ignored_versions = 0
-
     def __init__(
         self, *, max_scopes: int = 50_000, max_snoozes: int = 10_000, max_acks: int = 10_000
     ) -> None:
@@ -136,14 +133,6 @@ class ThrottlePlanner:
         #: Versions not taken (out of range, implausible, unknown scope) and
         #: commands not issued because the scope's version is at the bound.
         self.ignored_versions = 0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        # A snapshot written before versions were bounded may hold a forged
-        # version (2^64 made the next command unserializable): forget the scope.
-        for key in [k for k, s in self._scopes.items() if not 0 <= s.version <= MAX_VERSION]:
-            del self._scopes[key]
-            self.ignored_versions += 1
 
     # -- alerts ---------------------------------------------------------------
 

@@ -62,9 +62,5 @@ _HOMES = {
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        # Names that snapshots written before the kinds were classes refer to.
-        monitors = importlib.import_module(f"{__name__}.monitors")
-        if name in monitors.PACKAGE_NAMES:
-            return getattr(monitors, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{home}"), name)

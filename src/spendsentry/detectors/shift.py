@@ -77,6 +77,10 @@ class RatioShiftDetector:
         raise the noise estimate as fast as the shift grows. Off by default:
         on a noisy ratio (cost per outcome) it trims the noise estimate and
         costs false alarms.
+    baseline_uncertainty
+        Count the baseline's own uncertainty (from the units it learned, by
+        recency) in the z-score: for ratios whose units are sparse at times
+        (outcomes at a weekend), where a baseline can rest on a few dozen.
 
     Examples
     --------
@@ -94,12 +98,6 @@ class RatioShiftDetector:
     (True, 2.5)
     """
 
-    #: Defaults for detectors pickled before these parameters existed.
-    _carry: float = 0.0
-    long_window: int = 0
-    long_z_threshold: float = math.inf
-    hold_z_fraction: float = 0.0
-
     def __init__(
         self,
         window: int = 5,
@@ -113,8 +111,10 @@ class RatioShiftDetector:
         long_window: int = 0,
         long_z_threshold: float = math.inf,
         hold_z_fraction: float = 0.0,
+        baseline_uncertainty: bool = False,
     ) -> None:
         self.window = window
+        self.baseline_uncertainty = baseline_uncertainty
         self.hold_z_fraction = hold_z_fraction
         self.long_window = long_window
         self.long_z_threshold = long_z_threshold
@@ -225,11 +225,12 @@ class RatioShiftDetector:
         # A variance floor of (5 % of the mean)^2 per unit: without it, a
         # perfectly regular baseline would turn any wobble into a huge z.
         var = max(self._var_unit, (0.05 * base) ** 2, 1e-12)
-        # The baseline is an estimate too, from ``_w`` units (weighted by
-        # recency): after a weekend of a tenth of the traffic it rests on a few
-        # dozen outcomes, and a busy Monday's window is no surer a shift than
-        # that baseline is sure.
-        z = (observed - base) / math.sqrt(var / d + var / max(self._w, 1e-9))
+        # With ``baseline_uncertainty`` the baseline counts as an estimate too,
+        # from ``_w`` units (weighted by recency): after a weekend of a tenth
+        # of the traffic it rests on a few dozen outcomes, and a busy Monday's
+        # window is no surer a shift than that baseline is sure.
+        spread = var / d + (var / max(self._w, 1e-9) if self.baseline_uncertainty else 0.0)
+        z = (observed - base) / math.sqrt(spread)
         ratio = observed / base if base > 0 else math.inf
         return Shift(observed, base, ratio, z, d)
 
@@ -288,10 +289,6 @@ class RateSpikeDetector:
     >>> d.score_one(6.0) > 1.0
     True
     """
-
-    #: Default for detectors pickled before adoption existed.
-    adopt_after: int = 120
-    _spiking: int = 0
 
     def __init__(
         self,

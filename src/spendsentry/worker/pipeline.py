@@ -320,7 +320,8 @@ class Pipeline:
     # -- snapshots ------------------------------------------------------------
 
     def snapshot_state(self) -> dict[str, Any]:
-        """Everything a restart needs, as one picklable dict."""
+        """Everything a restart needs, with the live engine
+        (:func:`spendsentry.snapshot.encode_state` makes it a document)."""
         return {
             "engine": self.engine,
             "partition": self.partition,
@@ -328,7 +329,6 @@ class Pipeline:
             "control_offsets": dict(self.control_offsets),
             "watermarks": self.watermarks.snapshot(),
             "published": list(self.published),
-            "closing_started": self.engine.closing_started,
             "records": self.records,
             "counters": self.accounting.counters,
         }
@@ -348,18 +348,11 @@ class Pipeline:
         return state, counters
 
     def restore_state(self, state: Mapping[str, Any], *, now: float | None = None) -> None:
-        """Load :meth:`snapshot_state` output (the engine object is taken over)."""
-        now = time.time() if now is None else now
-        self.engine = state["engine"]
-        self.offsets = dict(state["offsets"])
-        self.control_offsets = dict(state.get("control_offsets") or {})
-        self.watermarks.restore(state["watermarks"], now=now)
-        self.published = PublishedKeys(state["published"])
-        if "closing_started" not in vars(self.engine):  # a snapshot from before the engine owned it
-            self.engine.closing_started = bool(state["closing_started"])
-        self.records = int(state.get("records", 0))
-        self.dirty = False
-        self.accounting.restore(state.get("counters"), self.engine.stats, self.records)
+        """Load a decoded snapshot (:func:`spendsentry.snapshot.decode_state`) into this
+        pipeline, whose engine this process built (configuration is never restored)."""
+        from spendsentry.snapshot.pipeline import restore
+
+        restore(self, state, now=time.time() if now is None else now)
 
 
 def alerts_offsets_of(state: Mapping[str, Any]) -> dict[int, int]:

@@ -141,7 +141,7 @@ class KafkaSnapshotStore:
     ) -> int:
         """Write one snapshot and wait until the broker acknowledged all of it.
 
-        Returns the snapshot's size in bytes. The state is pickled before the
+        Returns the snapshot's size in bytes. The state is encoded before the
         first ``await``, so it may change as soon as this is called.
         """
         return await self.write(producer, self.encode(partition, state, offsets=offsets))
@@ -149,10 +149,11 @@ class KafkaSnapshotStore:
     def encode(
         self, partition: int, state: dict[str, Any], *, offsets: dict[str, int] | None = None
     ) -> EncodedSnapshot:
-        """Pickle ``state`` into the chunks of this partition's next snapshot.
+        """Encode ``state`` (as a :mod:`spendsentry.snapshot` document) into the chunks
+        of this partition's next snapshot.
 
         Synchronous on purpose: the worker captures the state under its lock
-        (milliseconds: the big parts pickle as flat arrays) and writes it
+        (milliseconds: the big parts are flat arrays of bytes) and writes it
         (:meth:`write`) while the consume loop goes on.
         """
         return encode_snapshot(

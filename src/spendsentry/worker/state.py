@@ -5,12 +5,13 @@ number and snapshots each one, with the input offsets it reflects, into the
 compacted ``ai.state`` topic, so whichever worker is assigned the partition next
 can restore it (:mod:`spendsentry.worker.snapshots` does the Kafka part).
 
-A snapshot is a pickle (``{"version": ..., "state": ...}``). It is written as:
+The snapshot itself is a document of :mod:`spendsentry.snapshot` (plain data,
+msgpack, versioned; version-2 pickles are still read). It is written as:
 
 * a **manifest** record, key ``"<group>:<partition>"``, holding a JSON header
   (sequence number, writer, size, SHA-256, input offsets, the offsets of its
-  chunks) and, when the pickle fits in one record, the pickle itself;
-* otherwise the pickle is split into **chunk** records of at most
+  chunks) and, when the document fits in one record, the document itself;
+* otherwise the document is split into **chunk** records of at most
   :data:`CHUNK_BYTES` (a broker's default message limit is 1 MB), keys
   ``"<group>:<partition>:<slot>:<i>"``, produced and acknowledged *before*
   the manifest that lists them.
@@ -23,8 +24,12 @@ readable. Stale chunk keys are bounded by the largest snapshot ever written.
 
 Every record is ``MAGIC + len(header) + header JSON + body``.
 
+>>> from spendsentry.engine import Engine
+>>> from spendsentry.worker.pipeline import Pipeline
+>>> pipeline = Pipeline(Engine(), partition=0)
+>>> pipeline.start_at({("ai.usage", 0): 7})
 >>> records = encode_snapshot(
-...     {"offsets": {("ai.usage", 0): 7}}, group="g", partition=0, seq=1, writer="w",
+...     pipeline.snapshot_state(), group="g", partition=0, seq=1, writer="w",
 ...     offsets={"ai.usage:0": 7})
 >>> [key for key, _ in records.chunks], records.manifest_key
 ([], b'g:0')
@@ -36,7 +41,6 @@ Every record is ``MAGIC + len(header) + header JSON + body``.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import struct
 import time
 from collections.abc import Sequence
@@ -45,20 +49,14 @@ from typing import Any
 
 import orjson
 
-from spendsentry.errors import SpendSentryError
+from spendsentry.snapshot import SNAPSHOT_VERSION, SnapshotError, decode_state, encode_state
 
-#: Bumped when the state layout changes; older snapshots are ignored.
-SNAPSHOT_VERSION = 2
 #: Largest piece of a snapshot in one record: under the 1 MB message limit
 #: brokers (Kafka and Tansu) apply by default, with room for the header.
 CHUNK_BYTES = 900 * 1024
 #: First bytes of every record this module writes.
 MAGIC = b"SSS2"
 _LEN = struct.Struct(">I")
-
-
-class SnapshotError(SpendSentryError):
-    """A snapshot could not be written, found or read; the message says why."""
 
 
 def manifest_key(group: str, partition: int) -> bytes:
@@ -72,29 +70,19 @@ def chunk_key(group: str, partition: int, slot: int, index: int) -> bytes:
 
 
 def pack_state(state: dict[str, Any]) -> bytes:
-    """Pickle one partition's state with the layout version."""
-    return pickle.dumps({"version": SNAPSHOT_VERSION, "state": state}, protocol=5)
+    """One partition's state as a snapshot document (:func:`spendsentry.snapshot.encode_state`)."""
+    return encode_state(state)
 
 
 def unpack_state(payload: bytes) -> dict[str, Any]:
-    """Inverse of :func:`pack_state`.
+    """Inverse of :func:`pack_state`; reads version-2 pickles too.
 
     Raises
     ------
     SnapshotError
-        The bytes are not a snapshot of this version.
+        The bytes are not a snapshot this code can read; the message says why.
     """
-    try:
-        doc = pickle.loads(payload)  # written by a worker of this group (see docs/worker.md)
-    except Exception as exc:  # pickle raises almost anything on bad bytes
-        raise SnapshotError(f"cannot unpickle the snapshot: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("version") != SNAPSHOT_VERSION:
-        version = doc.get("version") if isinstance(doc, dict) else None
-        raise SnapshotError(f"snapshot layout version {version!r}, expected {SNAPSHOT_VERSION}")
-    state = doc.get("state")
-    if not isinstance(state, dict):
-        raise SnapshotError("the snapshot holds no state")
-    return state
+    return decode_state(payload)
 
 
 def record_value(header: dict[str, Any], body: bytes = b"") -> bytes:
@@ -114,7 +102,7 @@ def parse_record(value: bytes | None) -> tuple[dict[str, Any], bytes]:
     >>> parse_record(b"nope")
     Traceback (most recent call last):
     ...
-    spendsentry.worker.state.SnapshotError: not a snapshot record (bad magic)
+    spendsentry.snapshot.SnapshotError: not a snapshot record (bad magic)
     """
     if not value or not value.startswith(MAGIC) or len(value) < len(MAGIC) + _LEN.size:
         raise SnapshotError("not a snapshot record (bad magic)")
@@ -160,7 +148,7 @@ class EncodedSnapshot:
 
 
 def encode_snapshot(
-    state: dict[str, Any],
+    state: dict[str, Any] | bytes,
     *,
     group: str,
     partition: int,
@@ -169,12 +157,13 @@ def encode_snapshot(
     offsets: dict[str, int] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> EncodedSnapshot:
-    """Pickle ``state`` and cut it into records (see the module docstring).
+    """Encode ``state`` and cut it into records (see the module docstring).
 
     Parameters
     ----------
-    state : dict
-        :meth:`Pipeline.snapshot_state` output.
+    state : dict or bytes
+        :meth:`Pipeline.snapshot_state` output, or a document already encoded
+        (this layer only cuts bytes into records).
     group, partition : str, int
         Whose snapshot this is (the consumer group and input partition number).
     seq : int
@@ -183,11 +172,11 @@ def encode_snapshot(
         Identifies the worker process (a restarted worker is another writer).
     offsets : dict, optional
         ``"topic:partition" -> next offset``, copied into the header for humans
-        and tools (the pickle holds the authoritative copy).
+        and tools (the document holds the authoritative copy).
     chunk_bytes : int
         Largest chunk; the payload is inline in the manifest when it fits.
     """
-    payload = pack_state(state)
+    payload = state if isinstance(state, bytes) else pack_state(state)
     slot = seq % 2
     header: dict[str, Any] = {
         "type": "manifest",
@@ -223,7 +212,7 @@ def encode_snapshot(
 
 
 def assemble(manifest: dict[str, Any], inline: bytes, chunks: Sequence[bytes | None]) -> bytes:
-    """The pickle a manifest describes, from its inline body or its chunk records.
+    """The document a manifest describes, from its inline body or its chunk records.
 
     Raises
     ------

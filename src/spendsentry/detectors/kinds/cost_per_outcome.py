@@ -74,6 +74,8 @@ class UsualCostPerOutcome(RatioKind):
             min_den=15,
             long_window=45 if t.long_windows else 0,
             long_z_threshold=t.z(5.5),
+            # Outcomes are sparse at times (a few an hour at a weekend).
+            baseline_uncertainty=True,
         )
         return cls(detector, critical_ratio=2.5, persistence=3, num_cap=3.0)
 

@@ -49,11 +49,6 @@ class CostSpike(Kind):
     """
 
     kind = "cost_spike"
-    #: Default for monitors pickled before the second lens existed (without
-    #: one, its persistence is never read).
-    shift: LogRateShiftDetector | None = None
-    #: Default for monitors pickled before the daily shape existed.
-    seasonal: bool = False
 
     def __init__(
         self,

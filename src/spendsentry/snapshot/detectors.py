@@ -1,0 +1,278 @@
+"""The running values of every detector and alert kind, and loading them into fresh ones.
+
+A use case's monitors are rebuilt from the current policy and price book
+(:func:`~spendsentry.detectors.registry.build_monitors`); a snapshot holds only
+what they learned. :data:`RUNNING` lists, per class, the attributes that are
+learned (everything else is a parameter the constructor sets), each with the
+codec of its value. A kind's class is found by its registered name and a
+composite's lenses by their class name, so the module a class lives in never
+appears in a snapshot.
+
+>>> from spendsentry.detectors.registry import kind_class
+>>> from spendsentry.policy import Policy
+>>> from spendsentry.pricing import PriceBook
+>>> spike = kind_class("cost_spike").build(Policy("chat"), PriceBook())
+>>> state = dump_monitor(spike)
+>>> state["kind"], sorted(state["lenses"]["CostSpike"])
+('cost_spike', ['detector', 'persistence', 'shift', 'shift_persistence'])
+>>> fresh = kind_class("cost_spike").build(Policy("chat"), PriceBook())
+>>> load_monitor(fresh, Fields(state, "$")) is None
+True
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from spendsentry.detectors.base import Persistence
+from spendsentry.detectors.burn import BurnRateDetector
+from spendsentry.detectors.kinds.agent_chatter import AgentChatter
+from spendsentry.detectors.kinds.base import Composite
+from spendsentry.detectors.kinds.budget_burn import BudgetBurn
+from spendsentry.detectors.kinds.cost_per_outcome import OutcomeDrop, OutcomeTarget
+from spendsentry.detectors.kinds.cost_spike import CostSpike
+from spendsentry.detectors.kinds.ratio import RatioKind
+from spendsentry.detectors.outcomes import OutcomeDropDetector
+from spendsentry.detectors.seasonal import DailyProfile
+from spendsentry.detectors.sessions import SessionLengthDetector
+from spendsentry.detectors.shift import LogRateShiftDetector, RateSpikeDetector, RatioShiftDetector
+from spendsentry.snapshot import river
+from spendsentry.snapshot.fields import NUMBER, OPTIONAL_NUMBER, Fields, SnapshotError
+
+Dump = Callable[[Any], Any]
+#: (fresh value, its state, field) -> the value to set, or KEEP (loaded in place).
+Load = Callable[[Any, Fields, str], Any]
+#: What a loader that filled the fresh value in place returns.
+KEEP: Any = object()
+
+
+def _scalar(types: tuple[type, ...], what: str) -> tuple[Dump, Load]:
+    def load(_: Any, f: Fields, name: str) -> Any:
+        value = f.raw(name)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise f.fail(name, f"expected {what}, got {type(value).__name__}")
+        return value
+
+    return (lambda v: v), load
+
+
+def _ring(width: int, cell: tuple[type, ...]) -> tuple[Dump, Load]:
+    """A deque of numbers (width 1) or of fixed-width tuples; the fresh deque keeps its maxlen."""
+
+    if width == 1:
+
+        def dump(d: deque[Any]) -> Any:
+            return list(d)
+
+        def load(fresh: deque[Any], f: Fields, name: str) -> Any:
+            fresh.extend(f.list(name, cell))
+            return KEEP
+
+    else:
+
+        def dump(d: deque[Any]) -> Any:
+            return [list(t) for t in d]
+
+        def load(fresh: deque[Any], f: Fields, name: str) -> Any:
+            fresh.extend(tuple(row) for row in f.rows(name, *([cell] * width)))
+            return KEEP
+
+    return dump, load
+
+
+def _river(
+    dump: Callable[[Any], dict[str, Any]], load: Callable[[Any, Fields], None]
+) -> tuple[Dump, Load]:
+    def loader(fresh: Any, f: Fields, name: str) -> Any:
+        load(fresh, f.child(name))
+        return KEEP
+
+    return dump, loader
+
+
+def _nested() -> tuple[Dump, Load]:
+    """An object with running values of its own (a detector inside a kind)."""
+
+    def loader(fresh: Any, f: Fields, name: str) -> Any:
+        load_running(fresh, f.child(name))
+        return KEEP
+
+    return (lambda v: dump_running(v)), loader
+
+
+def _optional_nested() -> tuple[Dump, Load]:
+    def dump(v: Any) -> Any:
+        return None if v is None else dump_running(v)
+
+    def loader(fresh: Any, f: Fields, name: str) -> Any:
+        if f.raw(name) is not None and fresh is not None:
+            load_running(fresh, f.child(name))
+        return KEEP
+
+    return dump, loader
+
+
+class _Added(tuple):
+    """A codec of an attribute added after version 3 was first written: absent from
+    older snapshots (and from objects converted from older pickles), it keeps the
+    fresh object's value, which is what a new attribute learns from."""
+
+
+def added(codec: tuple[Dump, Load]) -> tuple[Dump, Load]:
+    """Mark ``codec`` as that of an attribute older snapshots lack (see :class:`_Added`)."""
+    dump, load = codec
+
+    def loader(fresh: Any, f: Fields, name: str) -> Any:
+        return load(fresh, f, name) if name in f.data else KEEP
+
+    return _Added((dump, loader))
+
+
+def _floats() -> tuple[Dump, Load]:
+    def load(_: Any, f: Fields, name: str) -> Any:
+        return [float(x) for x in f.list(name, NUMBER)]
+
+    return (lambda v: list(v)), load
+
+
+INT = _scalar((int,), "int")
+FLOAT = _scalar(NUMBER, "float")
+OPTIONAL_FLOAT = _scalar(OPTIONAL_NUMBER, "float or nil")
+OPTIONAL_INT = _scalar((int, type(None)), "int or nil")
+FLOATS = _floats()
+BOOL = _scalar((bool,), "bool")
+EWMEAN = _river(river.dump_ewmean, river.load_ewmean)
+EWVAR = _river(river.dump_ewvar, river.load_ewvar)
+MEAN = _river(river.dump_mean, river.load_mean)
+QUANTILE = _river(river.dump_quantile, river.load_quantile)
+ROLLING_QUANTILE = _river(river.dump_rolling_quantile, river.load_rolling_quantile)
+
+#: Per class: the learned attributes and their codecs. Every other attribute
+#: is a parameter, set by the constructor from the policy (or code).
+RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
+    Persistence: {"streak": INT, "onset": OPTIONAL_FLOAT, "active": BOOL},
+    RatioShiftDetector: {
+        "_ring": _ring(2, NUMBER),
+        "_w": FLOAT,
+        "_mean": FLOAT,
+        "_var_unit": FLOAT,
+        "_learned": FLOAT,
+        "_carry": added(FLOAT),
+    },
+    RateSpikeDetector: {
+        "_pending": _ring(2, NUMBER),
+        "_ring": _ring(1, NUMBER),
+        "_level": EWMEAN,
+        "_peak": ROLLING_QUANTILE,
+        "_log_var": EWVAR,
+        "_n": INT,
+        "_spiking": added(INT),
+    },
+    LogRateShiftDetector: {
+        "_ring": _ring(1, NUMBER),
+        "_level": EWMEAN,
+        "_noise": EWMEAN,
+        "_n": INT,
+    },
+    BurnRateDetector: {
+        "_ring": _ring(1, NUMBER),
+        "_typical": EWMEAN,
+        "_peak": ROLLING_QUANTILE,
+        "_log_var": EWVAR,
+        "_pending": _ring(3, NUMBER),
+        "_streak": INT,
+        "_n": INT,
+    },
+    SessionLengthDetector: {"_q": QUANTILE, "_mean": MEAN, "_n": INT},
+    RatioKind: {
+        "detector": _nested(),
+        "persistence": _nested(),
+        "_num_level": EWMEAN,
+        "_minutes": INT,
+    },
+    AgentChatter: {"detector": _nested(), "persistence": _nested()},
+    BudgetBurn: {"detector": _nested(), "persistence": _nested()},
+    CostSpike: {
+        "detector": _nested(),
+        "persistence": _nested(),
+        "shift": _optional_nested(),
+        "shift_persistence": _nested(),
+    },
+    OutcomeTarget: {"persistence": _nested()},
+    OutcomeDrop: {"detector": _nested(), "_onset": OPTIONAL_FLOAT},
+    OutcomeDropDetector: {
+        "_outcomes": EWMEAN,
+        "_calls": EWMEAN,
+        "_sq": EWMEAN,
+        "_n": INT,
+        "cusum": FLOAT,
+        "observed": FLOAT,
+        "expected": FLOAT,
+        "minutes": INT,
+    },
+    DailyProfile: {
+        "shape": FLOATS,
+        "days": INT,
+        "_day": OPTIONAL_INT,
+        "_whole": BOOL,
+        "_sums": FLOATS,
+    },
+}
+
+
+def _spec(obj: object) -> dict[str, tuple[Dump, Load]]:
+    for cls in type(obj).__mro__:
+        spec = RUNNING.get(cls)
+        if spec is not None:
+            return spec
+    raise SnapshotError(f"{type(obj).__name__} has no snapshot codec (add it to RUNNING)")
+
+
+def dump_running(obj: object) -> dict[str, Any]:
+    """The learned attributes of a detector (or kind, or persistence) as plain data."""
+    return {
+        name: codec[0](getattr(obj, name))
+        for name, codec in _spec(obj).items()
+        # An object converted from an older pickle may lack an added attribute.
+        if not (isinstance(codec, _Added) and not hasattr(obj, name))
+    }
+
+
+def load_running(obj: object, f: Fields) -> None:
+    """Set the learned attributes of a freshly built ``obj`` from ``f``."""
+    for name, (_, load) in _spec(obj).items():
+        value = load(getattr(obj, name), f, name)
+        if value is not KEEP:
+            setattr(obj, name, value)
+
+
+def _lens_name(lens: object) -> str:
+    """A lens's class name (that of the live class a legacy stand-in converts to)."""
+    live = (c for c in type(lens).__mro__ if not c.__module__.startswith(__package__ or ""))
+    return next(live).__name__
+
+
+def _lenses(monitor: Any) -> list[Any]:
+    return list(monitor.monitors) if isinstance(monitor, Composite) else [monitor]
+
+
+def dump_monitor(monitor: Any) -> dict[str, Any]:
+    """A use case's monitor: its kind and, per lens (the monitor itself unless
+    it is a composite), what it learned."""
+    return {
+        "kind": monitor.kind,
+        "lenses": {_lens_name(m): dump_running(m) for m in _lenses(monitor)},
+    }
+
+
+def load_monitor(monitor: Any, f: Fields) -> None:
+    """Load :func:`dump_monitor` output into ``monitor``, built afresh from the current
+    policy. Lenses are matched by class name: one the snapshot does not have (the
+    policy now enables it, or its class was renamed) starts learning afresh."""
+    lenses = f.child("lenses")
+    for lens in _lenses(monitor):
+        name = _lens_name(lens)
+        if name in lenses.data:
+            load_running(lens, lenses.child(name))

@@ -1,0 +1,151 @@
+"""Incidents and throttle bookkeeping as plain data: incident trackers, the planner, commands.
+
+>>> from spendsentry.alerts import Finding, IncidentTracker
+>>> t = IncidentTracker("u", "cost_spike")
+>>> f = Finding("cost_spike", "warning", 5.0, "cost_per_min", 1.0, 4.0, 60, "cost x4")
+>>> [a.status for a in t.observe(f, 60.0)]
+['firing']
+>>> fresh = IncidentTracker("u", "cost_spike")
+>>> load_tracker(fresh, Fields(dump_tracker(t), "$"))
+>>> fresh.open_alert_id == t.open_alert_id, fresh.firing
+(True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from spendsentry.actions.commands import CommandReason, ThrottleCommand
+from spendsentry.actions.planner import MAX_VERSION, ThrottlePlanner, _ScopeState
+from spendsentry.alerts import Finding, IncidentTracker, _Open
+from spendsentry.messages.scope import Scope
+from spendsentry.snapshot.fields import NUMBER, Fields, SnapshotError
+
+_FINDING = tuple(f.name for f in dataclasses.fields(Finding))
+
+
+def dump_finding(f: Finding) -> dict[str, Any]:
+    return {name: getattr(f, name) for name in _FINDING}
+
+
+def load_finding(f: Fields) -> Finding:
+    values = {name: f.raw(name) for name in _FINDING if name in f.data}
+    try:
+        return Finding(**values)
+    except TypeError as exc:
+        raise f.fail("kind", f"not a finding: {exc}") from None
+
+
+def dump_tracker(t: IncidentTracker) -> dict[str, Any]:
+    """The open incident (if any) and the incident counter; ``resolve_after`` is configuration."""
+    o = t._open
+    return {
+        "seq": t._seq,
+        "open": None
+        if o is None
+        else {
+            "alert_id": o.alert_id,
+            "started_at": o.started_at,
+            "severity": o.severity,
+            "quiet_minutes": o.quiet_minutes,
+            "peak": dump_finding(o.peak),
+            "seq": o.seq,
+        },
+    }
+
+
+def load_tracker(t: IncidentTracker, f: Fields) -> None:
+    t._seq = f.int("seq")
+    if f.raw("open") is None:
+        t._open = None
+        return
+    o = f.child("open")
+    t._open = _Open(
+        o.str("alert_id"),
+        o.float("started_at"),
+        o.str("severity"),
+        o.int("quiet_minutes"),
+        load_finding(o.child("peak")),
+        o.int("seq"),
+    )
+
+
+def dump_command(c: ThrottleCommand | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    s = c.scope
+    return {
+        "command_id": c.command_id,
+        "scope": [s.use_case, s.model, s.agent_id],
+        "action": c.action,
+        "params": c.params,
+        "reason": [c.reason.alert_id, c.reason.kind, c.reason.summary],
+        "issued_at": c.issued_at,
+        "expires_at": c.expires_at,
+        "version": c.version,
+        "dry_run": c.dry_run,
+        "extra": c.extra,
+    }
+
+
+def load_command(f: Fields) -> ThrottleCommand:
+    scope, reason = f.list("scope", (str, type(None))), f.list("reason", (str, type(None)))
+    if len(scope) != 3 or len(reason) != 3 or scope[0] is None or reason[2] is None:
+        raise f.fail("scope", "expected [use_case, model, agent_id] and [alert_id, kind, summary]")
+    return ThrottleCommand(
+        f.str("command_id"),
+        Scope(*scope),
+        f.str("action"),
+        f.map("params"),
+        CommandReason(*reason),
+        f.float("issued_at"),
+        f.float("expires_at"),
+        f.int("version"),
+        f.bool("dry_run"),
+        f.map("extra", default={}),
+    )
+
+
+def dump_planner(p: ThrottlePlanner) -> dict[str, Any]:
+    """Per-scope versions and latest commands, snoozes, acks and counters (bounds: config)."""
+    return {
+        "scopes": {
+            key: {
+                "version": s.version,
+                "changed_at": s.changed_at,
+                "current": dump_command(s.current),
+                "owner": s.owner,
+                "severity": s.severity,
+            }
+            for key, s in p._scopes.items()
+        },
+        "snoozes": [[use_case, kind, until] for (use_case, kind), until in p.snoozes.items()],
+        "acks": p.acks,
+        "issued": p.issued,
+        "ignored_versions": p.ignored_versions,
+    }
+
+
+def load_planner(p: ThrottlePlanner, f: Fields) -> None:
+    scopes = f.child("scopes")
+    ignored = 0
+    for key in scopes.data:
+        s = scopes.child(key)
+        version = s.int("version")
+        if not 0 <= version <= MAX_VERSION:
+            # Forged (what a worker before versions were bounded could save):
+            # the scope is forgotten, as the planner forgets such a version.
+            ignored += 1
+            continue
+        current = None if s.raw("current") is None else load_command(s.child("current"))
+        p._scopes[key] = _ScopeState(
+            version, s.float("changed_at"), current, s.optional_str("owner"), s.int("severity")
+        )
+    p.snoozes = {(u, k): until for u, k, until in f.rows("snoozes", str, str, NUMBER)}
+    p.acks = f.map("acks", str, dict)
+    p.issued = f.int("issued")
+    p.ignored_versions = f.int("ignored_versions", 0) + ignored
+
+
+__all__ = ["SnapshotError", "dump_planner", "dump_tracker", "load_planner", "load_tracker"]
