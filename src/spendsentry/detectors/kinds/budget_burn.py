@@ -168,12 +168,17 @@ def _rest(ctx: UseCaseContext, end: int, rate: float, left: float, window: int) 
     over and multiplied by the shape of the minutes to come, the same burn
     projects what this use case's days actually spend. Months and use cases
     without a day of history project flat (``share`` counts minutes).
+
+    The shape only ever lowers the flat projection: divided by the shape of a
+    quiet hour (a night at a twentieth of the mean), a few calls would project
+    a busy day's spend, and an early riser would page every morning.
     """
+    flat = rate * left
     daily = ctx.daily
     if not daily.ready or left > 2 * 1440:
-        return rate * left
+        return flat
     recent = daily.share(end - window, window) / window
-    return rate / max(recent, daily.floor) * daily.share(end, int(left))
+    return min(flat, rate / max(recent, daily.floor) * daily.share(end, int(left)))
 
 
 def _minutes_left_in_month(now_min: int) -> float:
