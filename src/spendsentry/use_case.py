@@ -146,6 +146,7 @@ class UseCaseState:
         ctx.last_5m.push(signals)
         ctx.last_1h.push(signals)
         ctx.periods.push(signals)
+        ctx.daily.learn_one(signals.cost, minute)
         self.last_signals = signals
         return signals
 

@@ -29,7 +29,7 @@ from spendsentry.clock import EventClock
 from spendsentry.dedupe import EventIdIndex
 from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
 from spendsentry.shared_content import SharedContentIndex
-from spendsentry.snapshot.detectors import dump_monitor, load_monitor
+from spendsentry.snapshot.detectors import dump_monitor, dump_running, load_monitor, load_running
 from spendsentry.snapshot.fields import NUMBER, Fields
 from spendsentry.snapshot.incidents import dump_planner, dump_tracker, load_planner, load_tracker
 from spendsentry.snapshot.windows import (
@@ -195,6 +195,8 @@ def dump_use_case(u: UseCaseState) -> dict[str, Any]:
         "content": dump_content(u.content),
         "windows": [dump_window(w) for w in (ctx.last_1m, ctx.last_5m, ctx.last_1h)],
         "periods": dump_periods(ctx.periods),
+        # Absent from use cases converted from older pickles (learned afresh).
+        "daily": dump_running(ctx.daily) if hasattr(ctx, "daily") else None,
         "monitors": [dump_monitor(m) for m in u.monitors],
         "incidents": {kind: dump_tracker(t) for kind, t in u.trackers.items()},
         "last_active_minute": u.last_active_minute,
@@ -220,6 +222,8 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     for window, state in zip((u.ctx.last_1m, u.ctx.last_5m, u.ctx.last_1h), windows, strict=True):
         load_window(window, state)
     u.ctx.periods = load_periods(f.child("periods"))
+    if f.raw("daily", None) is not None:
+        load_running(u.ctx.daily, f.child("daily"))
     learned: dict[str, Fields] = {}
     for m in f.children("monitors"):
         learned[m.str("kind")] = m
