@@ -92,4 +92,17 @@ def test_a_restored_engine_detects_like_one_that_never_stopped(halves) -> None:
     }
     new = {m.kind for s in restored.use_cases.values() for m in s.monitors}
     assert new - set(snap.FIXTURE_KINDS) == {"cache_regression", "shared_embedding_duplication"}
-    assert _old_kinds(_run(restored, after, flush=True)) == _old_kinds(expected)
+    got = _run(restored, after, flush=True)
+    # Cost per outcome learns differently since this fixture was written (the
+    # cost of minutes without an outcome now counts toward the next, and the
+    # outcome-drop lens is new): its restored baseline is the old one, so its
+    # alerts may differ in timing; it must still report on the use cases it did.
+    relearned = {"cost_per_outcome"}
+    assert [a for a in _old_kinds(got) if a["kind"] not in relearned] == [
+        a for a in _old_kinds(expected) if a["kind"] not in relearned
+    ]
+
+    def incidents(alerts: list[dict]) -> set[str]:
+        return {a["use_case"] for a in alerts if a["kind"] in relearned}
+
+    assert incidents(got) == incidents(expected) != set()
