@@ -216,6 +216,13 @@ def test_a_real_overrun_is_still_projected_along_the_shape():
     late = [m - SATURDAY - (3 * 1440 + 720) for m, _ in found if m - SATURDAY >= 1440]
     assert late and 0 <= late[0] <= 60, late[:3]
     assert found[-1][1].details["period"] == "day"
+    # A burn the shape does not explain is projected flat, as if it went on:
+    # found exactly when a flat projection finds it.
+    flat_monitor, flat_ctx = _budget_monitor()
+    flat_ctx.daily.min_days = 10**9
+    flat = feed(flat_monitor, _batch_nights(4, surge=(3 * 1440 + 720, 240)), flat_ctx)
+    flat_late = [m - SATURDAY - (3 * 1440 + 720) for m, _ in flat if m - SATURDAY >= 3 * 1440 + 700]
+    assert late[0] == flat_late[0], (late[:3], flat_late[:3])
 
 
 def test_the_daily_shape_survives_a_snapshot():

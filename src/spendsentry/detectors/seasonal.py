@@ -96,6 +96,8 @@ class DailyProfile:
         self.shape = [1.0] * slots
         #: Complete days learned.
         self.days = 0
+        #: Mean spend per minute of the days learned (same weights as the shape).
+        self.mean = 0.0
         self._day: int | None = None
         #: Whether the day being accumulated is known from its first slot on.
         self._whole = False
@@ -126,6 +128,7 @@ class DailyProfile:
             for i in range(slots):
                 today = self._sums[i] / self.slot_minutes / day_mean
                 self.shape[i] += weight * (today - self.shape[i])
+            self.mean += weight * (day_mean - self.mean)
             self.days += 1
         self._sums = [0.0] * slots
 

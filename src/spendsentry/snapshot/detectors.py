@@ -242,6 +242,7 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
     DailyProfile: {
         "shape": FLOATS,
         "days": INT,
+        "mean": FLOAT,
         "_day": OPTIONAL_INT,
         "_whole": BOOL,
         "_sums": FLOATS,

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from spendsentry.policy import Policy
     from spendsentry.pricing import PriceBook
 
+#: A burn up to this many times what the learned days spent at the same time of
+#: day is the day's shape (a nightly batch, office hours), projected along it.
+EXPLAINED = 1.8
+
 #: (period, budget, spent, projected, minutes until exhausted)
 Overrun = tuple[str, float, float, float, float]
 
@@ -169,15 +173,20 @@ def _rest(ctx: UseCaseContext, end: int, rate: float, left: float, window: int) 
     projects what this use case's days actually spend. Months and use cases
     without a day of history project flat (``share`` counts minutes).
 
-    The shape only ever lowers the flat projection: divided by the shape of a
+    The shape explains a burn only when the burn matches it: at most
+    ``EXPLAINED`` times what the learned days spent at this time. A burn
+    beyond that (an incident) is projected flat, as if it went on; and the
+    shape only ever lowers the flat projection: divided by the shape of a
     quiet hour (a night at a twentieth of the mean), a few calls would project
-    a busy day's spend, and an early riser would page every morning.
+    a busy day's spend.
     """
     flat = rate * left
     daily = ctx.daily
     if not daily.ready or left > 2 * 1440:
         return flat
     recent = daily.share(end - window, window) / window
+    if rate > EXPLAINED * daily.mean * recent:
+        return flat
     return min(flat, rate / max(recent, daily.floor) * daily.share(end, int(left)))
 
 
