@@ -43,6 +43,7 @@ from spendsentry.events import USAGE_KINDS, Event, OutcomeEvent, UsageEvent
 from spendsentry.ingest.deadletter import DeadLetter, RejectReason, SourcePosition
 from spendsentry.minutes import close_until, evict_idle
 from spendsentry.pricing import PriceBook
+from spendsentry.shared_content import SharedContentIndex
 from spendsentry.stream_start import bulk_start
 from spendsentry.use_case import UseCaseState, evict_least_active
 from spendsentry.windows import MINUTE, MinuteBucket, MinuteSignals
@@ -64,6 +65,8 @@ class EngineConfig:
     session_idle_minutes: int = 30
     max_sessions_per_use_case: int = 50_000
     max_content_hashes_per_use_case: int = 200_000
+    #: Content hashes remembered across use cases (cross-use-case duplicates).
+    max_shared_content_hashes: int = 500_000
     #: A use case silent this long has its state dropped (counted).
     use_case_idle_minutes: int = 7 * 24 * 60
     #: Hard cap on tracked use cases; beyond it, the least recently active is evicted.
@@ -155,6 +158,9 @@ class Engine:
         #: back (partitions arrive one after another; nothing was emitted).
         self.closing_started = False
         self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
+        #: Who first embedded each content hash, across use cases (one owner:
+        #: the engine; use cases only see their own minutes).
+        self.shared_content = SharedContentIndex(max_hashes=self.config.max_shared_content_hashes)
         #: The action ladder, operator actions and command versions.
         self.planner = ThrottlePlanner()
 

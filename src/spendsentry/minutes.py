@@ -69,7 +69,7 @@ def close_minute(engine: Engine, minute: int, out: EngineOutput) -> bool:
             continue
         busy = True
         sessions_evicted = state.sessions.evicted
-        signals = state.close(minute)
+        signals = state.close(minute, engine.shared_content)
         stats.evicted_sessions += state.sessions.evicted - sessions_evicted
         out.closed.append(signals)
         for alert in state.detect(signals, engine.planner, out):

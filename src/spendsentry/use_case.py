@@ -24,6 +24,7 @@ from spendsentry.windows import (
 if TYPE_CHECKING:
     from spendsentry.engine import EngineConfig, EngineOutput
     from spendsentry.policy import Policy
+    from spendsentry.shared_content import SharedContentIndex
 
 
 class UseCaseState:
@@ -81,7 +82,11 @@ class UseCaseState:
         last = self.last_data_minute
         return last is not None and minute - last > after_minutes and minute not in self.open
 
-    def close(self, minute: int) -> MinuteSignals:
+    def close(self, minute: int, shared: SharedContentIndex | None = None) -> MinuteSignals:
+        """Close ``minute``: its signals, pushed into the windows.
+
+        ``shared`` is the engine's cross-use-case content index (None: not consulted).
+        """
         bucket = self.open.pop(minute, None)
         if bucket is None:
             bucket = MinuteBucket(minute)
@@ -90,6 +95,11 @@ class UseCaseState:
         counts, top_id, top, ended = self.sessions.close_minute(minute, bucket.session_calls)
         duplicates = (
             self.content.close_minute(minute, bucket.embed_hashes) if bucket.embed_hashes else 0
+        )
+        shared_embeddings, shared_with = (
+            shared.close_minute(self.use_case, minute, bucket.embed_hashes)
+            if shared is not None and bucket.embed_hashes
+            else (0, ())
         )
         signals = MinuteSignals(
             use_case=self.use_case,
@@ -102,7 +112,9 @@ class UseCaseState:
             llm_input_tokens=bucket.llm_input_tokens,
             llm_log_input=bucket.llm_log_input,
             output_tokens=bucket.output_tokens,
+            cached_input_tokens=bucket.cached_input_tokens,
             cost=bucket.cost / NANO,
+            embedding_cost=bucket.embedding_cost / NANO,
             unpriced=bucket.unpriced,
             fallback_calls=bucket.fallback_calls,
             rerouted_calls=bucket.rerouted_calls,
@@ -114,6 +126,8 @@ class UseCaseState:
             },
             retrieval_requests=len(bucket.retrieval_requests),
             embedding_duplicates=duplicates,
+            shared_embeddings=shared_embeddings,
+            shared_with=shared_with,
             # The policy names the outcome that counts (a support desk also
             # publishes escalations, which are not what a ticket's spend buys).
             outcomes=(
@@ -132,6 +146,7 @@ class UseCaseState:
         ctx.last_5m.push(signals)
         ctx.last_1h.push(signals)
         ctx.periods.push(signals)
+        ctx.daily.learn_one(signals.cost, minute)
         self.last_signals = signals
         return signals
 

@@ -107,6 +107,7 @@ class MinuteBucket:
         "cached_input_tokens",
         "cost",
         "embed_hashes",
+        "embedding_cost",
         "embeddings",
         "fallback_calls",
         "input_tokens",
@@ -140,6 +141,7 @@ class MinuteBucket:
         self.cached_input_tokens = 0
         self.reasoning_tokens = 0
         self.cost = 0  # nano-USD
+        self.embedding_cost = 0  # nano-USD, embeddings only
         self.unpriced = 0
         self.fallback_calls = 0
         self.rerouted_calls = 0
@@ -175,7 +177,7 @@ output_tokens=0, cost_nano=500000000)
         # (the calls by kind) is a function.
         cost_sum = unpriced = input_sum = output_sum = cached_sum = reasoning_sum = 0
         llm_calls = tool_calls = retrievals = embeddings = 0
-        llm_input = llm_log = fallbacks = rerouted = 0
+        llm_input = llm_log = fallbacks = rerouted = embed_cost = 0
         other_kinds: dict[str, int] = {}
         models = self.models
         sessions = self.session_calls
@@ -227,6 +229,7 @@ output_tokens=0, cost_nano=500000000)
                 continue  # retrievals do not count as session calls
             else:
                 embeddings += 1
+                embed_cost += cost
                 if kind != "embedding":
                     # Only hand-built events get here (the decoder checks kinds);
                     # they count as embeddings, as they always have.
@@ -239,6 +242,7 @@ output_tokens=0, cost_nano=500000000)
             if session:
                 sessions[session] = sessions.get(session, 0) + 1
         self.cost += cost_sum
+        self.embedding_cost += embed_cost
         self.unpriced += unpriced
         self.input_tokens += input_sum
         self.output_tokens += output_sum
@@ -292,13 +296,21 @@ class MinuteSignals:
     #: Sum over LLM calls of ln(1 + input tokens), in millionths (see _log_micro).
     llm_log_input: int = 0
     output_tokens: int = 0
+    #: Input tokens the provider served from its prompt cache.
+    cached_input_tokens: int = 0
     cost: float = 0.0
+    #: What the minute's embeddings cost (USD).
+    embedding_cost: float = 0.0
     unpriced: int = 0
     fallback_calls: int = 0
     rerouted_calls: int = 0
     models: dict[str, ModelMinute] = field(default_factory=dict)
     retrieval_requests: int = 0
     embedding_duplicates: int = 0
+    #: Embeddings of content another use case embedded first within a day
+    #: (:class:`spendsentry.shared_content.SharedContentIndex`), and those use cases.
+    shared_embeddings: int = 0
+    shared_with: tuple[str, ...] = ()
     outcomes: int = 0
     #: Sessions that made calls this minute, and the largest one so far.
     active_sessions: int = 0

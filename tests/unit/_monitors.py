@@ -26,6 +26,7 @@ def feed(
         for w in (ctx.last_1m, ctx.last_5m, ctx.last_1h):
             w.push(s)
         ctx.periods.push(s)
+        ctx.daily.learn_one(s.cost, s.minute)
         if (f := monitor.observe(s, ctx)) is not None:
             found.append((s.minute, f))
     return found

@@ -181,3 +181,24 @@ def test_bad_payloads_are_dead_lettered(changes: dict[str, Any], reason: str, fi
     (letter,) = result.rejected
     assert (letter.reason.value, letter.field, letter.index) == (reason, field, 1)
     assert orjson.loads(letter.original) == bad
+
+
+def test_anthropic_cache_reads_through_litellm_are_cached_input_tokens() -> None:
+    doc = payload()
+    doc["metadata"]["usage_object"] = {
+        "prompt_tokens": 3000,
+        "completion_tokens": 20,
+        "cache_read_input_tokens": 2048,
+        "cache_creation_input_tokens": 512,
+    }
+    doc["prompt_tokens"] = 3000  # LiteLLM's prompt_tokens count cache reads and writes
+    (event,) = decode(doc).events
+    # Cache writes stay in input_tokens (priced at the input rate).
+    assert (event.input_tokens, event.cached_input_tokens) == (3000, 2048)
+
+
+def test_openai_cached_tokens_win_over_a_zero_anthropic_field() -> None:
+    doc = payload()
+    doc["metadata"]["usage_object"]["cache_read_input_tokens"] = 0
+    (event,) = decode(doc).events
+    assert event.cached_input_tokens == 1024

@@ -363,3 +363,44 @@ def test_replay_counts_events_by_format(tmp_path: Path, tracer: Any) -> None:
     assert doc["skipped"] == 2
     assert doc["accepted"] == 8 and doc["rejected"] == {}
     assert set(doc["use_cases"]) == {"support_chat", "triage_agent", "kb_indexing"}
+
+
+def _span_with(*attributes: tuple[str, int]) -> bytes:
+    attrs = [
+        {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+        {"key": "gen_ai.request.model", "value": {"stringValue": "claude-sonnet-4-0"}},
+    ] + [{"key": k, "value": {"intValue": str(v)}} for k, v in attributes]
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "startTimeUnixNano": str(int(T0 * 1e9)),
+        "attributes": attrs,
+    }
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "support-bot"}}]}
+    return orjson.dumps(
+        {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+    )
+
+
+def test_cache_reads_are_cached_input_and_cache_writes_stay_input() -> None:
+    result = decode(
+        _span_with(
+            ("gen_ai.usage.input_tokens", 3000),
+            ("gen_ai.usage.cache_read.input_tokens", 2048),
+            ("gen_ai.usage.cache_creation.input_tokens", 512),
+        )
+    )
+    (event,) = result.events
+    # The convention counts cache writes within input_tokens: priced as input.
+    assert (event.input_tokens, event.cached_input_tokens) == (3000, 2048)
+
+
+def test_the_older_cache_read_attribute_name_is_read_too() -> None:
+    result = decode(
+        _span_with(
+            ("gen_ai.usage.input_tokens", 3000),
+            ("gen_ai.usage.cache_read_input_tokens", 1024),
+        )
+    )
+    (event,) = result.events
+    assert event.cached_input_tokens == 1024

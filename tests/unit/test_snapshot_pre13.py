@@ -3,7 +3,11 @@
 ``tests/fixtures/engine_snapshot_pre13.pickle.gz`` is an engine pickled by the
 code before the alert kinds became classes (``RatioMonitor``, ``AnyOf``,
 ``BudgetBurnMonitor``, ... and the module functions they held). Restored with
-today's code it must carry on exactly like an engine that never stopped.
+today's code it must carry on exactly like an engine that never stopped, for
+the kinds it had; kinds added since (``cache_regression``,
+``shared_embedding_duplication``) are built by the restoring engine and start
+learning at the restore, so their alerts may differ from a run that saw the
+whole day.
 """
 
 from __future__ import annotations
@@ -70,10 +74,35 @@ def test_the_old_monitors_restore_as_the_kinds() -> None:
     }
 
 
+def _old_kinds(alerts: list[dict]) -> list[dict]:
+    return [a for a in alerts if a["kind"] in snap.FIXTURE_KINDS]
+
+
 def test_a_restored_engine_detects_like_one_that_never_stopped(halves) -> None:
     before, after = halves
     fresh = Engine(PolicySet.load(snap.ROOT / "streams" / "policies"))
     _run(fresh, before, flush=False)
     expected = _run(fresh, after, flush=True)
     assert len({a["kind"] for a in expected if a["status"] == "firing"}) >= 5
-    assert _run(_restored(), after, flush=True) == expected
+    restored = _restored()
+    # Every use case has the monitors this process's policies give it, the
+    # kinds added since the fixture included (learning from the restore on).
+    assert {n: [m.kind for m in s.monitors] for n, s in restored.use_cases.items()} == {
+        n: [m.kind for m in s.monitors] for n, s in fresh.use_cases.items()
+    }
+    new = {m.kind for s in restored.use_cases.values() for m in s.monitors}
+    assert new - set(snap.FIXTURE_KINDS) == {"cache_regression", "shared_embedding_duplication"}
+    got = _run(restored, after, flush=True)
+    # Cost per outcome learns differently since this fixture was written (the
+    # cost of minutes without an outcome now counts toward the next, and the
+    # outcome-drop lens is new): its restored baseline is the old one, so its
+    # alerts may differ in timing; it must still report on the use cases it did.
+    relearned = {"cost_per_outcome"}
+    assert [a for a in _old_kinds(got) if a["kind"] not in relearned] == [
+        a for a in _old_kinds(expected) if a["kind"] not in relearned
+    ]
+
+    def incidents(alerts: list[dict]) -> set[str]:
+        return {a["use_case"] for a in alerts if a["kind"] in relearned}
+
+    assert incidents(got) == incidents(expected) != set()

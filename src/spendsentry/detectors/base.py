@@ -9,10 +9,11 @@ a :class:`~spendsentry.alerts.Finding` or None.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from spendsentry.alerts import Finding
+from spendsentry.detectors.seasonal import DailyProfile
 from spendsentry.windows import CostWindow, MinuteSignals
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class UseCaseContext:
     last_5m: CostWindow
     last_1h: CostWindow
     periods: PeriodTotals
+    #: The daily shape of its spend (one per use case: cost spikes divide it
+    #: out, budgets project the rest of the day with it).
+    daily: DailyProfile = field(default_factory=DailyProfile)
 
 
 class Monitor(Protocol):

@@ -38,6 +38,8 @@ KINDS: tuple[str, ...] = (
     "cost_per_outcome",
     "embedding_duplication",
     "model_oversizing",
+    "cache_regression",
+    "shared_embedding_duplication",
 )
 
 #: The order a use case's monitors see each closed minute, which is the order
@@ -49,7 +51,9 @@ EVALUATION_ORDER: tuple[str, ...] = (
     "fallback_drift",
     "cost_per_outcome",
     "embedding_duplication",
+    "shared_embedding_duplication",
     "model_oversizing",
+    "cache_regression",
     "cost_spike",
     "agent_chatter",
     "budget_burn",

@@ -77,6 +77,10 @@ class RatioShiftDetector:
         raise the noise estimate as fast as the shift grows. Off by default:
         on a noisy ratio (cost per outcome) it trims the noise estimate and
         costs false alarms.
+    baseline_uncertainty
+        Count the baseline's own uncertainty (from the units it learned, by
+        recency) in the z-score: for ratios whose units are sparse at times
+        (outcomes at a weekend), where a baseline can rest on a few dozen.
 
     Examples
     --------
@@ -107,8 +111,10 @@ class RatioShiftDetector:
         long_window: int = 0,
         long_z_threshold: float = math.inf,
         hold_z_fraction: float = 0.0,
+        baseline_uncertainty: bool = False,
     ) -> None:
         self.window = window
+        self.baseline_uncertainty = baseline_uncertainty
         self.hold_z_fraction = hold_z_fraction
         self.long_window = long_window
         self.long_z_threshold = long_z_threshold
@@ -125,6 +131,7 @@ class RatioShiftDetector:
         self._mean = 0.0  # EW mean of the per-unit value
         self._var_unit = 0.0  # EW per-unit variance estimate
         self._learned = 0.0
+        self._carry = 0.0
 
     # -- River-style API ----------------------------------------------------
 
@@ -156,7 +163,14 @@ class RatioShiftDetector:
         self._ring.append((num, den))
         self._age()
         if den <= 0:
+            # No unit this step: its numerator belongs to the next unit (the
+            # cost of the minutes before a sparse outcome is that outcome's
+            # cost). Dropped, a use case with an outcome every ten minutes
+            # would learn a tenth of its cost per outcome, and any busier
+            # hour (a Monday after a weekend) would read as a 5x regression.
+            self._carry += num
             return
+        num, self._carry = num + self._carry, 0.0
         value = num / den
         weight = den * (self.anomalous_weight if shift is not None else 1.0)
         prior = self._mean
@@ -211,7 +225,12 @@ class RatioShiftDetector:
         # A variance floor of (5 % of the mean)^2 per unit: without it, a
         # perfectly regular baseline would turn any wobble into a huge z.
         var = max(self._var_unit, (0.05 * base) ** 2, 1e-12)
-        z = (observed - base) / math.sqrt(var / d)
+        # With ``baseline_uncertainty`` the baseline counts as an estimate too,
+        # from ``_w`` units (weighted by recency): after a weekend of a tenth
+        # of the traffic it rests on a few dozen outcomes, and a busy Monday's
+        # window is no surer a shift than that baseline is sure.
+        spread = var / d + (var / max(self._w, 1e-9) if self.baseline_uncertainty else 0.0)
+        z = (observed - base) / math.sqrt(spread)
         ratio = observed / base if base > 0 else math.inf
         return Shift(observed, base, ratio, z, d)
 
@@ -251,6 +270,12 @@ class RateSpikeDetector:
         spends a cent an hour is noise, not an incident).
     warmup
         Minutes before scoring.
+    adopt_after
+        Minutes of spike (not interrupted by a clearly normal minute) after
+        which the rate is the new normal and is learned again. Without it a
+        level that fell to nothing (a weekend, an idle night) would call every
+        busy minute after it a spike, forever; two hours is long after any
+        incident was raised, and shorter than a working day.
 
     Examples
     --------
@@ -278,8 +303,11 @@ class RateSpikeDetector:
         warmup: int = 90,
         ambiguous: float = 0.5,
         defer: int = 30,
+        adopt_after: int = 120,
     ) -> None:
         self.window = window
+        self.adopt_after = adopt_after
+        self._spiking = 0
         self.level_fading = level_fading
         self.peak_window = peak_window
         self.peak_quantile = peak_quantile
@@ -300,18 +328,23 @@ class RateSpikeDetector:
         self._log_var = stats.EWVar(fading_factor=level_fading)
         self._n = 0
 
-    def learn_one(self, x: float) -> None:
-        """Add one minute's rate."""
-        score = self.score_one(x)
+    def learn_one(self, x: float, scale: float = 1.0) -> None:
+        """Add one minute's rate (``scale``: see :meth:`measure`)."""
+        score = self.measure(x, scale)[0]
         self._ring.append(x)
         self._n += 1
         observed = _trimmed_mean(self._ring)
         if score >= 1.0:
             # An incident's minutes are kept out of the baselines, so a long
             # spike does not teach the detector that spikes are normal; nor
-            # is the rise that led to it.
+            # is the rise that led to it. Until it has lasted adopt_after.
             self._pending.clear()
+            self._spiking += 1
+            if self._spiking >= self.adopt_after:
+                self._learn(observed)
             return
+        if score < self.ambiguous:
+            self._spiking = 0
         if self._n <= self.warmup or score < self.ambiguous:
             self._learn(observed)
         else:
@@ -335,8 +368,13 @@ class RateSpikeDetector:
         """Observed / threshold: 1.0 or more is a spike; pure."""
         return self.measure(x)[0]
 
-    def measure(self, x: float) -> tuple[float, float, float, float]:
-        """(score, observed rate, level, usual peak) of the window ending with ``x``; pure."""
+    def measure(self, x: float, scale: float = 1.0) -> tuple[float, float, float, float]:
+        """(score, observed rate, level, usual peak) of the window ending with ``x``; pure.
+
+        ``scale``: the rates are divided by a seasonal index (see
+        :class:`~spendsentry.detectors.seasonal.DailyProfile`) and ``x`` was
+        divided by ``scale``; ``min_excess`` stays in undivided dollars.
+        """
         if self._n < self.warmup:
             return 0.0, 0.0, 0.0, 0.0
         items = list(self._ring)
@@ -347,7 +385,8 @@ class RateSpikeDetector:
         peak = self._peak.get() or 0.0
         sigma = math.sqrt(max(self._log_var.get() or 0.0, 0.0))
         ratio = max(self.min_ratio_level, math.exp(self.volatility_z * sigma))
-        threshold = max(level * ratio, peak * self.min_ratio_peak, level + self.min_excess, 1e-9)
+        excess = self.min_excess / scale
+        threshold = max(level * ratio, peak * self.min_ratio_peak, level + excess, 1e-9)
         return observed / threshold, observed, level, peak
 
 
@@ -426,8 +465,13 @@ class LogRateShiftDetector:
     def _log(self, x: float) -> float:
         return math.log(max(x, 0.0) + self.floor)
 
-    def learn_one(self, x: float) -> None:
-        """Add one minute's rate (idle minutes are skipped, see ``measure``)."""
+    def learn_one(self, x: float, small: bool = False) -> None:
+        """Add one minute's rate (idle minutes are skipped, see ``measure``).
+
+        ``small``: the caller knows the shift is too small in dollars to be
+        an incident (a night at a weekday's scale after a weekend); it is
+        learned as it is.
+        """
         if x <= 0:
             return
         score = self.score_one(x)
@@ -435,7 +479,7 @@ class LogRateShiftDetector:
         lx = self._log(x)
         self._ring.append(lx)
         self._n += 1
-        if self._n > self.warmup and score >= 0.5:
+        if self._n > self.warmup and score >= 0.5 and not small:
             # Halfway to the bar or beyond: the level learns the minute clipped
             # to a tenth of the size bar above it, so an hour-long incident
             # does not become the new normal (a permanent change still does,

@@ -188,7 +188,7 @@ def map_payload(
     optional = {
         "provider": payload.get("custom_llm_provider") or None,
         "model": model,
-        "cached_input_tokens": _detail(usage, "prompt_tokens_details", "cached_tokens"),
+        "cached_input_tokens": _cached_tokens(usage),
         "reasoning_tokens": _detail(usage, "completion_tokens_details", "reasoning_tokens"),
         "session_id": payload.get("session_id")
         or (request_metadata or {}).get("session_id")
@@ -210,6 +210,30 @@ def map_payload(
 def _status(value: Any) -> Any:
     """LiteLLM's success/failure as the ok/error the other producers use."""
     return _STATUS.get(value, value) if isinstance(value, str) else value
+
+
+def _cached_tokens(usage: Any) -> Any:
+    """Input tokens read from the prompt cache: OpenAI's ``prompt_tokens_details.cached_tokens``,
+    else Anthropic's ``cache_read_input_tokens`` (LiteLLM passes both through).
+
+    Tokens *written* to the cache (``cache_creation_input_tokens``) stay in
+    ``input_tokens``: LiteLLM counts them in ``prompt_tokens`` and the event
+    contract prices every input token that is not a cache read at the input
+    rate (a provider's write premium, Anthropic's 1.25x, is not modelled).
+
+    >>> _cached_tokens({"cache_read_input_tokens": 900, "cache_creation_input_tokens": 50})
+    900
+    >>> _cached_tokens({"prompt_tokens_details": {"cached_tokens": 0},
+    ...                 "cache_read_input_tokens": 700})
+    700
+    >>> _cached_tokens({"prompt_tokens": 10}) is None
+    True
+    """
+    cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
+    if cached:
+        return cached
+    read = usage.get("cache_read_input_tokens") if isinstance(usage, dict) else None
+    return read if read is not None else cached
 
 
 def _detail(usage: Any, group: str, name: str) -> Any:

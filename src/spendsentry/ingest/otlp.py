@@ -395,7 +395,13 @@ def _span_event(
         "model": model,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "cached_input_tokens": _tokens(attrs, "gen_ai.usage.cache_read.input_tokens"),
+        # Cache writes (gen_ai.usage.cache_creation.input_tokens) are part of
+        # gen_ai.usage.input_tokens by the convention and priced as input; reads
+        # are the cached input. The older underscore name is still emitted by
+        # some instrumentations.
+        "cached_input_tokens": _tokens(
+            attrs, "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"
+        ),
         "reasoning_tokens": _tokens(attrs, "gen_ai.usage.reasoning.output_tokens"),
         "session_id": _str(attrs, "gen_ai.conversation.id"),
         "agent_id": _str(attrs, "gen_ai.agent.id") or _str(attrs, "gen_ai.agent.name"),

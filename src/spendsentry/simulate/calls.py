@@ -97,7 +97,7 @@ class CallEmitter:
         requested = model or shape.model
         served = requested
         fallback = False
-        if eff is not NORMAL:
+        if eff is not NORMAL and eff.changes_calls:
             input_tokens = int(input_tokens * eff.input_tokens)
             output_tokens = max(1, int(output_tokens * eff.output_tokens))
             r = rng.random()

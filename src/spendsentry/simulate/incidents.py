@@ -27,7 +27,19 @@ embedding_duplication        3-12 content hashes re-embedded over and over: extr
 model_oversizing             70-100 % of the routine small llm calls (< 300 input
                              and < 100 output tokens; 15-30 % of normal calls) go
                              to the big model instead of the small one
+cache_regression             a step: 90-100 % of the tokens the provider used to
+                             serve from its prompt cache are billed as fresh input
+                             (chat and agent use cases, which cache their prefix)
+shared_embedding_duplication a RAG use case starts embedding the documents the
+                             embedding pipeline (``source``) embeds, one minute
+                             behind it: 8-20 shared chunks a minute, embedded by
+                             both (the labelled use case is the later embedder)
 ===========================  ===================================================
+
+The kinds added after the first nine (:data:`EXTRA_KINDS`) are planned after
+them, from the same random stream once the first nine are placed, in slots the
+first nine left free: adding them left the plan of every seed's first nine
+incidents (kinds, use cases, times, parameters and ids) as it was.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
@@ -44,7 +56,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,19 +64,28 @@ from spendsentry.alerts import ALERT_KINDS
 
 __all__ = [
     "BIG_MODELS",
+    "CORE_KINDS",
     "DURATION_MINUTES",
     "ELIGIBLE",
+    "EXTRA_KINDS",
     "KINDS",
     "NORMAL",
     "Effects",
     "Incident",
     "incident_effects",
+    "incident_effects_by_use_case",
     "intensity",
     "plan_incidents",
 ]
 
 #: The fixed vocabulary of incident (and alert) kinds.
 KINDS: tuple[str, ...] = ALERT_KINDS
+#: Kinds planned after the first nine, from the rest of the same random stream.
+EXTRA_KINDS: tuple[str, ...] = ("cache_regression", "shared_embedding_duplication")
+#: The first nine kinds, planned exactly as before the extra ones existed.
+CORE_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in EXTRA_KINDS)
+#: The embedding pipeline whose documents a shared-embedding incident repeats.
+EMBEDDING_SOURCE = "doc_embeddings"
 
 #: Which use cases each kind may hit (the shapes where it makes sense).
 ELIGIBLE: dict[str, tuple[str, ...]] = {
@@ -82,6 +103,10 @@ ELIGIBLE: dict[str, tuple[str, ...]] = {
     "cost_per_outcome": ("support_chat", "claims_triage", "underwriting_rag", "kb_search_rag"),
     "embedding_duplication": ("doc_embeddings",),
     "model_oversizing": ("claims_triage", "code_assistant", "sales_email_drafts"),
+    # The use cases whose calls resend a cached prefix (chat turns, agent steps).
+    "cache_regression": ("support_chat", "research_agent", "ops_agent"),
+    # RAG use cases that could build their own index of the pipeline's documents.
+    "shared_embedding_duplication": ("kb_search_rag", "underwriting_rag"),
 }  # fmt: skip
 
 #: The bigger, pricier model a use case drifts or is oversized to.
@@ -107,6 +132,8 @@ DURATION_MINUTES: dict[str, tuple[int, int]] = {
     "cost_per_outcome": (60, 90),  # outcomes are sparse: give the ratio time to move
     "embedding_duplication": (30, 60),
     "model_oversizing": (40, 90),
+    "cache_regression": (40, 90),
+    "shared_embedding_duplication": (30, 60),
 }
 _RAMP_KINDS = {"prompt_inflation": 0.5, "fallback_drift": 0.3, "cost_per_outcome": 0.3}
 
@@ -133,6 +160,17 @@ class Effects:
     runaway_interval_s: float = 0.0  # > 0: one run calls every ~interval until the end
     duplicate_share: float = 0.0  # embedding calls that re-embed duplicate_hashes
     duplicate_hashes: tuple[str, ...] = ()
+    cache_loss: float = 0.0  # share of the cacheable prefix billed as fresh input
+    #: Shared-embedding corpus: its seed (the incident id), this use case's
+    #: role ("source" embeds a minute's chunks, "copy" the previous minute's)
+    #: and chunks per minute. Emitted without random draws.
+    corpus: str | None = None
+    corpus_role: str = ""
+    corpus_chunks: int = 0
+    #: Whether llm calls are bent per call (False: the effect is applied by the
+    #: workload without random draws, so the use case's random stream, and so
+    #: the rest of its day, stays what it was).
+    changes_calls: bool = True
 
 
 NORMAL = Effects()
@@ -299,6 +337,45 @@ def _model_oversizing_effects(iid: str, p: dict[str, Any], level: float) -> Effe
     return Effects(iid, oversize_share=float(p["share"]), big_model=str(p["model"]))
 
 
+def _cache_regression_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    return Effects(iid, cache_loss=float(p["loss"]) * level, changes_calls=False)
+
+
+def _shared_embedding_effects(iid: str, p: dict[str, Any], level: float) -> Effects:
+    chunks = int(p["chunks_per_minute"])
+    return Effects(iid, corpus=iid, corpus_role="copy", corpus_chunks=chunks, changes_calls=False)
+
+
+def incident_effects_by_use_case(incident: Incident, level: float) -> dict[str, Effects]:
+    """The traffic change of ``incident`` per use case it touches (see :func:`incident_effects`).
+
+    A shared-embedding incident also makes its ``source`` embed the corpus the
+    labelled use case repeats; every other kind touches its own use case only.
+
+    >>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    >>> inc = Incident("s", "shared_embedding_duplication", "kb_search_rag", "step", t0,
+    ...                t0 + timedelta(minutes=30))
+    >>> {u: e.corpus_role for u, e in incident_effects_by_use_case(inc, 1.0).items()}
+    {'kb_search_rag': 'copy', 'doc_embeddings': 'source'}
+    """
+    effects = incident_effects(incident, level)
+    touched = {incident.use_case: effects}
+    if incident.kind == "shared_embedding_duplication" and effects is not NORMAL:
+        source = str({**default_params(incident), **incident.params}["source"])
+        touched[source] = replace(effects, corpus_role="source")
+    return touched
+
+
+def corpus_chunk(corpus: str, minute: int, index: int) -> tuple[str, int]:
+    """(content hash, tokens) of chunk ``index`` the source embeds in run ``minute``.
+
+    >>> corpus_chunk("inc-1", 5, 0) == corpus_chunk("inc-1", 5, 0)
+    True
+    """
+    content = hashlib.sha256(f"{corpus}:{minute}:{index}".encode()).hexdigest()[:32]
+    return content, 200 + int(content[:6], 16) % 800
+
+
 _EFFECTS: dict[str, Callable[[str, dict[str, Any], float], Effects]] = {
     "prompt_inflation": _prompt_inflation_effects,
     "agent_chatter": _agent_chatter_effects,
@@ -309,6 +386,8 @@ _EFFECTS: dict[str, Callable[[str, dict[str, Any], float], Effects]] = {
     "cost_per_outcome": _cost_per_outcome_effects,
     "embedding_duplication": _embedding_duplication_effects,
     "model_oversizing": _model_oversizing_effects,
+    "cache_regression": _cache_regression_effects,
+    "shared_embedding_duplication": _shared_embedding_effects,
 }
 
 
@@ -337,6 +416,8 @@ def default_params(incident: Incident) -> dict[str, Any]:
             "extra_rate": 2.0,
         },
         "model_oversizing": {"share": 0.9, "model": big},
+        "cache_regression": {"loss": 1.0},
+        "shared_embedding_duplication": {"source": EMBEDDING_SOURCE, "chunks_per_minute": 12},
     }
     return defaults[incident.kind]
 
@@ -406,6 +487,14 @@ def _draw_model_oversizing(rng: random.Random, big: str, shape: str) -> dict[str
     }
 
 
+def _draw_cache_regression(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    return {"loss": round(rng.uniform(0.9, 1.0), 2)}
+
+
+def _draw_shared_embedding_duplication(rng: random.Random, big: str, shape: str) -> dict[str, Any]:
+    return {"source": EMBEDDING_SOURCE, "chunks_per_minute": rng.randint(8, 20)}
+
+
 _DRAWS: dict[str, Callable[[random.Random, str, str], dict[str, Any]]] = {
     "prompt_inflation": _draw_prompt_inflation,
     "agent_chatter": _draw_agent_chatter,
@@ -416,6 +505,8 @@ _DRAWS: dict[str, Callable[[random.Random, str, str], dict[str, Any]]] = {
     "cost_per_outcome": _draw_cost_per_outcome,
     "embedding_duplication": _draw_embedding_duplication,
     "model_oversizing": _draw_model_oversizing,
+    "cache_regression": _draw_cache_regression,
+    "shared_embedding_duplication": _draw_shared_embedding_duplication,
 }
 
 
@@ -436,7 +527,8 @@ def plan_incidents(
     Incidents start on whole minutes no earlier than ``warmup_minutes`` into the
     run, end ``tail_minutes`` before it ends (the evaluation's grace period), keep
     ``gap_minutes`` apart on one use case and prefer use cases not hit yet. A
-    kind that does not fit (a short run) is left out. Ids follow start order.
+    kind that does not fit (a short run) is left out. Ids follow start order, the
+    extra kinds' (:data:`EXTRA_KINDS`, planned last) after the first nine's.
     ``active(use_case, first_minute, end_minute)``, when given, rejects windows in
     which the use case has no traffic (an office-hours use case at night).
 
@@ -455,36 +547,28 @@ def plan_incidents(
         raise ValueError(f"unknown incident kinds {unknown}; known: {', '.join(KINDS)}")
     if len(set(wanted)) != len(wanted):
         raise ValueError("each incident kind may be asked for once")
-    available = set(use_cases) if use_cases is not None else None
-    total = round(hours * 60)
-    # Most constrained kinds first, so they get their only use cases.
-    order = sorted(wanted, key=lambda k: (len(ELIGIBLE[k]), rng.random()))
-    placed: list[tuple[str, str, int, int, int | None]] = []  # kind, uc, start, end, ramp_end
-    used: dict[str, int] = {}
-    for kind in order:
-        candidates = [u for u in ELIGIBLE[kind] if available is None or u in available]
-        rng.shuffle(candidates)
-        candidates.sort(key=lambda u: used.get(u, 0))  # least-hit use cases first (stable)
-        for use_case in candidates:
-            slot = _find_slot(
-                rng,
-                kind,
-                use_case,
-                placed,
-                total,
-                warmup_minutes,
-                tail_minutes,
-                gap_minutes,
-                active,
-                start.hour * 60 + start.minute,
-            )
-            if slot is not None:
-                placed.append((kind, use_case, *slot))
-                used[use_case] = used.get(use_case, 0) + 1
-                break
-    placed.sort(key=lambda p: (p[2], p[1]))
+    day_offset = start.hour * 60 + start.minute
+    slots = _Slots(
+        rng, round(hours * 60), use_cases, warmup_minutes, tail_minutes, gap_minutes, active,
+        day_offset,
+    )  # fmt: skip
+    # The first nine kinds exactly as they were always planned; the extra kinds
+    # after them, from the rest of the stream, in the slots left free.
+    incidents = _incidents(rng, start, slots.place([k for k in wanted if k not in EXTRA_KINDS]))
+    extra = slots.place([k for k in wanted if k in EXTRA_KINDS])
+    incidents += _incidents(rng, start, extra, first_id=len(incidents) + 1)
+    return sorted(incidents, key=lambda i: (i.start, i.use_case))
+
+
+_Placed = tuple[str, str, int, int, int | None]  # kind, use case, start, end, ramp_end
+
+
+def _incidents(
+    rng: random.Random, start: datetime, placed: list[_Placed], first_id: int = 1
+) -> list[Incident]:
+    """The placed slots as incidents, numbered from ``first_id``, parameters drawn in order."""
     incidents = []
-    for n, (kind, use_case, begin, end, ramp_end) in enumerate(placed, 1):
+    for n, (kind, use_case, begin, end, ramp_end) in enumerate(placed, first_id):
         shape = "ramp" if ramp_end is not None else "step"
         incidents.append(
             Incident(
@@ -499,6 +583,83 @@ def plan_incidents(
             )
         )
     return incidents
+
+
+class _Slots:
+    """Where a run's incidents go: one kind after another, least-hit use cases first."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        total: int,
+        use_cases: Sequence[str] | None,
+        warmup: int,
+        tail: int,
+        gap: int,
+        active: Callable[[str, int, int], bool] | None,
+        day_offset: int,
+    ) -> None:
+        self.rng = rng
+        self.total = total
+        self.available = set(use_cases) if use_cases is not None else None
+        self.warmup, self.tail, self.gap = warmup, tail, gap
+        self.active = active
+        self.day_offset = day_offset
+        self.placed: list[_Placed] = []
+        self.used: dict[str, int] = {}
+
+    def place(self, kinds: list[str]) -> list[_Placed]:
+        """Place ``kinds`` (those that fit) clear of everything placed; in start order.
+
+        The draws from ``rng`` are exactly those the planner always made (the
+        first nine kinds' plan of every seed depends on it).
+        """
+        rng = self.rng
+        # Most constrained kinds first, so they get their only use cases.
+        order = sorted(kinds, key=lambda k: (len(ELIGIBLE[k]), rng.random()))
+        new: list[_Placed] = []
+        for kind in order:
+            candidates = [
+                u for u in ELIGIBLE[kind] if self.available is None or u in self.available
+            ]
+            rng.shuffle(candidates)
+            candidates.sort(key=lambda u: self.used.get(u, 0))  # least-hit first (stable)
+            for use_case in candidates:
+                slot = _find_slot(
+                    rng,
+                    kind,
+                    use_case,
+                    self.placed,
+                    self.total,
+                    self.warmup,
+                    self.tail,
+                    self.gap,
+                    self._active(kind),
+                    self.day_offset,
+                )
+                if slot is not None:
+                    self.placed.append((kind, use_case, *slot))
+                    new.append((kind, use_case, *slot))
+                    self.used[use_case] = self.used.get(use_case, 0) + 1
+                    break
+        new.sort(key=lambda p: (p[2], p[1]))
+        return new
+
+    def _active(self, kind: str) -> Callable[[str, int, int], bool] | None:
+        if kind != "shared_embedding_duplication":
+            return self.active
+        # The source embeds the shared documents too: it must be free as well.
+        gap = self.gap
+
+        def free(use_case: str, begin: int, end: int) -> bool:
+            if self.active is not None and not self.active(use_case, begin, end):
+                return False
+            return not any(
+                u == EMBEDDING_SOURCE and begin < e + gap and end + gap > b
+                for _, u, b, e, _r in self.placed
+            )
+
+        return free
 
 
 #: Kinds whose label is only true at some times of day (UTC minutes): a x3 burn

@@ -41,7 +41,7 @@ from spendsentry.simulate.incidents import (
     Effects,
     Incident,
     default_params,
-    incident_effects,
+    incident_effects_by_use_case,
     intensity,
     parse_rfc3339,
     plan_incidents,
@@ -198,7 +198,6 @@ class Scenario:
         """Per use case: run minute -> effects, only for minutes inside an incident."""
         tables: dict[str, dict[int, Effects]] = {s.name: {} for s in self.shapes}
         for inc in self.incidents:
-            table = tables[inc.use_case]
             first = max(0, self._minute_of(inc.start))
             last = min(self.total_minutes, self._minute_of(inc.end - timedelta(microseconds=1)))
             for minute in range(first, last + 1):
@@ -206,7 +205,10 @@ class Scenario:
                 mid = self.start + timedelta(minutes=minute, seconds=30)
                 level = intensity(inc, max(inc.start, min(mid, inc.end - timedelta(seconds=1))))
                 if level > 0:
-                    table[minute] = incident_effects(inc, level)
+                    # Most kinds touch their own use case; a shared-embedding
+                    # incident also its source pipeline.
+                    for use_case, effects in incident_effects_by_use_case(inc, level).items():
+                        tables[use_case][minute] = effects
         return tables
 
     def iter_events(self) -> Iterator[dict[str, Any]]:

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from spendsentry.simulate.calls import MINUTE_MS, CallEmitter
+from spendsentry.simulate.incidents import corpus_chunk
 
 
 @dataclass(slots=True)
@@ -42,6 +43,35 @@ class Workloads:
         self.rng: random.Random = calls.rng
         self.effects = calls.effects
         self._recent_docs: deque[tuple[str, int]] = deque(maxlen=2000)
+        self._corpus_minute = -1
+
+    def _cached(self, t: int, cached: int) -> int:
+        """The cached prefix the provider actually serves (a cache regression bills it all)."""
+        loss = self.effects(t // MINUTE_MS).cache_loss
+        return int(cached * (1.0 - loss)) if loss else cached
+
+    def shared_corpus(self, t: int) -> None:
+        """Once a minute during a shared-embedding incident: embed the minute's corpus chunks.
+
+        The source embeds the chunks of this minute, the copy those the source
+        embedded the minute before (so the source owns the content). No random
+        draws: the rest of the use case's traffic stays what it was.
+        """
+        minute = t // MINUTE_MS
+        eff = self.effects(minute)
+        if eff.corpus is None or minute == self._corpus_minute:
+            return
+        self._corpus_minute = minute
+        of_minute = minute if eff.corpus_role == "source" else minute - 1
+        if self.effects(of_minute).corpus != eff.corpus:
+            return  # the copy starts one minute after the source
+        offset = 0 if eff.corpus_role == "source" else 30_000
+        for i in range(eff.corpus_chunks):
+            content, tokens = corpus_chunk(eff.corpus, of_minute, i)
+            end = minute * MINUTE_MS + offset + 1000 * i // 2 + 200
+            self.calls.embedding(
+                end, tokens, content, f"{eff.corpus}.{minute}.{i}", 30.0 + 0.02 * tokens
+            )
 
     def single(self, t: int) -> None:
         shape, rng = self.shape, self.rng
@@ -65,7 +95,7 @@ class Workloads:
                 t,
                 context,
                 output,
-                cached=cached,
+                cached=self._cached(t, cached),
                 session_id=session_id,
                 request_id=self.calls.new_id("req"),
             )
@@ -78,6 +108,7 @@ class Workloads:
     def rag(self, t: int) -> None:
         """A question: retrievals, then one llm call (top-k kept after re-ranking)."""
         shape, rng = self.shape, self.rng
+        self.shared_corpus(t)
         session_id = self.calls.new_id(shape.id_prefix)
         request_id = self.calls.new_id("req")
         retrievals = rng.randint(*shape.calls) * self.effects(t // MINUTE_MS).retrievals
@@ -130,7 +161,7 @@ class Workloads:
             t,
             session.context,
             output,
-            cached=cached,
+            cached=self._cached(t, cached),
             session_id=session.session_id,
             request_id=request_id,
         )
@@ -162,6 +193,7 @@ class Workloads:
     def document(self, t: int) -> None:
         """A document split into chunks, each embedded once (rarely re-embedded)."""
         shape, rng = self.shape, self.rng
+        self.shared_corpus(t)
         eff = self.effects(t // MINUTE_MS)
         request_root = self.calls.new_id("doc")
         for i in range(rng.randint(*shape.calls)):

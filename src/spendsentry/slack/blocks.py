@@ -107,6 +107,16 @@ CHECKLISTS: dict[str, tuple[str, ...]] = {
         "Try the smaller model on a sample; the saving is the projected amount",
         "Not urgent: this is a recommendation",
     ),
+    "cache_regression": (
+        "Did a deploy change the start of the prompt (a timestamp, request id or reordering)?",
+        "Compare a recent prompt's first lines with one from before the start time",
+        "Token counts look normal: the cost is in cache misses, not in bigger prompts",
+    ),
+    "shared_embedding_duplication": (
+        "The use cases named in the evidence embedded the same content first",
+        "Read their embeddings from one shared store instead of embedding again",
+        "Not urgent: this is a recommendation; the saving is the projected amount",
+    ),
 }
 _DEFAULT_CHECKLIST = (
     "Open the example session in the evidence",

@@ -31,9 +31,13 @@ from spendsentry.detectors.burn import BurnRateDetector
 from spendsentry.detectors.kinds.agent_chatter import AgentChatter
 from spendsentry.detectors.kinds.base import Composite
 from spendsentry.detectors.kinds.budget_burn import BudgetBurn
-from spendsentry.detectors.kinds.cost_per_outcome import OutcomeTarget
+from spendsentry.detectors.kinds.cache_regression import CacheRegression
+from spendsentry.detectors.kinds.cost_per_outcome import OutcomeDrop, OutcomeTarget
 from spendsentry.detectors.kinds.cost_spike import CostSpike
 from spendsentry.detectors.kinds.ratio import RatioKind
+from spendsentry.detectors.kinds.shared_embedding_duplication import SharedEmbeddingDuplication
+from spendsentry.detectors.outcomes import OutcomeDropDetector
+from spendsentry.detectors.seasonal import DailyProfile
 from spendsentry.detectors.sessions import SessionLengthDetector
 from spendsentry.detectors.shift import LogRateShiftDetector, RateSpikeDetector, RatioShiftDetector
 from spendsentry.snapshot import river
@@ -80,6 +84,23 @@ def _ring(width: int, cell: tuple[type, ...]) -> tuple[Dump, Load]:
     return dump, load
 
 
+def _ring_of_counts() -> tuple[Dump, Load]:
+    """A deque of ``{name: int}`` maps (a kind's per-model tokens of recent minutes)."""
+
+    def dump(d: deque[dict[str, int]]) -> Any:
+        return [dict(m) for m in d]
+
+    def load(fresh: deque[dict[str, int]], f: Fields, name: str) -> Any:
+        for i, row in enumerate(f.list(name, dict)):
+            for key, value in row.items():
+                if not isinstance(key, str) or type(value) is not int:
+                    raise f.fail(f"{name}[{i}]", f"expected a map of str to int, has {key!r}")
+            fresh.append(row)
+        return KEEP
+
+    return dump, load
+
+
 def _river(
     dump: Callable[[Any], dict[str, Any]], load: Callable[[Any, Fields], None]
 ) -> tuple[Dump, Load]:
@@ -112,9 +133,34 @@ def _optional_nested() -> tuple[Dump, Load]:
     return dump, loader
 
 
+class _Added(tuple):
+    """A codec of an attribute added after version 3 was first written: absent from
+    older snapshots (and from objects converted from older pickles), it keeps the
+    fresh object's value, which is what a new attribute learns from."""
+
+
+def added(codec: tuple[Dump, Load]) -> tuple[Dump, Load]:
+    """Mark ``codec`` as that of an attribute older snapshots lack (see :class:`_Added`)."""
+    dump, load = codec
+
+    def loader(fresh: Any, f: Fields, name: str) -> Any:
+        return load(fresh, f, name) if name in f.data else KEEP
+
+    return _Added((dump, loader))
+
+
+def _floats() -> tuple[Dump, Load]:
+    def load(_: Any, f: Fields, name: str) -> Any:
+        return [float(x) for x in f.list(name, NUMBER)]
+
+    return (lambda v: list(v)), load
+
+
 INT = _scalar((int,), "int")
 FLOAT = _scalar(NUMBER, "float")
 OPTIONAL_FLOAT = _scalar(OPTIONAL_NUMBER, "float or nil")
+OPTIONAL_INT = _scalar((int, type(None)), "int or nil")
+FLOATS = _floats()
 BOOL = _scalar((bool,), "bool")
 EWMEAN = _river(river.dump_ewmean, river.load_ewmean)
 EWVAR = _river(river.dump_ewvar, river.load_ewvar)
@@ -122,8 +168,18 @@ MEAN = _river(river.dump_mean, river.load_mean)
 QUANTILE = _river(river.dump_quantile, river.load_quantile)
 ROLLING_QUANTILE = _river(river.dump_rolling_quantile, river.load_rolling_quantile)
 
+#: What every ratio kind learned (a subclass adds its own on top).
+_RATIO_KIND: dict[str, tuple[Dump, Load]] = {
+    "detector": _nested(),
+    "persistence": _nested(),
+    "_num_level": EWMEAN,
+    "_minutes": INT,
+}
+
 #: Per class: the learned attributes and their codecs. Every other attribute
-#: is a parameter, set by the constructor from the policy (or code).
+#: is a parameter, set by the constructor from the policy (or code). A class
+#: is looked up along its MRO, so a subclass with learned attributes of its own
+#: needs its own entry (with its base's).
 RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
     Persistence: {"streak": INT, "onset": OPTIONAL_FLOAT, "active": BOOL},
     RatioShiftDetector: {
@@ -132,6 +188,7 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "_mean": FLOAT,
         "_var_unit": FLOAT,
         "_learned": FLOAT,
+        "_carry": added(FLOAT),
     },
     RateSpikeDetector: {
         "_pending": _ring(2, NUMBER),
@@ -140,6 +197,7 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "_peak": ROLLING_QUANTILE,
         "_log_var": EWVAR,
         "_n": INT,
+        "_spiking": added(INT),
     },
     LogRateShiftDetector: {
         "_ring": _ring(1, NUMBER),
@@ -157,12 +215,10 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "_n": INT,
     },
     SessionLengthDetector: {"_q": QUANTILE, "_mean": MEAN, "_n": INT},
-    RatioKind: {
-        "detector": _nested(),
-        "persistence": _nested(),
-        "_num_level": EWMEAN,
-        "_minutes": INT,
-    },
+    RatioKind: _RATIO_KIND,
+    # The recent minutes behind the excess cost an alert states.
+    CacheRegression: {**_RATIO_KIND, "_recent": _ring_of_counts()},
+    SharedEmbeddingDuplication: {**_RATIO_KIND, "_recent": _ring(1, NUMBER)},
     AgentChatter: {"detector": _nested(), "persistence": _nested()},
     BudgetBurn: {"detector": _nested(), "persistence": _nested()},
     CostSpike: {
@@ -172,6 +228,25 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "shift_persistence": _nested(),
     },
     OutcomeTarget: {"persistence": _nested()},
+    OutcomeDrop: {"detector": _nested(), "_onset": OPTIONAL_FLOAT},
+    OutcomeDropDetector: {
+        "_outcomes": EWMEAN,
+        "_calls": EWMEAN,
+        "_sq": EWMEAN,
+        "_n": INT,
+        "cusum": FLOAT,
+        "observed": FLOAT,
+        "expected": FLOAT,
+        "minutes": INT,
+    },
+    DailyProfile: {
+        "shape": FLOATS,
+        "days": INT,
+        "mean": FLOAT,
+        "_day": OPTIONAL_INT,
+        "_whole": BOOL,
+        "_sums": FLOATS,
+    },
 }
 
 
@@ -185,7 +260,12 @@ def _spec(obj: object) -> dict[str, tuple[Dump, Load]]:
 
 def dump_running(obj: object) -> dict[str, Any]:
     """The learned attributes of a detector (or kind, or persistence) as plain data."""
-    return {name: dump(getattr(obj, name)) for name, (dump, _) in _spec(obj).items()}
+    return {
+        name: codec[0](getattr(obj, name))
+        for name, codec in _spec(obj).items()
+        # An object converted from an older pickle may lack an added attribute.
+        if not (isinstance(codec, _Added) and not hasattr(obj, name))
+    }
 
 
 def load_running(obj: object, f: Fields) -> None:

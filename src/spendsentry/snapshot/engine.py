@@ -28,7 +28,8 @@ from typing import Any
 from spendsentry.clock import EventClock
 from spendsentry.dedupe import EventIdIndex
 from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
-from spendsentry.snapshot.detectors import dump_monitor, load_monitor
+from spendsentry.shared_content import SharedContentIndex
+from spendsentry.snapshot.detectors import dump_monitor, dump_running, load_monitor, load_running
 from spendsentry.snapshot.fields import NUMBER, Fields
 from spendsentry.snapshot.incidents import dump_planner, dump_tracker, load_planner, load_tracker
 from spendsentry.snapshot.windows import (
@@ -101,6 +102,47 @@ def load_dedupe(index: EventIdIndex, f: Fields) -> None:
         index._hashes.update(bucket)
 
 
+def dump_shared_content(index: SharedContentIndex) -> dict[str, Any]:
+    """The cross-use-case content hashes in recency order, as columns: the hashes
+    (little-endian uint64 bytes), each one's first embedder (an index into
+    ``names``: a handful of use cases own up to 500,000 hashes) and last minute.
+    TTL and size bound are configuration."""
+    names: dict[str, int] = {}
+    hashes = array("Q", index._owners)
+    if _SWAP:
+        hashes.byteswap()
+    owners = [names.setdefault(owner, len(names)) for owner, _ in index._owners.values()]
+    return {
+        "names": list(names),
+        "hashes": hashes.tobytes(),
+        "owners": owners,
+        "minutes": [minute for _, minute in index._owners.values()],
+        "evicted": index.evicted,
+    }
+
+
+def load_shared_content(index: SharedContentIndex, f: Fields) -> None:
+    names = f.list("names", str)
+    raw = f.bytes("hashes")
+    if len(raw) % 8:
+        raise f.fail("hashes", "not a whole number of uint64 hashes")
+    hashes = array("Q")
+    hashes.frombytes(raw)
+    if _SWAP:
+        hashes.byteswap()
+    owners, minutes = f.list("owners", int), f.list("minutes", int)
+    if not len(owners) == len(minutes) == len(hashes):
+        raise f.fail("owners", "hashes, owners and minutes differ in length")
+    for i, owner in enumerate(owners):
+        if not 0 <= owner < len(names):
+            raise f.fail(f"owners[{i}]", f"{owner} names no use case (of {len(names)})")
+    index._owners.update(
+        (key, (names[owner], minute))
+        for key, owner, minute in zip(hashes, owners, minutes, strict=True)
+    )
+    index.evicted = f.int("evicted")
+
+
 _TOTALS = ("events", "input_tokens", "output_tokens", "cost_nano", "outcomes")
 _STATS = (
     "accepted",
@@ -153,6 +195,8 @@ def dump_use_case(u: UseCaseState) -> dict[str, Any]:
         "content": dump_content(u.content),
         "windows": [dump_window(w) for w in (ctx.last_1m, ctx.last_5m, ctx.last_1h)],
         "periods": dump_periods(ctx.periods),
+        # Absent from use cases converted from older pickles (learned afresh).
+        "daily": dump_running(ctx.daily) if hasattr(ctx, "daily") else None,
         "monitors": [dump_monitor(m) for m in u.monitors],
         "incidents": {kind: dump_tracker(t) for kind, t in u.trackers.items()},
         "last_active_minute": u.last_active_minute,
@@ -178,6 +222,8 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     for window, state in zip((u.ctx.last_1m, u.ctx.last_5m, u.ctx.last_1h), windows, strict=True):
         load_window(window, state)
     u.ctx.periods = load_periods(f.child("periods"))
+    if f.raw("daily", None) is not None:
+        load_running(u.ctx.daily, f.child("daily"))
     learned: dict[str, Fields] = {}
     for m in f.children("monitors"):
         learned[m.str("kind")] = m
@@ -205,6 +251,7 @@ def dump_engine(e: Engine) -> dict[str, Any]:
         "dedupe": dump_dedupe(e._seen_ids),
         "stats": dump_stats(e.stats),
         "planner": dump_planner(e.planner),
+        "shared_content": dump_shared_content(e.shared_content),
         "use_cases": {name: dump_use_case(u) for name, u in e.use_cases.items()},
     }
 
@@ -217,6 +264,10 @@ def load_engine(e: Engine, f: Fields) -> Engine:
     load_dedupe(e._seen_ids, f.child("dedupe"))
     e.stats = load_stats(f.child("stats"))
     load_planner(e.planner, f.child("planner"))
+    # Added in version 3 without a new version: a document written before the
+    # index existed restores with the fresh (empty) one.
+    if f.raw("shared_content", None) is not None:
+        load_shared_content(e.shared_content, f.child("shared_content"))
     use_cases = f.child("use_cases")
     for name in use_cases.data:
         e.use_cases[name] = load_use_case(e, name, use_cases.child(name))

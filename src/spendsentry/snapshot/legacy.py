@@ -8,8 +8,8 @@ shims for old pickles:
 
 * configuration (policies, price book, engine config, model sizes) is read
   into :class:`_Discarded`: the restoring process has its own;
-* ``Engine``, ``EventClock``, ``EventIdIndex``, ``ThrottlePlanner`` and
-  ``UseCaseState`` get the upgrades older layouts need;
+* ``Engine``, ``EventClock``, ``EventIdIndex``, ``MinuteBucket``, ``MinuteSignals``,
+  ``ThrottlePlanner`` and ``UseCaseState`` get the upgrades older layouts need;
 * the monitors of before issue 13 (``RatioMonitor``, ``AnyOf``,
   ``BudgetBurnMonitor``, ... and the functions they held) become the kinds.
 
@@ -20,6 +20,7 @@ restores exactly like a version-3 one.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import math
@@ -53,9 +54,11 @@ from spendsentry.detectors.kinds.model_oversizing import ModelOversizing
 from spendsentry.detectors.kinds.prompt_inflation import PromptInflation
 from spendsentry.detectors.kinds.retrieval_amplification import RetrievalAmplification
 from spendsentry.engine import Engine, UseCaseState
+from spendsentry.shared_content import SharedContentIndex
 from spendsentry.snapshot.engine import dump_engine
 from spendsentry.snapshot.fields import Fields, SnapshotError
 from spendsentry.snapshot.pipeline import dump_counters
+from spendsentry.windows import MinuteBucket, MinuteSignals
 from spendsentry.worker.metrics import PartitionCounters
 
 #: The layout versions of pickled snapshots this module reads.
@@ -73,7 +76,9 @@ class _Discarded:
 
 
 class _Engine(Engine):
-    """An engine pickled before it had its own clock kept ``max_ts``."""
+    """An engine pickled before it had its own clock kept ``max_ts``, or before
+    its cross-use-case content index (all pickles): an empty index, which
+    learns from the restore on, as a fresh engine's would."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -82,6 +87,69 @@ class _Engine(Engine):
             newest = state.get("max_ts", -math.inf)
             if newest > -math.inf:
                 clock.max_ts[self.STREAM] = newest
+        if "shared_content" not in state:
+            self.shared_content = SharedContentIndex()
+
+
+class _MinuteBucket(MinuteBucket):
+    """An open minute pickled before embeddings' cost was kept apart: 0 (unknown)."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        _, slots = state
+        self.embedding_cost = 0
+        for name, value in slots.items():
+            setattr(self, name, value)
+
+
+#: The fields of a pickled MinuteSignals, in their order then: a slotted
+#: dataclass pickles its values by position, and fields were added since.
+_PICKLED_SIGNALS = (
+    "use_case",
+    "minute",
+    "llm_calls",
+    "tool_calls",
+    "retrievals",
+    "embeddings",
+    "input_tokens",
+    "llm_input_tokens",
+    "llm_log_input",
+    "output_tokens",
+    "cost",
+    "unpriced",
+    "fallback_calls",
+    "rerouted_calls",
+    "models",
+    "retrieval_requests",
+    "embedding_duplicates",
+    "outcomes",
+    "active_sessions",
+    "max_session_calls",
+    "max_session_id",
+    "session_call_counts",
+    "ended_session_calls",
+)
+
+
+class _MinuteSignals(MinuteSignals):
+    """A closed minute pickled in the layout of :data:`_PICKLED_SIGNALS`; the
+    fields added since take their defaults."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: list[Any]) -> None:
+        if len(state) != len(_PICKLED_SIGNALS):
+            raise SnapshotError(f"a pickled minute of {len(state)} fields, not a known layout")
+        values = dict(zip(_PICKLED_SIGNALS, state, strict=True))
+        for f in dataclasses.fields(MinuteSignals):
+            if f.name in values:
+                value = values[f.name]
+            elif f.default is dataclasses.MISSING:
+                value = f.default_factory()  # type: ignore[operator]
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
 
 
 class _EventClock(EventClock):
@@ -212,6 +280,8 @@ _OLD_NAMES: dict[tuple[str, str], Any] = {
     ("spendsentry.detectors", "AnyOf"): AnyOf,
     ("spendsentry.detectors", "_Oversizing"): RatioMonitor,
     ("spendsentry.engine", "Engine"): _Engine,
+    ("spendsentry.windows", "MinuteBucket"): _MinuteBucket,
+    ("spendsentry.windows", "MinuteSignals"): _MinuteSignals,
     ("spendsentry.engine", "UseCaseState"): _UseCaseState,
     ("spendsentry.clock", "EventClock"): _EventClock,
     ("spendsentry.worker.pipeline", "PartitionWatermarks"): _EventClock,

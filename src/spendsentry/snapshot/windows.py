@@ -46,6 +46,7 @@ _BUCKET_INTS = (
     "cached_input_tokens",
     "reasoning_tokens",
     "cost",
+    "embedding_cost",
     "unpriced",
     "fallback_calls",
     "rerouted_calls",
@@ -164,7 +165,7 @@ def dump_signals(s: MinuteSignals | None) -> dict[str, Any] | None:
         value = getattr(s, name)
         if name == "models":
             value = {m: [getattr(v, a) for a in _MODEL] for m, v in value.items()}
-        elif name in _SIGNAL_TUPLES:
+        elif name in _SIGNAL_TUPLES or name == "shared_with":
             value = list(value)
         out[name] = value
     return out
@@ -182,6 +183,8 @@ def load_signals(f: Fields | None) -> MinuteSignals | None:
             value = {m: ModelMinute(*row) for m, row in f.map("models", str, list).items()}
         elif name in _SIGNAL_TUPLES:
             value = tuple(f.list(name, int))
+        elif name == "shared_with":
+            value = tuple(f.list(name, str))
         values[name] = value
     try:
         return MinuteSignals(**values)

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from spendsentry.policy import Policy
     from spendsentry.pricing import PriceBook
 
+#: A burn up to this many times what the learned days spent at the same time of
+#: day is the day's shape (a nightly batch, office hours), projected along it.
+EXPLAINED = 1.8
+
 #: (period, budget, spent, projected, minutes until exhausted)
 Overrun = tuple[str, float, float, float, float]
 
@@ -150,12 +154,40 @@ def _worst_budget(
     for period, budget, spent, left, rate, needed in periods:
         if not budget:
             continue
-        projected = spent + rate * left
+        projected = spent + _rest(ctx, end, rate, left, 60 if needed > 1 else 15)
         if spent >= budget or (streak >= needed and projected > budget):
             exhaust_in = max(0.0, (budget - spent) / rate) if rate > 0 else 0.0
             if worst is None or projected / budget > worst[3] / worst[1]:
                 worst = (period, budget, spent, projected, exhaust_in)
     return worst
+
+
+def _rest(ctx: UseCaseContext, end: int, rate: float, left: float, window: int) -> float:
+    """Spend until a period ends in ``left`` minutes, at ``rate`` (the mean of the last
+    ``window`` minutes) along the use case's daily shape.
+
+    A nightly batch burns at ten times the day's mean for half an hour, office
+    hours at twice it: projecting that burn over the rest of the day pages every
+    night and every noon. Divided by the shape of the minutes it was measured
+    over and multiplied by the shape of the minutes to come, the same burn
+    projects what this use case's days actually spend. Months and use cases
+    without a day of history project flat (``share`` counts minutes).
+
+    The shape explains a burn only when the burn matches it: at most
+    ``EXPLAINED`` times what the learned days spent at this time. A burn
+    beyond that (an incident) is projected flat, as if it went on; and the
+    shape only ever lowers the flat projection: divided by the shape of a
+    quiet hour (a night at a twentieth of the mean), a few calls would project
+    a busy day's spend.
+    """
+    flat = rate * left
+    daily = ctx.daily
+    if not daily.ready or left > 2 * 1440:
+        return flat
+    recent = daily.share(end - window, window) / window
+    if rate > EXPLAINED * daily.mean * recent:
+        return flat
+    return min(flat, rate / max(recent, daily.floor) * daily.share(end, int(left)))
 
 
 def _minutes_left_in_month(now_min: int) -> float:

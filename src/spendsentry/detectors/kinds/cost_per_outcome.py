@@ -8,6 +8,7 @@ from spendsentry.alerts import Finding
 from spendsentry.detectors.base import Persistence, UseCaseContext
 from spendsentry.detectors.kinds.base import Composite, Kind, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
+from spendsentry.detectors.outcomes import OutcomeDropDetector
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.detectors.signals import cost_per_outcome, top_model
 from spendsentry.windows import MinuteSignals
@@ -18,14 +19,16 @@ if TYPE_CHECKING:
 
 
 class CostPerOutcome(Composite):
-    """Worse than usual (:class:`UsualCostPerOutcome`), or worse than the policy's
-    target (:class:`OutcomeTarget`, the economic SLO, when the policy sets one).
+    """Worse than usual (:class:`UsualCostPerOutcome`), outcomes falling while calls
+    go on (:class:`OutcomeDrop`, the most common cause and the most urgent), or
+    worse than the policy's target (:class:`OutcomeTarget`, the economic SLO,
+    when the policy sets one).
 
     >>> from spendsentry.policy import Policy
     >>> from spendsentry.pricing import PriceBook
     >>> m = CostPerOutcome.build(Policy("desk", cost_per_outcome_target_usd=0.02), PriceBook())
     >>> [type(lens).__name__ for lens in m.monitors]
-    ['UsualCostPerOutcome', 'OutcomeTarget']
+    ['UsualCostPerOutcome', 'OutcomeDrop', 'OutcomeTarget']
     """
 
     kind = "cost_per_outcome"
@@ -34,8 +37,11 @@ class CostPerOutcome(Composite):
     def build(cls, policy: Policy, prices: PriceBook) -> CostPerOutcome | None:
         if (usual := UsualCostPerOutcome.build(policy, prices)) is None:
             return None
-        target = OutcomeTarget.build(policy, prices)
-        return cls([usual] if target is None else [usual, target])
+        lenses: list[Kind] = [usual]
+        for lens in (OutcomeDrop.build(policy, prices), OutcomeTarget.build(policy, prices)):
+            if lens is not None:
+                lenses.append(lens)
+        return cls(lenses)
 
 
 class UsualCostPerOutcome(RatioKind):
@@ -68,6 +74,8 @@ class UsualCostPerOutcome(RatioKind):
             min_den=15,
             long_window=45 if t.long_windows else 0,
             long_z_threshold=t.z(5.5),
+            # Outcomes are sparse at times (a few an hour at a weekend).
+            baseline_uncertainty=True,
         )
         return cls(detector, critical_ratio=2.5, persistence=3, num_cap=3.0)
 
@@ -79,6 +87,82 @@ class UsualCostPerOutcome(RatioKind):
             f"{signals.use_case}: each outcome now costs ${shift.observed:.3f}, "
             f"{shift.ratio:.1f}x the usual ${shift.baseline:.3f}; check whether outcomes "
             f"dropped (a broken flow) or cost per call rose."
+        )
+
+
+class OutcomeDrop(Kind):
+    """Outcomes per minute far below what the use case's calls usually bring.
+
+    The ratio lens needs a window of outcomes to move past its noise (8 to 26
+    minutes on a broken flow); the outcomes themselves are counts, judged
+    minute by minute by :class:`OutcomeDropDetector`. Off for experiments,
+    whose outcomes change on purpose.
+
+    >>> lens = OutcomeDrop(OutcomeDropDetector(), "ticket_resolved")
+    >>> print(lens.describe("desk", 0.3, 3.0, 120.0, minutes=4))  # doctest: +NORMALIZE_WHITESPACE
+    desk: 0.3 ticket_resolved a minute over the last 4 minutes, against 3.0 expected from
+    its calls (90% missing) while calls go on at 120/min; check the outcome flow (a
+    broken integration or a failing last step).
+    """
+
+    kind = "cost_per_outcome"
+
+    def __init__(self, detector: OutcomeDropDetector, outcome: str | None = None) -> None:
+        self.detector = detector
+        self.outcome = outcome
+        self._onset: float | None = None
+
+    @classmethod
+    def build(cls, policy: Policy, prices: PriceBook) -> OutcomeDrop | None:
+        t = Tuning.of(policy, cls.kind)
+        if t is None or not t.long_windows:
+            return None
+        return cls(OutcomeDropDetector(threshold=10.0 / t.sensitivity), policy.outcome)
+
+    def describe(
+        self, use_case: str, observed: float, expected: float, calls: float, minutes: int
+    ) -> str:
+        """The sentence for ``observed`` outcomes a minute against ``expected``."""
+        name = self.outcome or "outcomes"
+        missing = 1.0 - observed / expected if expected > 0 else 0.0
+        return (
+            f"{use_case}: {observed:.1f} {name} a minute over the last {minutes} minutes, "
+            f"against {expected:.1f} expected from its calls ({missing:.0%} missing) while "
+            f"calls go on at {calls:.0f}/min; check the outcome flow (a broken integration "
+            f"or a failing last step)."
+        )
+
+    def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
+        d = self.detector
+        score = d.learn_one(float(signals.outcomes), float(signals.calls))
+        if d.minutes == 1:
+            self._onset = signals.start
+        if score < 1.0 or d.expected <= 0:
+            return None
+        minutes = max(d.minutes, 1)
+        observed, expected = d.observed / minutes, d.expected / minutes
+        calls = ctx.last_5m.calls / max(ctx.last_5m.minutes_filled, 1)
+        missing = 1.0 - observed / expected
+        spend = ctx.last_5m.cost / max(ctx.last_5m.minutes_filled, 1) * 60.0
+        return Finding(
+            kind=self.kind,
+            severity="critical" if missing >= 0.75 else "warning",
+            score=score,
+            metric="outcomes_per_minute",
+            baseline=expected,
+            observed=observed,
+            window_s=60.0 * minutes,
+            summary=self.describe(ctx.use_case, observed, expected, calls, minutes),
+            unit="outcomes/min",
+            # The share of the spend whose outcomes are missing.
+            excess_cost_per_hour_usd=spend * missing,
+            example_model=top_model(signals),
+            details={
+                "missing_share": round(missing, 3),
+                "dispersion": round(d.dispersion, 3),
+                "calls_per_minute": round(calls, 2),
+            },
+            onset=self._onset,
         )
 
 

@@ -30,6 +30,14 @@ class CostSpike(Kind):
     and the same ``min_excess`` over the level. Off for use cases whose
     tuning allows no volume alerts (experiments).
 
+    Both lenses see the rate divided by the use case's daily shape
+    (``ctx.daily``, a :class:`~spendsentry.detectors.seasonal.DailyProfile`
+    learned from complete days, when ``seasonal``): office
+    hours, a 06:00 shoulder or a nightly job are the use case's schedule, not
+    spikes, once a day of them has been seen. Before that the index is 1 and
+    the level and usual peak carry the first day alone. ``min_excess`` stays
+    in dollars whatever the index.
+
     >>> from spendsentry.policy import Policy
     >>> from spendsentry.pricing import PriceBook
     >>> CostSpike.build(Policy("lab", tier="experiment"), PriceBook()) is None
@@ -49,9 +57,11 @@ class CostSpike(Kind):
         min_calls: int = 30,
         shift: LogRateShiftDetector | None = None,
         shift_persistence: int = 6,
+        seasonal: bool = True,
     ) -> None:
         self.detector = detector
         self.shift = shift
+        self.seasonal = seasonal
         # The second lens must hold longer: such a use case also swings 2-3x
         # for a few minutes on its own; an incident holds for half an hour.
         self.shift_persistence = Persistence(shift_persistence)
@@ -93,9 +103,27 @@ class CostSpike(Kind):
         )
 
     @staticmethod
-    def describe(use_case: str, observed: float, level: float, peak: float) -> str:
-        """The sentence a human reads about spending ``observed`` $/min."""
+    def describe(use_case: str, observed: float, level: float, peak: float, days: int = 0) -> str:
+        """The sentence a human reads about spending ``observed`` $/min.
+
+        ``days``: complete days of the daily shape behind ``level`` and ``peak``
+        (0: no shape yet, they are the recent level and the last day's peak).
+
+        >>> sentence = CostSpike.describe("desk", 0.5, 0.1, 0.2, days=3)
+        >>> print(sentence)  # doctest: +NORMALIZE_WHITESPACE
+        desk is spending $30.00/h, 5.0x the $6.00/h it usually spends at this time of day
+        (daily pattern learned over 3 days) and above its usual peak for this time ($12.00/h);
+        check call volume by caller and any new batch job.
+        """
         ratio = observed / level if level > 0 else math.inf
+        if days:
+            return (
+                f"{use_case} is spending ${observed * 60:,.2f}/h, {times(ratio)} the "
+                f"${level * 60:,.2f}/h it usually spends at this time of day (daily pattern "
+                f"learned over {days} day{'s' if days > 1 else ''}) and above its usual peak "
+                f"for this time (${peak * 60:,.2f}/h); check call volume by caller and any "
+                f"new batch job."
+            )
         return (
             f"{use_case} is spending ${observed * 60:,.2f}/h, "
             f"{times(ratio)} its recent ${level * 60:,.2f}/h and above its usual peak "
@@ -103,13 +131,19 @@ class CostSpike(Kind):
         )
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
-        score, observed, level, peak = self.detector.measure(signals.cost)
-        self.detector.learn_one(signals.cost)
+        scale = ctx.daily.index(signals.minute) if self.seasonal else 1.0
+        # Exactly the raw rate while there is no shape (scale 1.0).
+        x = signals.cost / scale
+        score, observed, level, peak = self.detector.measure(x, scale)
+        self.detector.learn_one(x, scale)
         shift_score, geo_ratio, lens_hit = 0.0, 1.0, False
         if (lens := self.shift) is not None:
-            shift_score, geo_ratio, _ = lens.measure(signals.cost)
-            lens.learn_one(signals.cost)
-            if observed <= peak or observed - level < self.detector.min_excess:
+            shift_score, geo_ratio, _ = lens.measure(x)
+            # A shift worth less than min_excess in dollars is learned as it
+            # is: the arithmetic lens, whose level already follows such
+            # shifts, would never let it page anyway.
+            lens.learn_one(x, small=(observed - level) * scale < self.detector.min_excess)
+            if observed <= peak or observed - level < self.detector.min_excess / scale:
                 shift_score = 0.0
             held = self.shift_persistence.update(shift_score >= 1.0, signals.start)
             lens_hit = held or (shift_score >= 1.0 and self.persistence.active)
@@ -119,25 +153,42 @@ class CostSpike(Kind):
         score = max(score, shift_score)
         if not self.persistence.update(anomalous, signals.start):
             return None
+        days = ctx.daily.days if scale != 1.0 else 0
+        return self._finding(signals, ctx, score, (scale, days), (observed, level, peak), geo_ratio)
+
+    def _finding(
+        self,
+        signals: MinuteSignals,
+        ctx: UseCaseContext,
+        score: float,
+        seasonal: tuple[float, int],
+        rates: tuple[float, float, float],
+        geo_ratio: float,
+    ) -> Finding:
+        # Back to dollars of this minute: what the use case usually spends now.
+        scale, days = seasonal
+        observed, level, peak = (rate * scale for rate in rates)
         ratio = observed / level if level > 0 else math.inf
-        severity = "critical" if score >= 2.0 else "warning"
-        excess = max(0.0, observed - level) * 60.0
+        details: dict[str, object] = {
+            "usual_peak_usd_per_minute": round(peak, 6),
+            "ratio": finite(ratio),
+            "typical_minute_ratio": finite(geo_ratio),
+        }
+        if days:
+            details["daily_pattern_index"] = round(scale, 4)
+            details["daily_pattern_days"] = days
         return Finding(
             kind=self.kind,
-            severity=severity,
+            severity="critical" if score >= 2.0 else "warning",
             score=score,
             metric="cost_usd_per_minute",
             baseline=level,
             observed=observed,
             window_s=60.0 * self.detector.window,
-            summary=self.describe(ctx.use_case, observed, level, peak),
+            summary=self.describe(ctx.use_case, observed, level, peak, days),
             unit="USD/min",
-            excess_cost_per_hour_usd=excess,
+            excess_cost_per_hour_usd=max(0.0, observed - level) * 60.0,
             example_model=top_model(signals),
-            details={
-                "usual_peak_usd_per_minute": round(peak, 6),
-                "ratio": finite(ratio),
-                "typical_minute_ratio": finite(geo_ratio),
-            },
+            details=details,
             onset=self.persistence.onset,
         )
