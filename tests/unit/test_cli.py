@@ -127,3 +127,11 @@ def test_a_worker_on_a_taken_web_port_says_so_in_two_lines_and_exits_2(tmp_path)
     lines = err.strip().splitlines()
     assert 1 <= len(lines) <= 2, err
     assert str(port) in err and "--web-port" in err
+
+
+def test_throttle_against_an_unreachable_broker_is_a_runtime_failure(monkeypatch, capsys):
+    monkeypatch.setenv("SPENDSENTRY_THROTTLE_KEY", "k" * 32)
+    code = main(["throttle", "list", "--broker", "127.0.0.1:1", "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith("spendsentry throttle:") and len(err.strip().splitlines()) <= 2

@@ -83,12 +83,16 @@ def run(args: argparse.Namespace) -> int:
         if args.throttle_command == "list":
             return asyncio.run(_list(args))
         return asyncio.run(_release(args))
-    except (SpendSentryError, ValueError, TimeoutError, OSError) as exc:
+    except (SpendSentryError, ValueError) as exc:  # a bad key, scope or topics file
         print(f"spendsentry throttle: {exc}", file=sys.stderr)
         return 2
+    except (TimeoutError, OSError) as exc:
+        # Exit codes: 1 is a runtime failure (the broker), 2 a usage or configuration error.
+        print(f"spendsentry throttle: {exc or 'timed out'} (is --broker right?)", file=sys.stderr)
+        return 1
     except Exception as exc:  # aiokafka's errors (unreachable broker, ...)
-        print(f"spendsentry throttle: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        print(f"spendsentry throttle: {exc} (is --broker right?)", file=sys.stderr)
+        return 1
 
 
 def _names(args: argparse.Namespace) -> tuple[str, str]:
