@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # name -> (module, one-line help). The module exposes ``add_arguments(parser)``
 # and ``run(args) -> int``.
@@ -27,8 +28,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` where the help does not already say the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        # Flags (no value) and options without a value by default explain themselves in
+        # their text; "(default: None)" or "(default: False)" would only be noise.
+        if action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+            return text
+        if "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose help, and its sub-commands' help, shows every option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # add_subparsers() passes the parser class on, not the formatter: set it here so
+        # nested actions (``policy check``, ``throttle list``) get it too.
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spendsentry",
         description="Real-time anomaly detection for AI spend.",
     )

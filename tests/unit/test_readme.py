@@ -50,3 +50,21 @@ def test_the_readme_main_command_runs(tmp_path, monkeypatch):
     assert {"cost_spike", "agent_chatter", "retrieval_amplification"} <= kinds
     letters = (tmp_path / "deadletter.jsonl").read_text().splitlines()
     assert len(letters) == 5
+
+
+def _commands_section() -> str:
+    return README.split("## Commands\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_command_is_in_the_readme_commands_section():
+    from spendsentry.cli import COMMANDS
+
+    section = _commands_section()
+    missing = [name for name in COMMANDS if f"`spendsentry {name}" not in section]
+    assert not missing, f"not in README's Commands section: {missing}"
+
+
+def test_the_readme_documents_the_exit_codes():
+    section = _commands_section()
+    for code, meaning in (("0", "ok"), ("1", "runtime failure"), ("2", "usage or configuration")):
+        assert re.search(rf"`{code}`[^|\n]*{meaning}", section), f"exit code {code} ({meaning})"

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--events",
         metavar="EVENTS",
-        help="the events.jsonl the alerts came from: adds the static-threshold baseline",
+        help="the events.jsonl the alerts came from: adds the static-threshold baseline "
+        "(default: no baseline)",
     )
     parser.add_argument(
         "--policies",
@@ -39,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="price overrides TOML, as given to replay (default: streams/prices.toml if present)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the full report as JSON (default: not written)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

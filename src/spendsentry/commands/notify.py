@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     pass
 
+# The levels --log-level accepts (any case), shared with ``worker``.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``notify`` command's options to ``parser``."""
@@ -49,7 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="alerts older than this are logged, not posted; 0 posts all (default 86400)",
     )
-    parser.add_argument("--log-level", default="INFO", help="default INFO")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        metavar="LEVEL",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help="one of " + ", ".join(LOG_LEVELS),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

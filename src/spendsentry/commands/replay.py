@@ -14,14 +14,30 @@ from spendsentry.errors import SpendSentryError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines (.gz ok) or -")
-    parser.add_argument("--alerts-out", metavar="PATH", help="alerts, JSON Lines")
-    parser.add_argument("--commands-out", metavar="PATH", help="throttle commands, JSON Lines")
-    parser.add_argument("--deadletter-out", metavar="PATH", help="rejected records, JSON Lines")
-    parser.add_argument("--summary-json", metavar="PATH", help="run summary, JSON")
+    parser.add_argument(
+        "--alerts-out", metavar="PATH", help="alerts, JSON Lines (default: not written)"
+    )
+    parser.add_argument(
+        "--commands-out",
+        metavar="PATH",
+        help="throttle commands, JSON Lines (default: not written)",
+    )
+    parser.add_argument(
+        "--deadletter-out",
+        metavar="PATH",
+        help="rejected records, JSON Lines (default: not written)",
+    )
+    parser.add_argument(
+        "--summary-json", metavar="PATH", help="run summary, JSON (default: not written)"
+    )
     parser.add_argument(
         "--policies", metavar="DIR", help="policy directory (default: streams/policies if present)"
     )
-    parser.add_argument("--prices", metavar="FILE", help="price overrides TOML")
+    parser.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="price overrides TOML (default: streams/prices.toml if present)",
+    )
     parser.add_argument(
         "--allowed-lateness",
         type=float,

@@ -37,10 +37,10 @@ def _hours(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (required)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--hours", type=_hours, help="length of the run (default 24)")
-    length.add_argument("--days", type=_hours, help="length of the run in days")
+    length.add_argument("--days", type=_hours, help="length of the run in days (default: --hours)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
         "--start",

@@ -33,6 +33,8 @@ from spendsentry.kafka import security as kafka_security
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``throttle`` sub-commands to ``parser``."""
     sub = parser.add_subparsers(dest="throttle_command", metavar="ACTION")
+    # A missing action is a usage error (exit 2), as for ``policy``.
+    sub.required = True
     for name, help_text in (
         ("list", "show the latest command per scope"),
         ("release", "lift the throttle on a scope (signed)"),
@@ -47,7 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         cmd.add_argument(
             "--topics", metavar="FILE", help="topics TOML (default: streams/topics.toml if present)"
         )
-        cmd.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS")
+        cmd.add_argument(
+            "--timeout",
+            type=float,
+            default=20.0,
+            metavar="SECONDS",
+            help="give up on an unreachable broker after this long",
+        )
         if name == "list":
             cmd.add_argument(
                 "scope", metavar="SCOPE", nargs="?", help="only this scope key or use case"
@@ -68,9 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spendsentry.errors import SpendSentryError
 
-    if not getattr(args, "throttle_command", None):
-        print("spendsentry throttle: say list or release SCOPE", file=sys.stderr)
-        return 2
     if not args.broker:
         print("spendsentry throttle: no broker (--broker or SPENDSENTRY_BROKER)", file=sys.stderr)
         return 2
@@ -78,12 +83,16 @@ def run(args: argparse.Namespace) -> int:
         if args.throttle_command == "list":
             return asyncio.run(_list(args))
         return asyncio.run(_release(args))
-    except (SpendSentryError, ValueError, TimeoutError, OSError) as exc:
+    except (SpendSentryError, ValueError) as exc:  # a bad key, scope or topics file
         print(f"spendsentry throttle: {exc}", file=sys.stderr)
         return 2
+    except (TimeoutError, OSError) as exc:
+        # Exit codes: 1 is a runtime failure (the broker), 2 a usage or configuration error.
+        print(f"spendsentry throttle: {exc or 'timed out'} (is --broker right?)", file=sys.stderr)
+        return 1
     except Exception as exc:  # aiokafka's errors (unreachable broker, ...)
-        print(f"spendsentry throttle: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        print(f"spendsentry throttle: {exc} (is --broker right?)", file=sys.stderr)
+        return 1
 
 
 def _names(args: argparse.Namespace) -> tuple[str, str]:

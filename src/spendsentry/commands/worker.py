@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
+from spendsentry.commands.notify import LOG_LEVELS
 from spendsentry.commands.notify import add_worker_flag as add_notify_flag
+from spendsentry.errors import ConfigError
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -30,14 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("SPENDSENTRY_BROKER"),
         help="Kafka bootstrap (default: $SPENDSENTRY_BROKER, else an embedded broker)",
     )
-    parser.add_argument("--web-port", type=int, default=6066, metavar="N", help="default 6066")
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        default=6066,
+        metavar="N",
+        help="web port for /, /metrics and /status",
+    )
     parser.add_argument(
         "--web-host", default="127.0.0.1", metavar="ADDR", help="web bind address (loopback)"
     )
     parser.add_argument(
         "--policies", metavar="DIR", help="policy directory (default: streams/policies if present)"
     )
-    parser.add_argument("--prices", metavar="FILE", help="price overrides TOML")
+    parser.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="price overrides TOML (default: streams/prices.toml if present)",
+    )
     parser.add_argument(
         "--topics", metavar="FILE", help="topics TOML (default: streams/topics.toml if present)"
     )
@@ -46,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         default=os.environ.get("SPENDSENTRY_STATE_DIR", ".spendsentry-state"),
         metavar="DIR",
-        help="local data directory (engine state lives in the ai.state topic)",
+        help="local data directory; engine state lives in the ai.state topic "
+        "(the environment's SPENDSENTRY_STATE_DIR sets it)",
     )
     parser.add_argument(
         "--allowed-lateness",
@@ -84,9 +99,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="consumer group session timeout (default 10000)",
     )
     parser.add_argument(
-        "--max-batch", type=int, default=5_000, metavar="N", help="records per batch"
+        "--max-batch",
+        type=int,
+        default=5_000,
+        metavar="N",
+        help="most records handled in one engine batch",
     )
-    parser.add_argument("--log-level", default="INFO", help="default INFO")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        metavar="LEVEL",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help="one of " + ", ".join(LOG_LEVELS),
+    )
     add_notify_flag(parser)  # --notify/--no-notify: the Slack notifier in this process
 
 
@@ -100,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        # Before the broker and the app start: a taken port is the common mistake
+        # (a second worker on one host), and it otherwise surfaces as a deep traceback.
+        _check_web_port(args.web_host, args.web_port)
         if args.broker:
             return asyncio.run(_main(args, args.broker))
         with EmbeddedBroker() as broker:
@@ -108,6 +137,28 @@ def run(args: argparse.Namespace) -> int:
     except SpendSentryError as exc:
         print(f"spendsentry worker: {exc}", file=sys.stderr)
         return 2
+
+
+def _port_taken(host: str, port: int) -> ConfigError:
+    return ConfigError(
+        f"web port {host}:{port} is already in use (another worker?); "
+        "choose a free one with --web-port N"
+    )
+
+
+def _check_web_port(host: str, port: int) -> None:
+    """Raise :class:`ConfigError` when ``host:port`` cannot be bound now."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As asyncio's create_server does: a port in TIME_WAIT is free to take.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise _port_taken(host, port) from None
+            raise ConfigError(f"cannot bind the web port {host}:{port}: {exc.strerror}") from None
 
 
 async def _main(args: argparse.Namespace, bootstrap: str) -> int:
@@ -156,14 +207,20 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     notifier = start_embedded(
         args.notify, bootstrap, config.topics.alerts, config.state_dir, args.group
     )
-    code = await run_worker(
-        config,
-        engine,
-        stop,
-        web_port=args.web_port,
-        web_host=args.web_host,
-        on_started=announce,
-    )
+    try:
+        code = await run_worker(
+            config,
+            engine,
+            stop,
+            web_port=args.web_port,
+            web_host=args.web_host,
+            on_started=announce,
+        )
+    except OSError as exc:
+        # Taken between the check in run() and the bind: the same answer.
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise _port_taken(args.web_host, args.web_port) from None
     if notifier is not None:
         await notifier.stop()
     return code
