@@ -112,16 +112,22 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.actions import ThrottleKeys
+    from spendsentry.kafka import security as kafka_security
     from spendsentry.setup import build_engine
     from spendsentry.worker.app import run_worker
     from spendsentry.worker.service import WorkerConfig
-    from spendsentry.worker.topics import TopicsConfig
+    from spendsentry.worker.topics import TopicsConfig, fit_to_broker
 
+    # A gateway that published first left ai.usage with the broker's partition
+    # count: the topics still missing follow it instead of the file.
+    topics = await fit_to_broker(
+        TopicsConfig.load(args.topics), bootstrap, kafka_security.client_kwargs()
+    )
     engine = build_engine(args.policies, args.prices, allowed_lateness_s=args.allowed_lateness)
     config = WorkerConfig(
         bootstrap=bootstrap,
         group_id=args.group,
-        topics=TopicsConfig.load(args.topics),
+        topics=topics,
         state_dir=Path(args.state_dir),
         engine_config=engine.config,
         max_batch=args.max_batch,
