@@ -118,12 +118,13 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.worker.service import WorkerConfig
     from spendsentry.worker.topics import TopicsConfig, fit_to_broker
 
-    # A gateway that published first left ai.usage with the broker's partition
-    # count: the topics still missing follow it instead of the file.
+    engine = build_engine(args.policies, args.prices, allowed_lateness_s=args.allowed_lateness)
+    # After the configuration is read (its errors come first, broker or not): a
+    # gateway that published first left ai.usage with the broker's partition
+    # count, and the topics still missing follow it instead of the file.
     topics = await fit_to_broker(
         TopicsConfig.load(args.topics), bootstrap, kafka_security.client_kwargs()
     )
-    engine = build_engine(args.policies, args.prices, allowed_lateness_s=args.allowed_lateness)
     config = WorkerConfig(
         bootstrap=bootstrap,
         group_id=args.group,
