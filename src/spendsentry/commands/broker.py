@@ -1,8 +1,11 @@
 """``spendsentry broker``: run the embedded Kafka-protocol broker in the foreground.
 
-Prints ``bootstrap=127.0.0.1:PORT`` on stdout once the broker answers requests,
-then runs until SIGINT or SIGTERM and stops the broker before exiting, so the
-line can be read by scripts and ``kill``/Ctrl-C leaves no broker behind.
+Creates the topics of the topics file (``streams/topics.toml`` by default) with
+their partition counts, so a gateway that publishes before any worker ran does
+not make the broker auto-create ``ai.usage`` with its own count; then prints
+``bootstrap=127.0.0.1:PORT`` on stdout, and runs until SIGINT or SIGTERM and
+stops the broker before exiting, so the line can be read by scripts and
+``kill``/Ctrl-C leaves no broker behind.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import sys
 import threading
 from types import FrameType
 
+from spendsentry.errors import ConfigError
+from spendsentry.kafka.admin import ensure_topics_sync
 from spendsentry.kafka.embedded import BrokerError, EmbeddedBroker
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -43,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="port to listen on at 127.0.0.1 (default: a free port)",
     )
+    parser.add_argument(
+        "--topics",
+        metavar="FILE",
+        default=None,
+        help="topics TOML whose topics are created at start "
+        "(default: streams/topics.toml if present, else the built-in layout)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,8 +68,16 @@ def run(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0 after a requested shutdown; 1 if the broker failed to start or died.
+        0 after a requested shutdown; 1 if the broker failed to start or died;
+        2 if the topics file is unreadable.
     """
+    from spendsentry.worker.topics import TopicsConfig
+
+    try:
+        topics = TopicsConfig.load(args.topics)
+    except ConfigError as exc:
+        print(f"spendsentry broker: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -72,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             broker.start()
         except BrokerError as exc:
+            print(f"spendsentry broker: {exc}", file=sys.stderr)
+            return 1
+        try:
+            # Before the bootstrap line: whoever waits for it finds the topics.
+            ensure_topics_sync(broker.bootstrap, topics.specs())
+        except BrokerError as exc:
+            broker.stop()
             print(f"spendsentry broker: {exc}", file=sys.stderr)
             return 1
         try:

@@ -92,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"replayed {report['events_read']:,} events: {report['accepted']:,} accepted, "
             f"{rejected:,} rejected, {report['duplicates']:,} duplicates, "
-            f"{sum(report['alerts'].values())} alerts; {report['events_per_second']:,.0f} events/s",
+            # An incident is one firing record plus its escalations and resolution:
+            # both counts, or "22 alerts" next to a 51-line alerts file reads as a bug.
+            f"{sum(report['alerts'].values())} incidents "
+            f"({report['alert_records']} alert records); "
+            f"{report['events_per_second']:,.0f} events/s",
             file=sys.stderr,
         )
     return 0

@@ -163,16 +163,23 @@ def _check_web_port(host: str, port: int) -> None:
 
 async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.actions import ThrottleKeys
+    from spendsentry.kafka import security as kafka_security
     from spendsentry.setup import build_engine
     from spendsentry.worker.app import run_worker
     from spendsentry.worker.service import WorkerConfig
-    from spendsentry.worker.topics import TopicsConfig
+    from spendsentry.worker.topics import TopicsConfig, fit_to_broker
 
     engine = build_engine(args.policies, args.prices, allowed_lateness_s=args.allowed_lateness)
+    # After the configuration is read (its errors come first, broker or not): a
+    # gateway that published first left ai.usage with the broker's partition
+    # count, and the topics still missing follow it instead of the file.
+    topics = await fit_to_broker(
+        TopicsConfig.load(args.topics), bootstrap, kafka_security.client_kwargs()
+    )
     config = WorkerConfig(
         bootstrap=bootstrap,
         group_id=args.group,
-        topics=TopicsConfig.load(args.topics),
+        topics=topics,
         state_dir=Path(args.state_dir),
         engine_config=engine.config,
         max_batch=args.max_batch,

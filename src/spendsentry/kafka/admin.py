@@ -25,7 +25,13 @@ from typing import Any
 from spendsentry.kafka.errors import BrokerError
 from spendsentry.kafka.security import KafkaSecurity
 
-__all__ = ["TopicSpec", "ensure_topics", "ensure_topics_sync", "topic_partitions"]
+__all__ = [
+    "TopicSpec",
+    "ensure_topics",
+    "ensure_topics_sync",
+    "existing_partitions",
+    "topic_partitions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +242,53 @@ def ensure_topics_sync(bootstrap: str, topics: Sequence[TopicSpec], **kwargs: An
         :func:`ensure_topics` there instead).
     """
     asyncio.run(ensure_topics(bootstrap, topics, **kwargs))
+
+
+async def existing_partitions(
+    bootstrap: str,
+    names: Sequence[str],
+    *,
+    attempts: int = 5,
+    request_timeout: float = 10.0,
+    security: KafkaSecurity | Mapping[str, Any] | None = None,
+) -> dict[str, int]:
+    """The partition count of each of ``names`` that exists on the broker.
+
+    Topics are listed first and only existing ones described, so no topic is
+    auto-created by asking (describing a missing one would create it on Tansu).
+    Retries like :func:`ensure_topics` (a broker that is still starting).
+
+    Raises
+    ------
+    BrokerError
+        If the broker is still unreachable or failing after ``attempts`` tries.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    if isinstance(security, KafkaSecurity):
+        security = security.client_kwargs()
+    delay, last_error = 0.2, ""
+    for attempt in range(1, attempts + 1):
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=int(request_timeout * 1000),
+            **(security or {}),
+        )
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            present = [name for name in names if name in existing]
+            described = await admin.describe_topics(present) if present else []
+            return {t["topic"]: len(t["partitions"]) for t in described if not t["error_code"]}
+        except (KafkaError, OSError) as exc:  # OSError covers TimeoutError
+            last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await admin.close()
+        if attempt < attempts:
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise BrokerError(f"cannot read the topics on {bootstrap} after {attempts} tries: {last_error}")
 
 
 async def topic_partitions(consumer: Any, topic: str, *, timeout_s: float = 10.0) -> list[int]:

@@ -14,14 +14,18 @@ before any client touches them: Tansu would otherwise auto-create a topic with
 
 from __future__ import annotations
 
+import logging
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from spendsentry.errors import ConfigError
-from spendsentry.kafka.admin import TopicSpec
+from spendsentry.kafka.admin import TopicSpec, existing_partitions
 from spendsentry.messages.topics import DEFAULT_TOPICS
+
+log = logging.getLogger(__name__)
 
 #: Where the topic layout lives in a checkout.
 DEFAULT_TOPICS_FILE = Path("streams/topics.toml")
@@ -40,6 +44,10 @@ _DEFAULTS: dict[str, TopicSpec] = {
     # latest snapshot of every partition is kept; as many partitions as the inputs.
     "state": TopicSpec(DEFAULT_TOPICS["state"], 6, {"cleanup.policy": "compact"}),
 }
+
+#: Topics whose partition count must be the usage topic's (co-partitioned inputs,
+#: and one state partition per input partition).
+_FOLLOW_USAGE = ("outcomes", "state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,41 @@ class TopicsConfig:
         """All topics, for :func:`spendsentry.kafka.ensure_topics`."""
         return [getattr(self, f.name) for f in fields(self)]
 
+    def fitted(self, existing: Mapping[str, int]) -> TopicsConfig:
+        """This layout as the broker already has it, for the topics still to create.
+
+        A topic that exists keeps its real partition count (the worker places
+        snapshots and reads alerts by it). When the usage topic exists (a gateway
+        published before any worker ran, and the broker auto-created it with its
+        own count) and outcomes or state do not, those are created with the usage
+        topic's count rather than the file's: they must match it, and only the
+        missing ones can still be made to. An existing mismatch is left for
+        :meth:`check_co_partitioned` to report.
+
+        Parameters
+        ----------
+        existing : Mapping[str, int]
+            Partition counts of the topics that exist, by real name.
+
+        >>> t = TopicsConfig.defaults().fitted({"ai.usage": 4})
+        >>> t.usage.partitions, t.outcomes.partitions, t.state.partitions, t.alerts.partitions
+        (4, 4, 4, 3)
+        >>> t = TopicsConfig.defaults().fitted({"ai.usage": 4, "ai.outcomes": 12})
+        >>> t.outcomes.partitions, t.state.partitions
+        (12, 4)
+        """
+        specs = {f.name: getattr(self, f.name) for f in fields(self)}
+        for logical, spec in specs.items():
+            if spec.name in existing:
+                specs[logical] = replace(spec, partitions=existing[spec.name])
+        n = existing.get(self.usage.name)
+        if n is not None:
+            for logical in _FOLLOW_USAGE:
+                spec = specs[logical]
+                if spec.name not in existing:
+                    specs[logical] = replace(spec, partitions=n)
+        return TopicsConfig(**specs)
+
     def check_co_partitioned(self) -> None:
         """Raise :class:`ConfigError` unless usage and outcomes have equal partition counts.
 
@@ -137,5 +180,38 @@ def check_co_partitioned(usage: str, n_usage: int, outcomes: str, n_outcomes: in
         raise ConfigError(
             f"{usage} has {n_usage} partitions and {outcomes} {n_outcomes}: they must be "
             "equal (both keyed by use case, partition p of each feeds engine p); "
-            "change [topics.outcomes] partitions or recreate the topic"
+            "if both exist on the broker, add partitions to the smaller one "
+            "(kafka-topics --alter --partitions) or delete and recreate it; otherwise "
+            "change [topics.outcomes] partitions in the topics file"
         )
+
+
+async def fit_to_broker(
+    topics: TopicsConfig, bootstrap: str, security: Mapping[str, Any] | None = None
+) -> TopicsConfig:
+    """``topics`` fitted (:meth:`TopicsConfig.fitted`) to what the broker already has.
+
+    Logs a warning for every partition count that differs from the file, so an
+    operator sees that a gateway started first and the broker chose the count.
+
+    Raises
+    ------
+    BrokerError
+        If the broker cannot be reached.
+    """
+    existing = await existing_partitions(
+        bootstrap, [spec.name for spec in topics.specs()], security=security
+    )
+    fitted = topics.fitted(existing)
+    for wanted, got in zip(topics.specs(), fitted.specs(), strict=True):
+        if wanted.partitions != got.partitions:
+            log.warning(
+                "topic %s has %d partitions, not the %d of the topics file: %s",
+                got.name,
+                got.partitions,
+                wanted.partitions,
+                "it existed already (auto-created by a client that ran first?)"
+                if got.name in existing
+                else f"it is created to match {fitted.usage.name}",
+            )
+    return fitted
