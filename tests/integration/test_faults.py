@@ -289,9 +289,15 @@ def test_redelivered_and_reordered_input_gives_the_clean_alerts(
     asyncio.run(produce(broker.bootstrap, names, sent))
     status = worker.wait_for(lambda s: caught_up(s, len(sent)), 120, "all records")
     expected, replay_alerts = run_replay(clean, tmp_path / "replay")
-    delivered = assert_same_alerts(
-        _alerts(broker.bootstrap, names), replay_alerts, status["closed_until_ts"]
-    )
+    # Past the last event, the live worker keeps closing minutes as the wall
+    # clock runs (idle sources): an incident may resolve there, which replay,
+    # ending with the data, never sees. Compare up to the data's last minute.
+    data_end = (max(parse_ts(d["ts"]) for d in docs) // 60 + 1) * 60
+    cutoff = min(status["closed_until_ts"], data_end)
+    published = [
+        a for a in _alerts(broker.bootstrap, names) if parse_ts(a["detected_at"]) <= cutoff
+    ]
+    delivered = assert_same_alerts(published, replay_alerts, cutoff)
     assert status["duplicates"] == count_events(clean)
     assert status["late"] == 0
     assert_totals_equal(status, expected)
