@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    """The ``--log-level`` option every long-running command takes."""
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        metavar="LEVEL",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help="one of " + ", ".join(LOG_LEVELS),
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``notify`` command's options to ``parser``."""
     parser.add_argument(
@@ -52,14 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="alerts older than this are logged, not posted; 0 posts all (default 86400)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        metavar="LEVEL",
-        choices=LOG_LEVELS,
-        type=str.upper,
-        help="one of " + ", ".join(LOG_LEVELS),
-    )
+    add_log_level(parser)
 
 
 def run(args: argparse.Namespace) -> int:

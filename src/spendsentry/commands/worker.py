@@ -19,7 +19,7 @@ import socket
 import sys
 from pathlib import Path
 
-from spendsentry.commands.notify import LOG_LEVELS
+from spendsentry.commands.notify import add_log_level
 from spendsentry.commands.notify import add_worker_flag as add_notify_flag
 from spendsentry.errors import ConfigError
 
@@ -105,14 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="most records handled in one engine batch",
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        metavar="LEVEL",
-        choices=LOG_LEVELS,
-        type=str.upper,
-        help="one of " + ", ".join(LOG_LEVELS),
-    )
+    add_log_level(parser)
     add_notify_flag(parser)  # --notify/--no-notify: the Slack notifier in this process
 
 
