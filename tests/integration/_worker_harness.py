@@ -226,17 +226,26 @@ def assert_totals_equal(status: Mapping[str, Any], expected: Mapping[str, Any]) 
     assert status["accepted"] == expected["accepted"]
 
 
-def caught_up(status: Mapping[str, Any], records: int) -> bool:
-    """All ``records`` consumed, event time closed up to the idle watermark, and no
+def caught_up(status: Mapping[str, Any], records: int, until: float | None = None) -> bool:
+    """All ``records`` consumed, event time closed up to the idle watermark, no
     throttle command still held back from the catch-up (they go out once the
-    backlog is read: docs/throttling.md)."""
+    backlog is read: docs/throttling.md) and nothing still being published.
+
+    ``until`` (the data's last event time): also closed up to it. The watermark
+    is the least over partitions that are not idle, and a partition whose last
+    event is early (an outcome flow that stopped) counts as idle only after 30 s
+    of wall clock: until then "closed up to the watermark" is not the data's end.
+    """
     closed, watermark = status["closed_until_ts"], status["watermark"]
     return (
         status["records"] == records
         and closed is not None
         and watermark is not None
         and closed >= watermark - 180
+        and (until is None or closed >= until - 180)
         and not status.get("throttle", {}).get("held_while_catching_up", 0)
+        # The last batch's alerts and commands are on their way to the broker.
+        and not status.get("publishing", 0)
     )
 
 

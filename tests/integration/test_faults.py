@@ -287,12 +287,15 @@ def test_redelivered_and_reordered_input_gives_the_clean_alerts(
     workers.append(worker)
     _joined(worker)
     asyncio.run(produce(broker.bootstrap, names, sent))
-    status = worker.wait_for(lambda s: caught_up(s, len(sent)), 120, "all records")
+    last_event = max(parse_ts(d["ts"]) for d in docs)
+    status = worker.wait_for(
+        lambda s: caught_up(s, len(sent), until=last_event), 120, "all records"
+    )
     expected, replay_alerts = run_replay(clean, tmp_path / "replay")
     # Past the last event, the live worker keeps closing minutes as the wall
     # clock runs (idle sources): an incident may resolve there, which replay,
     # ending with the data, never sees. Compare up to the data's last minute.
-    data_end = (max(parse_ts(d["ts"]) for d in docs) // 60 + 1) * 60
+    data_end = (last_event // 60 + 1) * 60
     cutoff = min(status["closed_until_ts"], data_end)
     published = [
         a for a in _alerts(broker.bootstrap, names) if parse_ts(a["detected_at"]) <= cutoff

@@ -81,6 +81,9 @@ class Publisher:
         #: Throttle commands not published for want of a signing key.
         self.commands_unpublished = 0
         self.commands_published = 0
+        #: Results of the batch being published (``/status`` shows them: a batch
+        #: counted as consumed may still have alerts or commands on their way).
+        self.in_flight = 0
         #: Latest version per scope on ai.throttle at start (fresh engines continue them).
         self.throttle_versions: dict[str, int] = {}
         #: Records on ai.throttle ignored at start, by reason (not verified commands).
@@ -100,18 +103,22 @@ class Publisher:
         lagging: bool = False,
     ) -> None:
         """Publish one batch's results (``lagging``: a backlog is being read)."""
-        topics = self.config.topics
-        for alert in alerts:
-            doc = alert.to_dict()
-            self.board.observe_alert(doc)
-            await producer.send(
-                topics.alerts.name, value=orjson.dumps(doc), key=alert.use_case.encode()
-            )
-        await self._publish_commands(producer, commands, lagging)
-        if letters:
-            # Never raises: what the broker does not take goes to a local file,
-            # or is held (and its partition with it) until it can be written.
-            await self.deadletters.publish(producer, letters)
+        self.in_flight = len(alerts) + len(letters) + len(commands)
+        try:
+            topics = self.config.topics
+            for alert in alerts:
+                doc = alert.to_dict()
+                self.board.observe_alert(doc)
+                await producer.send(
+                    topics.alerts.name, value=orjson.dumps(doc), key=alert.use_case.encode()
+                )
+            await self._publish_commands(producer, commands, lagging)
+            if letters:
+                # Never raises: what the broker does not take goes to a local file,
+                # or is held (and its partition with it) until it can be written.
+                await self.deadletters.publish(producer, letters)
+        finally:
+            self.in_flight = 0
 
     async def _publish_commands(
         self, producer: AIOKafkaProducer, commands: Sequence[ThrottleCommand], lagging: bool

@@ -97,6 +97,7 @@ class WorkerStatus:
             "firing": [{"use_case": u, "kind": k, "alert_id": a} for u, k, a in view.firing()],
             "published_alert_keys": parts.published_keys,
             "alerts_suppressed": parts.suppressed,
+            "publishing": self.publisher.in_flight,
             "partitions": {str(p): self._partition_status(p) for p in parts},
             "throttle": self._throttle_status(),
             "state_topic": self.config.topics.state.name,
