@@ -88,6 +88,7 @@ DEAD_LETTER_REASONS: tuple[str, ...] = (
     "late",
     "unknown_type",
     "empty",
+    "unsupported_protobuf",
 )
 
 # RFC 3339 section 5.6 ``date-time``: "T" and "Z" may be lower case, the offset is required.

@@ -284,11 +284,18 @@ def test_malformed_batch_is_one_dead_letter(doc: dict[str, Any]) -> None:
     assert letter.original == raw
 
 
-def test_span_without_any_use_case_is_dead_lettered() -> None:
-    result = decode(_batch(_raw_span(0), resource={"attributes": []}))
-    (letter,) = result.rejected
-    assert (letter.reason.value, letter.field) == ("missing_field", "use_case")
-    assert "service.name" in letter.message
+def test_span_without_any_use_case_goes_to_the_default_use_case() -> None:
+    # No spend is dropped: no use case attribute, no agent, no service name (or
+    # the SDK's unknown_service placeholder) -> the configured default.
+    unknown = {"attributes": [{"key": "service.name",
+                               "value": {"stringValue": "unknown_service:python"}}]}  # fmt: skip
+    for resource in ({"attributes": []}, unknown):
+        result = decode(_batch(_raw_span(0), resource=resource))
+        assert result.rejected == []
+        assert [e.use_case for e in result.events] == ["unattributed"]
+    mapping = OtlpMapping.from_env({"SPENDSENTRY_DEFAULT_USE_CASE": "shared_pool"})
+    result = decode(_batch(_raw_span(0), resource={"attributes": []}), Decoder(otlp=mapping))
+    assert [e.use_case for e in result.events] == ["shared_pool"]
 
 
 def test_native_events_still_take_the_native_path() -> None:

@@ -28,6 +28,8 @@ class RejectReason(StrEnum):
     LATE = "late"
     UNKNOWN_TYPE = "unknown_type"
     EMPTY = "empty"
+    #: A protobuf message that is not an OTLP trace request (metrics, logs, other).
+    UNSUPPORTED_PROTOBUF = "unsupported_protobuf"
 
 
 class SourcePosition(NamedTuple):

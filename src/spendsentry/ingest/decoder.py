@@ -36,6 +36,8 @@ from spendsentry.ingest.deadletter import (
 from spendsentry.ingest.limits import IDENTIFIER_FIELDS, IngestLimits
 from spendsentry.ingest.litellm import LiteLLMMapping, is_litellm_payload, map_payload
 from spendsentry.ingest.otlp import MappingError, OtlpMapping, is_otlp_traces, map_traces
+from spendsentry.ingest.otlp_proto import ProtoError, decode_traces, looks_like_protobuf
+from spendsentry.ingest.otlp_proto import describe as describe_protobuf
 from spendsentry.ingest.validate import EventValidator, Reject, json_type
 from spendsentry.timeutil import MILLIS_THRESHOLD, parse_ts
 
@@ -123,7 +125,8 @@ class Decoder:
     partition. Duplicates are not its business: the engine drops them.
 
     Besides native events it recognises, per JSON object, an OTLP JSON trace
-    batch (``resourceSpans``) and a LiteLLM ``StandardLoggingPayload``; their
+    batch (``resourceSpans``) and a LiteLLM ``StandardLoggingPayload``, and a
+    record that is not JSON but an OTLP protobuf trace request; their
     mappings default to the ``SPENDSENTRY_OTLP_*`` / ``SPENDSENTRY_LITELLM_*``
     environment variables (see docs/integrations.md).
     """
@@ -171,9 +174,8 @@ class Decoder:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            result.rejected.append(
-                DeadLetter(RejectReason.NOT_JSON, f"not JSON: {exc}", source, raw)
-            )
+            self._decode_binary(raw, source, exc, clock, result)
+            result.rejected = one_per_record(result.rejected, raw)
             return result
         if isinstance(doc, list):
             for index, item in enumerate(doc):
@@ -250,6 +252,38 @@ class Decoder:
                 )
             )
         return events
+
+    def _decode_binary(
+        self,
+        raw: bytes,
+        source: SourcePosition,
+        error: orjson.JSONDecodeError,
+        now: float,
+        result: DecodeResult,
+    ) -> None:
+        """A record that is not JSON: an OTLP protobuf trace request, or a dead letter.
+
+        Tried only after JSON failed, so JSON records never pay for it. A
+        protobuf message of another kind gets a reason that says what it is.
+        """
+        try:
+            doc = decode_traces(raw)
+        except ProtoError as exc:
+            if looks_like_protobuf(raw):
+                result.rejected.append(
+                    DeadLetter(
+                        RejectReason.UNSUPPORTED_PROTOBUF,
+                        f"{describe_protobuf(raw)} ({exc})",
+                        source,
+                        raw,
+                    )
+                )
+            else:
+                result.rejected.append(
+                    DeadLetter(RejectReason.NOT_JSON, f"not JSON: {error}", source, raw)
+                )
+            return
+        self._decode_foreign(doc, source, None, raw, now, result)
 
     def _decode_object(
         self,

@@ -50,6 +50,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from spendsentry.ingest.attribution import UNATTRIBUTED, default_use_case
 from spendsentry.ingest.deadletter import RejectReason
 
 #: The environment variable that names the span/resource attribute holding the use case.
@@ -68,6 +69,16 @@ OPERATION_KINDS: dict[str, str] = {
 
 #: Wrapper spans: their usage attributes (when set) sum their children's calls.
 WRAPPER_OPERATIONS = frozenset({"invoke_agent", "create_agent", "invoke_workflow"})
+
+#: OpenInference ``openinference.span.kind`` -> usage event kind (AGENT and CHAIN
+#: wrap their children, like the wrapper operations; the rest cost nothing).
+OPENINFERENCE_KINDS: dict[str, str] = {
+    "LLM": "llm_call",
+    "EMBEDDING": "embedding",
+    "RETRIEVER": "retrieval",
+    "RERANKER": "retrieval",
+    "TOOL": "tool_call",
+}
 
 #: Span status code for an error: 2 in OTLP JSON, the enum name in protobuf JSON.
 _ERROR_STATUS = (2, "STATUS_CODE_ERROR")
@@ -96,21 +107,24 @@ class OtlpMapping:
     """Where the use case of a span comes from.
 
     The first of: ``use_case_attribute`` on the span, then on the resource;
-    ``gen_ai.agent.name`` on the span; the resource's ``service.name``.
+    ``gen_ai.agent.name`` on the span; the resource's ``service.name`` (not the
+    SDK's ``unknown_service`` placeholder); then ``default_use_case``
+    (:mod:`spendsentry.ingest.attribution`), so no span with spend is dropped.
     """
 
     use_case_attribute: str = DEFAULT_USE_CASE_ATTRIBUTE
+    default_use_case: str = UNATTRIBUTED
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OtlpMapping:
         """Read ``SPENDSENTRY_OTLP_USE_CASE_ATTRIBUTE`` (default ``spendsentry.use_case``).
 
         >>> OtlpMapping.from_env({"SPENDSENTRY_OTLP_USE_CASE_ATTRIBUTE": "app.feature"})
-        OtlpMapping(use_case_attribute='app.feature')
+        OtlpMapping(use_case_attribute='app.feature', default_use_case='unattributed')
         """
         env = os.environ if environ is None else environ
         name = env.get(USE_CASE_ATTRIBUTE_ENV, "").strip()
-        return cls(name or DEFAULT_USE_CASE_ATTRIBUTE)
+        return cls(name or DEFAULT_USE_CASE_ATTRIBUTE, default_use_case(env))
 
 
 @dataclass(slots=True)
@@ -352,6 +366,10 @@ def same_model(requested: str, served: str) -> bool:
     )
 
 
+#: Attribute prefixes that make a span worth a closer look (GenAI semconv, OpenInference).
+_GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.")
+
+
 def _span_event(
     span: Any, resource_attrs: dict[str, Any], mapping: OtlpMapping
 ) -> dict[str, Any] | None:
@@ -360,14 +378,23 @@ def _span_event(
         raise MappingError(RejectReason.NOT_OBJECT, "a span must be a JSON object")
     attrs = _attributes(span, "attributes")
     # The cheap test first: most spans of a traced service are not GenAI calls.
-    if not any(key.startswith("gen_ai.") for key in attrs):
+    if not any(key.startswith(_GENAI_PREFIXES) for key in attrs):
         return None
-    operation = _str(attrs, "gen_ai.operation.name")
-    input_tokens = _tokens(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-    output_tokens = _tokens(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+    input_tokens = _tokens(
+        attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"
+    )
+    output_tokens = _tokens(
+        attrs,
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+    )
     requested = _str(attrs, "gen_ai.request.model")
+    served = _str(attrs, "gen_ai.response.model") or _str(attrs, "llm.model_name")
     kind = _span_kind(
-        operation, requested is None and input_tokens is None and output_tokens is None
+        _str(attrs, "gen_ai.operation.name"),
+        _str(attrs, "openinference.span.kind"),
+        requested is None and served is None and input_tokens is None and output_tokens is None,
     )
     if kind is None:
         return None
@@ -385,14 +412,13 @@ def _span_event(
         end_ns = _int64(end, "endTimeUnixNano")
         if end_ns >= start_ns:
             event["latency_ms"] = (end_ns - start_ns) / 1e6
-    provider = _str(attrs, "gen_ai.provider.name") or _str(attrs, "gen_ai.system")
-    served = _str(attrs, "gen_ai.response.model")
     if served is not None and requested is not None and not same_model(requested, served):
         event["requested_model"] = requested
-    model = served or requested
     optional = {
-        "provider": provider,
-        "model": model,
+        "provider": _first_str(
+            attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"
+        ),
+        "model": served or requested,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         # Cache writes (gen_ai.usage.cache_creation.input_tokens) are part of
@@ -400,37 +426,75 @@ def _span_event(
         # are the cached input. The older underscore name is still emitted by
         # some instrumentations.
         "cached_input_tokens": _tokens(
-            attrs, "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"
+            attrs,
+            "gen_ai.usage.cache_read.input_tokens",
+            "gen_ai.usage.cache_read_input_tokens",
+            "llm.token_count.prompt_details.cache_read",
         ),
-        "reasoning_tokens": _tokens(attrs, "gen_ai.usage.reasoning.output_tokens"),
-        "session_id": _str(attrs, "gen_ai.conversation.id"),
-        "agent_id": _str(attrs, "gen_ai.agent.id") or _str(attrs, "gen_ai.agent.name"),
-        "tool_name": _str(attrs, "gen_ai.tool.name"),
+        "reasoning_tokens": _tokens(
+            attrs,
+            "gen_ai.usage.reasoning.output_tokens",
+            "llm.token_count.completion_details.reasoning",
+        ),
+        "session_id": _first_str(attrs, "gen_ai.conversation.id", "session.id"),
+        "agent_id": _first_str(attrs, "gen_ai.agent.id", "gen_ai.agent.name"),
+        "tool_name": _first_str(attrs, "gen_ai.tool.name", "tool.name"),
         "request_id": _str(attrs, "gen_ai.response.id"),
+        "cost_usd": _cost_usd(attrs),
     }
     event.update((k, v) for k, v in optional.items() if v is not None)
-    cost = _value(attrs, "gen_ai.usage.cost")  # not semconv, but several SDKs set it (USD)
-    if cost is not None:
-        event["cost_usd"] = cost
     status = span.get("status")
     if isinstance(status, dict) and status.get("code") in _ERROR_STATUS:
         event["status"] = "error"
     return event
 
 
-def _span_kind(operation: str | None, silent: bool) -> str | None:
+def _first_str(attrs: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = _str(attrs, key)
+        if value is not None:
+            return value
+    return None
+
+
+def _cost_usd(attrs: dict[str, Any]) -> Any:
+    """The cost the span reports in USD, which then wins over the price book.
+
+    The proposed ``gen_ai.usage.cost.amount`` with ``gen_ai.usage.cost.currency``
+    (an amount in another currency is left to the price book: spendsentry
+    counts USD), else the older ``gen_ai.usage.cost`` several SDKs set, else
+    OpenInference's ``llm.cost.total``. The value is checked by the validator.
+
+    >>> attrs = {"gen_ai.usage.cost.amount": {"doubleValue": 0.25},
+    ...          "gen_ai.usage.cost.currency": {"stringValue": "EUR"}}
+    >>> _cost_usd(attrs) is None, _cost_usd({"llm.cost.total": {"doubleValue": 0.5}})
+    (True, 0.5)
+    """
+    amount = _value(attrs, "gen_ai.usage.cost.amount")
+    if amount is not None:
+        currency = _str(attrs, "gen_ai.usage.cost.currency")
+        return amount if currency is None or currency.upper() == "USD" else None
+    cost = _value(attrs, "gen_ai.usage.cost")
+    return cost if cost is not None else _value(attrs, "llm.cost.total")
+
+
+def _span_kind(operation: str | None, openinference: str | None, silent: bool) -> str | None:
     """The event kind of a GenAI span (None: not counted); ``silent``: no model, no usage.
 
-    >>> _span_kind("chat", False), _span_kind(None, False), _span_kind(None, True)
+    >>> _span_kind("chat", None, False), _span_kind(None, None, False), _span_kind(None, None, True)
     ('llm_call', 'llm_call', None)
+    >>> _span_kind(None, "LLM", True), _span_kind(None, "AGENT", False)
+    ('llm_call', None)
     """
-    if operation is None:
-        # Instrumentations from before gen_ai.operation.name: a model call if
-        # it names a model or reports usage, otherwise nothing to count.
-        return None if silent else "llm_call"
-    if operation in WRAPPER_OPERATIONS:
-        return None
-    return OPERATION_KINDS.get(operation)
+    if operation is not None:
+        if operation in WRAPPER_OPERATIONS:
+            return None
+        return OPERATION_KINDS.get(operation)
+    if openinference is not None:
+        return OPENINFERENCE_KINDS.get(openinference.upper())
+    # Instrumentations from before gen_ai.operation.name: a model call if
+    # it names a model or reports usage, otherwise nothing to count.
+    return None if silent else "llm_call"
 
 
 def _start_ns(span: dict[str, Any]) -> int:
@@ -449,20 +513,16 @@ def _start_ns(span: dict[str, Any]) -> int:
 
 def _use_case(attrs: dict[str, Any], resource_attrs: dict[str, Any], mapping: OtlpMapping) -> str:
     key = mapping.use_case_attribute
-    use_case = (
+    service = _str(resource_attrs, "service.name")
+    if service is not None and service.startswith("unknown_service"):
+        service = None  # the SDK's placeholder names no use case
+    return (
         _str(attrs, key)
         or _str(resource_attrs, key)
         or _str(attrs, "gen_ai.agent.name")
-        or _str(resource_attrs, "service.name")
+        or service
+        or mapping.default_use_case
     )
-    if use_case is None:
-        raise MappingError(
-            RejectReason.MISSING_FIELD,
-            f"no use case: the span has no {key!r} or gen_ai.agent.name attribute "
-            "and its resource no service.name",
-            "use_case",
-        )
-    return use_case
 
 
 #: OTLP ``AnyValue`` field -> its plain value (the first field an object has
