@@ -37,4 +37,7 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
 ENTRYPOINT ["spendsentry"]
 # The web server binds all interfaces inside the container (the port is not
 # published by default; see docker-compose.yml).
+# On all interfaces POST /v1/traces (OTLP/HTTP) needs SPENDSENTRY_OTLP_TOKEN; it is
+# off unless a run sets SPENDSENTRY_OTLP_HTTP=on with the token (docs/integrations.md).
+ENV SPENDSENTRY_OTLP_HTTP=off
 CMD ["worker", "--web-host", "0.0.0.0", "--web-port", "6066"]

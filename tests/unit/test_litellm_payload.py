@@ -167,7 +167,6 @@ def test_calls_without_spend_are_skipped_not_dead_lettered() -> None:
         ({"startTime": "yesterday"}, "bad_timestamp", "startTime"),
         ({"call_type": 7}, "wrong_type", "call_type"),
         ({"metadata": "x"}, "wrong_type", "metadata"),
-        ({"request_tags": [], "metadata": {}}, "missing_field", "use_case"),
         ({"prompt_tokens": -1}, "negative_value", "input_tokens"),
         ({"completion_tokens": "20"}, "wrong_type", "output_tokens"),
         ({"response_cost": 1e9}, "absurd_value", "cost_usd"),
@@ -202,3 +201,12 @@ def test_openai_cached_tokens_win_over_a_zero_anthropic_field() -> None:
     doc["metadata"]["usage_object"]["cache_read_input_tokens"] = 0
     (event,) = decode(doc).events
     assert event.cached_input_tokens == 1024
+
+
+def test_a_call_with_no_use_case_goes_to_the_default_use_case() -> None:
+    bare = payload(request_tags=[], metadata={})
+    result = decode([bare])
+    assert result.rejected == []
+    assert [e.use_case for e in result.events] == ["unattributed"]
+    mapping = LiteLLMMapping.from_env({"SPENDSENTRY_DEFAULT_USE_CASE": "shared_pool"})
+    assert map_payload(bare, mapping)["use_case"] == "shared_pool"

@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
         # Before the broker and the app start: a taken port is the common mistake
         # (a second worker on one host), and it otherwise surfaces as a deep traceback.
         _check_web_port(args.web_host, args.web_port)
+        # Off loopback, POST /v1/traces needs its token: refuse before anything starts.
+        from spendsentry.worker.otlp_http import check_config as check_otlp_http
+
+        check_otlp_http(args.web_host)
         if args.broker:
             return asyncio.run(_main(args, args.broker))
         with EmbeddedBroker() as broker:

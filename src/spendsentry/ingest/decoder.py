@@ -253,6 +253,20 @@ class Decoder:
             )
         return events
 
+    def decode_otlp(
+        self, doc: dict[str, Any], source: SourcePosition, *, now: float | None = None
+    ) -> DecodeResult:
+        """The events of one parsed OTLP trace request (JSON, or :func:`decode_traces`'s dict).
+
+        For the OTLP/HTTP receiver, which has parsed the body already and must
+        not take other shapes. Dead letters are per span (``index``), not
+        merged: the receiver reports them in its partial-success answer.
+        """
+        result = DecodeResult()
+        clock = time.time() if now is None else now
+        self._decode_foreign(doc, source, None, None, clock, result)
+        return result
+
     def _decode_binary(
         self,
         raw: bytes,

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spendsentry.ingest.attribution import UNATTRIBUTED, default_use_case
 from spendsentry.ingest.deadletter import RejectReason
 from spendsentry.ingest.otlp import MappingError, same_model
 
@@ -83,10 +84,13 @@ class LiteLLMMapping:
     ``use_case_from`` lists the sources to try in order: ``metadata`` (the
     ``use_case_key`` metadata key), ``tag`` (the first request tag that is not a
     header tag LiteLLM adds itself), ``team`` (the API key's team alias).
+    A call none of them names goes to ``default_use_case``
+    (:mod:`spendsentry.ingest.attribution`): its spend is not dropped.
     """
 
     use_case_key: str = DEFAULT_USE_CASE_KEY
     use_case_from: tuple[str, ...] = USE_CASE_SOURCES
+    default_use_case: str = UNATTRIBUTED
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.use_case_from if s not in USE_CASE_SOURCES]
@@ -101,13 +105,14 @@ class LiteLLMMapping:
         """Read ``SPENDSENTRY_LITELLM_USE_CASE_KEY`` and ``..._USE_CASE_FROM``.
 
         >>> LiteLLMMapping.from_env({"SPENDSENTRY_LITELLM_USE_CASE_FROM": "team, tag"})
-        LiteLLMMapping(use_case_key='spendsentry.use_case', use_case_from=('team', 'tag'))
+        LiteLLMMapping(use_case_key='spendsentry.use_case', use_case_from=('team', 'tag'), \
+default_use_case='unattributed')
         """
         env = os.environ if environ is None else environ
         key = env.get(USE_CASE_KEY_ENV, "").strip() or DEFAULT_USE_CASE_KEY
         order = env.get(USE_CASE_FROM_ENV, "").strip()
         sources = tuple(s.strip() for s in order.split(",") if s.strip()) or USE_CASE_SOURCES
-        return cls(key, sources)
+        return cls(key, sources, default_use_case(env))
 
 
 def is_litellm_payload(doc: dict[str, Any]) -> bool:
@@ -276,9 +281,4 @@ def _use_case(
                     RejectReason.WRONG_TYPE, f"use case from {source} must be a string", "use_case"
                 )
             return found
-    raise MappingError(
-        RejectReason.MISSING_FIELD,
-        f"no use case: none of {', '.join(mapping.use_case_from)} is set "
-        f"(metadata key {mapping.use_case_key!r}, request tags, team alias)",
-        "use_case",
-    )
+    return mapping.default_use_case

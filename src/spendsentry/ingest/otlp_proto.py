@@ -35,7 +35,14 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ProtoError", "decode_traces", "describe", "looks_like_protobuf"]
+__all__ = [
+    "ProtoError",
+    "decode_traces",
+    "describe",
+    "encode_status",
+    "encode_success",
+    "looks_like_protobuf",
+]
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 _WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "bytes", 5: "fixed32"}
@@ -358,3 +365,47 @@ def _inner_record(raw: bytes) -> str | None:
     except ProtoError:
         return None
     return None
+
+
+# -- the two answers the OTLP/HTTP receiver writes -------------------------------
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _encode_len(number: int, payload: bytes) -> bytes:
+    return _encode_varint(number << 3 | _LEN) + _encode_varint(len(payload)) + payload
+
+
+def encode_success(rejected_spans: int, error_message: str) -> bytes:
+    """An ``ExportTraceServiceResponse``: empty when every span was taken, else
+    ``partial_success`` (1) with ``rejected_spans`` (1) and ``error_message`` (2).
+
+    >>> encode_success(0, ""), encode_success(2, "no")
+    (b'', b'\\n\\x06\\x08\\x02\\x12\\x02no')
+    """
+    if not rejected_spans and not error_message:
+        return b""
+    inner = b""
+    if rejected_spans:
+        inner += _encode_varint(1 << 3 | _VARINT) + _encode_varint(rejected_spans)
+    if error_message:
+        inner += _encode_len(2, error_message.encode())
+    return _encode_len(1, inner)
+
+
+def encode_status(code: int, message: str) -> bytes:
+    """A ``google.rpc.Status`` with ``code`` (1) and ``message`` (2): an error answer's body.
+
+    >>> encode_status(3, "bad")
+    b'\\x08\\x03\\x12\\x03bad'
+    """
+    return (
+        _encode_varint(1 << 3 | _VARINT) + _encode_varint(code) + _encode_len(2, message.encode())
+    )

@@ -28,6 +28,7 @@ team alias: :class:`~spendsentry.ingest.litellm.LiteLLMMapping`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from spendsentry.client import Decision, ThrottleGuard, ThrottleKeys, UsageReporter
+from spendsentry.ingest.attribution import SOURCE_FIELD
 from spendsentry.ingest.litellm import LiteLLMMapping, map_payload
 from spendsentry.ingest.otlp import MappingError
 from spendsentry.messages.topics import THROTTLE_TOPIC, USAGE_TOPIC
@@ -80,8 +82,12 @@ class SpendSentryLogger(CustomLogger):
     mapping : LiteLLMMapping, optional
         Where the use case comes from (default: the environment).
     default_use_case : str, optional
-        For calls with no use case anywhere; without it they are not checked
-        and not reported (counted in ``counts["no_use_case"]``).
+        For calls with no use case anywhere (default: the mapping's, from
+        ``SPENDSENTRY_DEFAULT_USE_CASE``, ``unattributed`` when unset). Such
+        calls are checked against that use case's throttles and reported
+        under it, marked ``"source": "litellm_callback"`` so the worker counts
+        them (``spendsentry_unattributed_events_total``) and
+        ``counts["default_use_case"]``: no spend is dropped.
     """
 
     def __init__(
@@ -95,8 +101,11 @@ class SpendSentryLogger(CustomLogger):
         super().__init__()
         self.reporter = reporter
         self.guard = guard
-        self.mapping = mapping or LiteLLMMapping.from_env()
-        self.default_use_case = default_use_case
+        mapping = mapping or LiteLLMMapping.from_env()
+        if default_use_case:
+            mapping = dataclasses.replace(mapping, default_use_case=default_use_case)
+        self.mapping = mapping
+        self.default_use_case = mapping.default_use_case
         self.counts: dict[str, int] = {}
 
     @classmethod
@@ -159,9 +168,6 @@ class SpendSentryLogger(CustomLogger):
             return data
         metadata = _metadata(data)
         use_case = self._request_use_case(data, metadata, team)
-        if use_case is None:
-            self._count("no_use_case")
-            return data
         model = data.get("model") if isinstance(data.get("model"), str) else None
         decision = guard.check(use_case, model=model, input_tokens=_input_tokens(data, model))
         if not decision.allowed:
@@ -177,7 +183,7 @@ class SpendSentryLogger(CustomLogger):
 
     def _request_use_case(
         self, data: dict[str, Any], metadata: dict[str, Any], team: str | None
-    ) -> str | None:
+    ) -> str:
         for source in self.mapping.use_case_from:
             found: Any = None
             if source == "metadata":
@@ -231,17 +237,10 @@ class SpendSentryLogger(CustomLogger):
         try:
             event = map_payload(payload, self.mapping, request_metadata=metadata)
         except MappingError as exc:
-            if exc.field_name == "use_case" and self.default_use_case:
-                event = map_payload(
-                    payload,
-                    self.mapping,
-                    request_metadata={self.mapping.use_case_key: self.default_use_case},
-                )
-            else:
-                # The reason only: payloads carry prompts and key metadata.
-                self._count(f"unmapped_{exc.reason.value}")
-                log.debug("LiteLLM call not reported: %s", exc.message)
-                return
+            # The reason only: payloads carry prompts and key metadata.
+            self._count(f"unmapped_{exc.reason.value}")
+            log.debug("LiteLLM call not reported: %s", exc.message)
+            return
         except Exception:  # a LiteLLM payload change must not break the caller
             self._count("unmapped_error")
             log.warning("LiteLLM payload could not be mapped", exc_info=True)
@@ -252,6 +251,9 @@ class SpendSentryLogger(CustomLogger):
         requested = metadata.get(REQUESTED_KEY)
         if isinstance(requested, str) and requested != event.get("model"):
             event["requested_model"] = requested
+        if event["use_case"] == self.default_use_case:
+            event[SOURCE_FIELD] = "litellm_callback"  # counted per source by the worker
+            self._count("default_use_case")
         self.reporter.report(event)
         self._count("reported")
 

@@ -16,10 +16,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from spendsentry.engine_stats import OTHER_USE_CASES, EngineStats
+from spendsentry.ingest.attribution import SOURCE_FIELD
 from spendsentry.ingest.deadletter import RejectReason
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
 
 if TYPE_CHECKING:
+    from spendsentry.events import Event
     from spendsentry.ingest import DeadLetter
     from spendsentry.worker.pipeline import BatchOutput, RecordLike
 
@@ -138,6 +140,24 @@ class PartitionAccounting:
         self.committed = counters.frozen()
 
 
+#: The ``source`` label values of ``spendsentry_unattributed_events`` (others: ``other``).
+UNATTRIBUTED_SOURCES = frozenset({"otlp", "litellm", "otlp_http", "litellm_callback", "native"})
+
+
+def count_unattributed(metrics: WorkerMetrics, events: Iterable[Event], default: str) -> None:
+    """Events of the default use case, by the adapter that gave it (decoded the slow way).
+
+    Foreign shapes name their format; events an adapter republished name it in
+    their ``source`` field. The label takes known names only (it is input).
+    """
+    for event in events:
+        if event.use_case != default:
+            continue
+        named = event.extra.get(SOURCE_FIELD) if event.extra else None
+        source = named if isinstance(named, str) else event.source_format
+        metrics.unattributed.labels(source if source in UNATTRIBUTED_SOURCES else "other").inc()
+
+
 def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None:
     """Records consumed per topic."""
     by_topic: dict[str, int] = {}
@@ -165,4 +185,10 @@ def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
         metrics.set_score(alert.use_case, alert.kind, float(score or 0.0))
 
 
-__all__ = ["PartitionAccounting", "Totals", "count_output", "count_records"]
+__all__ = [
+    "PartitionAccounting",
+    "Totals",
+    "count_output",
+    "count_records",
+    "count_unattributed",
+]

@@ -1,4 +1,5 @@
-"""The worker's Faust app: lifecycle and the web server (``/``, ``/metrics``, ``/status``).
+"""The worker's Faust app: lifecycle and the web server (``/``, ``/metrics``, ``/status``,
+``POST /v1/traces``).
 
 Faust's own Kafka consumer, producer, tables and agents are switched off (see
 :mod:`spendsentry.worker.service` for why the hot path is an aiokafka consumer);
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from spendsentry.engine import Engine
 from spendsentry.slack.interactions import register_from_env as register_slack_interactions
 from spendsentry.worker.metrics import WorkerMetrics
+from spendsentry.worker.otlp_http import register_from_env as register_otlp_http
 from spendsentry.worker.service import STATUS_USE_CASES, IngestService, WorkerConfig
 from spendsentry.worker.status_page import render as render_status_page
 
@@ -82,6 +84,8 @@ def build_app(
 
     # POST /slack/interactions (Slack buttons -> ai.control), only with SLACK_SIGNING_SECRET.
     register_slack_interactions(app.web, lambda: service.producer, config.topics.control.name)
+    # POST /v1/traces (OTLP/HTTP -> ai.usage); a bearer token off loopback.
+    register_otlp_http(app.web, lambda: service.producer, config.topics.usage.name, web_host)
     return app
 
 

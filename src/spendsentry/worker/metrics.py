@@ -340,6 +340,8 @@ class WorkerMetrics:
     deadletter_failures: Counter
     deadletters_unwritten: Gauge
     use_cases: UseCaseLabels
+    #: Events an adapter gave the default use case, by source (this process's reads).
+    unattributed: Counter
     #: Worker-wide cap on ``use_case`` label values (divided across partitions).
     use_case_limit: int = 50
 
@@ -410,6 +412,15 @@ class WorkerMetrics:
                 "spendsentry_records",
                 "Kafka records read by this process (read again after a restart included)",
                 ["topic"],
+                registry=r,
+            ),
+            unattributed=Counter(
+                "spendsentry_unattributed_events",
+                "Events an adapter found no use case for and gave the default one "
+                "(SPENDSENTRY_DEFAULT_USE_CASE), by source: otlp, litellm (payloads on the "
+                "usage topic), otlp_http (POST /v1/traces), litellm_callback (read again "
+                "after a restart included)",
+                ["source"],
                 registry=r,
             ),
             consumer_lag=Gauge(

@@ -29,7 +29,7 @@ from spendsentry.engine import Engine
 from spendsentry.events import Event
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
-from spendsentry.worker.accounting import PartitionAccounting
+from spendsentry.worker.accounting import PartitionAccounting, count_unattributed
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
 from spendsentry.worker.published import PublishedKeys
 
@@ -139,6 +139,7 @@ class Pipeline:
         decode_native = self.decoder.decode_native
         max_bytes = self.decoder.limits.max_record_bytes
         metrics = self.metrics
+        default_use_case = self.decoder.otlp.default_use_case
         # Partition order, then offset order: the same batch always feeds the
         # engine in the same order, whatever order the fetcher returned it in.
         records.sort(key=_RECORD_ORDER)
@@ -164,6 +165,9 @@ class Pipeline:
                 decoded = decode(value, source, now=now)
                 out.dead_letters.extend(decoded.rejected)
                 got = decoded.events
+                if got and metrics is not None:
+                    # Only foreign or marked events take this path and can be defaulted.
+                    count_unattributed(metrics, got, default_use_case)
             if got:
                 events.extend(got)
                 sources.extend([source] * len(got))
