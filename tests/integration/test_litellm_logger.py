@@ -124,13 +124,15 @@ def test_sdk_calls_are_reported_refused_and_rerouted(
                 metadata={"spendsentry.use_case": "sales_email"},
             )
             seen["routed"] = routed
-            # Success callbacks run after the call returns: wait until both are queued.
+            # No use case anywhere: reported under the default, not dropped.
+            await litellm.acompletion(model="gpt-4o-mini", messages=MESSAGES, mock_response="ok")
+            # Success callbacks run after the call returns: wait until all are queued.
             deadline = time.monotonic() + 10
-            while logger.counts.get("reported", 0) < 2 and time.monotonic() < deadline:
+            while logger.counts.get("reported", 0) < 3 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         finally:
             await reporter.stop()
-        return await read_events(broker.bootstrap, topic, 2), logger, seen
+        return await read_events(broker.bootstrap, topic, 3), logger, seen
 
     events, logger, seen = asyncio.run(scenario())
     refused: UseCaseThrottled = seen["refused"]
@@ -140,7 +142,10 @@ def test_sdk_calls_are_reported_refused_and_rerouted(
     assert seen["routed"].model.endswith("gpt-4o-mini")
 
     by_use_case = {e.use_case: e for e in events}
-    assert set(by_use_case) == {"support_chat", "sales_email"}  # the refused call cost nothing
+    # The refused call cost nothing; the call without a use case went to the default.
+    assert set(by_use_case) == {"support_chat", "sales_email", "unattributed"}
+    assert by_use_case["unattributed"].extra == {"source": "litellm_callback"}
+    assert (by_use_case["unattributed"].cost_usd or 0) > 0
     support = by_use_case["support_chat"]
     assert support.event_id == seen["ok"].id
     assert (support.kind, support.provider, support.model) == ("llm_call", "openai", "gpt-4o-mini")
@@ -150,7 +155,12 @@ def test_sdk_calls_are_reported_refused_and_rerouted(
     assert support.source_format == "native"  # the reporter publishes contract-shaped events
     sales = by_use_case["sales_email"]
     assert (sales.requested_model, sales.model) == ("gpt-4o", "gpt-4o-mini")
-    assert logger.counts == {"reported": 2, "refused_deny": 1, "routed": 1}
+    assert logger.counts == {
+        "reported": 3,
+        "refused_deny": 1,
+        "routed": 1,
+        "default_use_case": 1,
+    }
 
 
 @pytest.mark.timeout(60)
