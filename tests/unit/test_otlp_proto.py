@@ -26,6 +26,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_otlp import NOW, SOURCE, agent_run, collector_json, tracer  # noqa: F401
 
 from spendsentry.ingest import Decoder
@@ -205,3 +209,72 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     result = decode(record)
     # One dead letter at most, holding the record as it came.
     assert [d.original for d in result.rejected] in ([], [record])
+
+
+def test_openinference_and_current_genai_attributes(tracer: Any) -> None:  # noqa: F811
+    tr, exporter = tracer
+    at = NOW - 600
+    spans = {
+        "oi-llm": {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini",
+                   "llm.provider": "openai", "llm.token_count.prompt": 900,
+                   "llm.token_count.completion": 40,
+                   "llm.token_count.prompt_details.cache_read": 600,
+                   "llm.token_count.completion_details.reasoning": 12,
+                   "session.id": "sess-9", "llm.cost.total": 0.002},
+        "oi-agent": {"openinference.span.kind": "AGENT", "llm.token_count.prompt": 5000},
+        "oi-tool": {"openinference.span.kind": "TOOL", "tool.name": "search_kb"},
+        "semconv-cost": {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                         "gen_ai.usage.input_tokens": 100, "gen_ai.usage.cost.amount": 0.5,
+                         "gen_ai.usage.cost.currency": "USD",
+                         "gen_ai.usage.cost.source": "provider"},
+        "eur-cost": {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                     "gen_ai.usage.input_tokens": 100, "gen_ai.usage.cost.amount": 0.5,
+                     "gen_ai.usage.cost.currency": "EUR"},
+    }  # fmt: skip
+    for i, (name, attrs) in enumerate(spans.items()):
+        start = int((at + i) * 1e9)
+        span = tr.start_span(
+            name, start_time=start, attributes={"spendsentry.use_case": name, **attrs}
+        )
+        span.end(end_time=start + 10**9)
+    finished = list(exporter.get_finished_spans())
+    result = decode(encode_spans(finished).SerializeToString())
+    assert result.rejected == []
+    assert result.skipped == 1  # the AGENT span wraps its children
+    events = {e.use_case: e for e in result.events}
+    assert set(events) == {"oi-llm", "oi-tool", "semconv-cost", "eur-cost"}
+    llm = events["oi-llm"]
+    assert (llm.kind, llm.model, llm.provider, llm.session_id) == (
+        "llm_call", "gpt-4o-mini", "openai", "sess-9",
+    )  # fmt: skip
+    assert (llm.input_tokens, llm.output_tokens, llm.cached_input_tokens, llm.reasoning_tokens) == (
+        900, 40, 600, 12,
+    )  # fmt: skip
+    assert llm.cost_usd == 0.002
+    assert (events["oi-tool"].kind, events["oi-tool"].tool_name) == ("tool_call", "search_kb")
+    assert events["semconv-cost"].cost_usd == 0.5  # the provider's cost wins over the book
+    assert events["eur-cost"].cost_usd is None  # not USD: priced from the book instead
+
+
+def test_calls_under_an_agent_span_inherit_its_agent_and_conversation() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "unknown_service:python"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tr = provider.get_tracer("t")
+    start = int((NOW - 600) * 1e9)
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "refund_agent",
+             "gen_ai.agent.id": "agent-42", "gen_ai.conversation.id": "conv-7"}  # fmt: skip
+    with tr.start_as_current_span("invoke_agent refund_agent", start_time=start, attributes=agent):
+        chat = tr.start_span("chat", start_time=start + 1, attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.input_tokens": 10})  # fmt: skip
+        chat.end(end_time=start + 2)
+    provider.shutdown()
+    finished = list(exporter.get_finished_spans())
+    for raw in (encode_spans(finished).SerializeToString(), collector_json(finished)):
+        result = decode(raw)
+        [event] = result.events
+        assert (event.use_case, event.agent_id, event.session_id) == (
+            "refund_agent", "agent-42", "conv-7",
+        )  # fmt: skip
+        assert result.skipped == 1

@@ -165,7 +165,7 @@ def map_traces(doc: dict[str, Any], mapping: OtlpMapping | None = None) -> Mappe
     mapping = mapping or OtlpMapping()
     out = MappedTraces()
     resource_spans = _list(doc, "resourceSpans")
-    index = 0
+    spans: list[tuple[Any, dict[str, Any]]] = []
     for rs in resource_spans:
         if not isinstance(rs, dict):
             raise MappingError(RejectReason.WRONG_TYPE, "resourceSpans[] must be objects")
@@ -178,18 +178,50 @@ def map_traces(doc: dict[str, Any], mapping: OtlpMapping | None = None) -> Mappe
         for ss in _list(rs, "scopeSpans"):
             if not isinstance(ss, dict):
                 raise MappingError(RejectReason.WRONG_TYPE, "scopeSpans[] must be objects")
-            for span in _list(ss, "spans"):
-                item = MappedSpan(index, span)
-                index += 1
-                try:
-                    item.event = _span_event(span, resource_attrs, mapping)
-                except MappingError as exc:
-                    item.error = exc
-                if item.event is None and item.error is None:
-                    out.skipped += 1
-                else:
-                    out.items.append(item)
+            spans.extend((span, resource_attrs) for span in _list(ss, "spans"))
+    agents = _agent_contexts(spans)
+    for index, (span, resource_attrs) in enumerate(spans):
+        item = MappedSpan(index, span)
+        try:
+            item.event = _span_event(span, resource_attrs, mapping, agents)
+        except MappingError as exc:
+            item.error = exc
+        if item.event is None and item.error is None:
+            out.skipped += 1
+        else:
+            out.items.append(item)
     return out
+
+
+def _agent_contexts(spans: list[tuple[Any, dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    """Agent spans of the batch by span id: what their direct children inherit.
+
+    An ``invoke_agent`` span carries ``gen_ai.agent.*`` and the conversation
+    id; the model and tool calls under it often carry neither. Only spans of
+    the same batch are seen (an exporter batches a trace's spans as they end,
+    so a parent usually travels with its children).
+    """
+    agents: dict[str, dict[str, str]] = {}
+    for span, _ in spans:
+        if not isinstance(span, dict) or not isinstance(span.get("spanId"), str):
+            continue
+        try:
+            attrs = _attributes(span, "attributes")
+            wrapper = (
+                _str(attrs, "gen_ai.operation.name") in WRAPPER_OPERATIONS
+                or (_str(attrs, "openinference.span.kind") or "").upper() == "AGENT"
+            )
+            if not wrapper:
+                continue
+            context = {
+                "agent_id": _first_str(attrs, "gen_ai.agent.id", "gen_ai.agent.name"),
+                "agent_name": _str(attrs, "gen_ai.agent.name"),
+                "session_id": _first_str(attrs, "gen_ai.conversation.id", "session.id"),
+            }
+        except MappingError:
+            continue  # the span itself is judged (and skipped) on its own
+        agents[span["spanId"]] = {k: v for k, v in context.items() if v is not None}
+    return agents
 
 
 def _list(doc: dict[str, Any], name: str) -> list[Any]:
@@ -371,7 +403,10 @@ _GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.")
 
 
 def _span_event(
-    span: Any, resource_attrs: dict[str, Any], mapping: OtlpMapping
+    span: Any,
+    resource_attrs: dict[str, Any],
+    mapping: OtlpMapping,
+    agents: Mapping[str, dict[str, str]] | None = None,
 ) -> dict[str, Any] | None:
     """The usage event dict of one span; None for spans spendsentry does not count."""
     if not isinstance(span, dict):
@@ -401,10 +436,13 @@ def _span_event(
     trace_id = trace_id_hex(span.get("traceId"), "traceId", 16)
     span_id = trace_id_hex(span.get("spanId"), "spanId", 8)
     start_ns = _start_ns(span)
+    parent_id = span.get("parentSpanId")
+    parent = (agents or {}).get(parent_id) if isinstance(parent_id, str) else None
+    parent = parent or {}
     event: dict[str, Any] = {
         "event_id": f"{trace_id}:{span_id}",
         "ts": start_ns / 1e9,
-        "use_case": _use_case(attrs, resource_attrs, mapping),
+        "use_case": _use_case(attrs, resource_attrs, mapping, parent.get("agent_name")),
         "kind": kind,
     }
     end = span.get("endTimeUnixNano")
@@ -436,8 +474,10 @@ def _span_event(
             "gen_ai.usage.reasoning.output_tokens",
             "llm.token_count.completion_details.reasoning",
         ),
-        "session_id": _first_str(attrs, "gen_ai.conversation.id", "session.id"),
-        "agent_id": _first_str(attrs, "gen_ai.agent.id", "gen_ai.agent.name"),
+        "session_id": _first_str(attrs, "gen_ai.conversation.id", "session.id")
+        or parent.get("session_id"),
+        "agent_id": _first_str(attrs, "gen_ai.agent.id", "gen_ai.agent.name")
+        or parent.get("agent_id"),
         "tool_name": _first_str(attrs, "gen_ai.tool.name", "tool.name"),
         "request_id": _str(attrs, "gen_ai.response.id"),
         "cost_usd": _cost_usd(attrs),
@@ -511,7 +551,12 @@ def _start_ns(span: dict[str, Any]) -> int:
     return start_ns
 
 
-def _use_case(attrs: dict[str, Any], resource_attrs: dict[str, Any], mapping: OtlpMapping) -> str:
+def _use_case(
+    attrs: dict[str, Any],
+    resource_attrs: dict[str, Any],
+    mapping: OtlpMapping,
+    parent_agent: str | None = None,
+) -> str:
     key = mapping.use_case_attribute
     service = _str(resource_attrs, "service.name")
     if service is not None and service.startswith("unknown_service"):
@@ -520,6 +565,7 @@ def _use_case(attrs: dict[str, Any], resource_attrs: dict[str, Any], mapping: Ot
         _str(attrs, key)
         or _str(resource_attrs, key)
         or _str(attrs, "gen_ai.agent.name")
+        or parent_agent
         or service
         or mapping.default_use_case
     )
