@@ -27,6 +27,7 @@ pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="dev extra"
 from _worker_harness import (
     Record,
     WorkerProcess,
+    metric_sum,
     produce,
     wait_for_metric,
     write_topics_file,
@@ -165,10 +166,25 @@ def test_receiver_answers_as_the_otlp_http_spec_says(
         assert post(worker.port, b"{not json", "application/json")[0] == 400
         assert post(worker.port, b'{"event_id": "e"}', "application/json")[0] == 400
         assert post(worker.port, b"{}", "text/plain")[0] == 415
+        # Over aiohttp's own 1 MiB: instrumentations that capture prompts make big spans.
+        [big] = genai_spans("big-bot", 1, at)
+        big_request = encode_spans([big])
+        big_request.resource_spans[0].scope_spans[0].spans[0].attributes.add(
+            key="gen_ai.input.messages"
+        ).value.string_value = "x" * (3 << 20)
+        assert (
+            post(worker.port, big_request.SerializeToString(), "application/x-protobuf")[0] == 200
+        )
         # 2 spans from the protobuf post, and the same 2 again from JSON: the
         # engine drops the repeats by event id, so 2 count.
         wait_for_metric(worker, "spendsentry_events_total", 2, use_case="json-bot")
-        wait_for_metric(worker, "spendsentry_duplicates_total", 2)
+        wait_for_metric(worker, "spendsentry_events_total", 1, use_case="big-bot")
+        text = wait_for_metric(worker, "spendsentry_duplicates_total", 2)
+        assert metric_sum(text, "spendsentry_otlp_http_requests_total", status="200") == 3
+        assert metric_sum(text, "spendsentry_otlp_http_requests_total", status="400") == 3
+        assert metric_sum(text, "spendsentry_otlp_http_requests_total", status="415") == 1
+        assert metric_sum(text, "spendsentry_otlp_http_spans_total", outcome="rejected") == 2
+        assert metric_sum(text, "spendsentry_otlp_http_spans_total", outcome="published") == 5
     finally:
         worker.stop()
 

@@ -85,7 +85,13 @@ def build_app(
     # POST /slack/interactions (Slack buttons -> ai.control), only with SLACK_SIGNING_SECRET.
     register_slack_interactions(app.web, lambda: service.producer, config.topics.control.name)
     # POST /v1/traces (OTLP/HTTP -> ai.usage); a bearer token off loopback.
-    register_otlp_http(app.web, lambda: service.producer, config.topics.usage.name, web_host)
+    register_otlp_http(
+        app.web,
+        lambda: service.producer,
+        config.topics.usage.name,
+        web_host,
+        metrics=service.metrics,
+    )
     return app
 
 

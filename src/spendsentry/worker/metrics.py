@@ -342,6 +342,9 @@ class WorkerMetrics:
     use_cases: UseCaseLabels
     #: Events an adapter gave the default use case, by source (this process's reads).
     unattributed: Counter
+    #: POST /v1/traces: spans by outcome, requests by HTTP status.
+    otlp_http_spans: Counter
+    otlp_http_requests: Counter
     #: Worker-wide cap on ``use_case`` label values (divided across partitions).
     use_case_limit: int = 50
 
@@ -421,6 +424,19 @@ class WorkerMetrics:
                 "usage topic), otlp_http (POST /v1/traces), litellm_callback (read again "
                 "after a restart included)",
                 ["source"],
+                registry=r,
+            ),
+            otlp_http_spans=Counter(
+                "spendsentry_otlp_http_spans",
+                "Spans received on POST /v1/traces, by outcome: published (as usage events), "
+                "rejected (in the answer's partial_success), skipped (not GenAI calls)",
+                ["outcome"],
+                registry=r,
+            ),
+            otlp_http_requests=Counter(
+                "spendsentry_otlp_http_requests",
+                "Requests to POST /v1/traces, by HTTP status of the answer",
+                ["status"],
                 registry=r,
             ),
             consumer_lag=Gauge(

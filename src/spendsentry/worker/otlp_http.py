@@ -13,8 +13,9 @@ The answer follows the OTLP/HTTP specification: 200 with an
 ``ExportTraceServiceResponse`` in the request's encoding, its
 ``partial_success`` counting the spans that could not be mapped (with the
 first reasons); 400 for a body that does not decode; 415 for another content
-type; 401 without the bearer token; 503 (with ``Retry-After``) before the
-producer is up or when publishing fails, which exporters retry.
+type; 413 over 16 MiB (after gzip); 401 without the bearer token; 503 (with
+``Retry-After``) before the producer is up or when publishing fails, which
+exporters retry.
 
 Authentication: ``Authorization: Bearer $SPENDSENTRY_OTLP_TOKEN``. Without a
 token the receiver only listens on loopback; on any other address the worker
@@ -43,6 +44,7 @@ from spendsentry.ingest import Decoder, DecodeResult, SourcePosition
 from spendsentry.ingest.attribution import SOURCE_FIELD
 from spendsentry.ingest.otlp import is_otlp_traces
 from spendsentry.ingest.otlp_proto import ProtoError, decode_traces, encode_status, encode_success
+from spendsentry.worker.metrics import WorkerMetrics
 
 __all__ = ["PATH", "OtlpReceiver", "check_config", "register_from_env"]
 
@@ -55,6 +57,10 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 #: Events per published message (a message stays far below the producer's limit).
 EVENTS_PER_MESSAGE = 500
+#: The largest body taken, after gzip is undone (413 beyond). Instrumentations that
+#: capture prompts as span attributes make big batches; aiohttp's own 1 MiB would
+#: refuse the SDK's default 512-span batch of them.
+MAX_BODY_BYTES = 16 << 20
 #: Reasons quoted in a partial-success error message.
 _QUOTED = 3
 #: google.rpc.Code values of the Status bodies.
@@ -121,6 +127,8 @@ class OtlpReceiver:
         Required bearer token (None: none required).
     decoder : Decoder, optional
         Maps spans (default: the environment's mapping).
+    metrics : WorkerMetrics, optional
+        Where spans and requests are counted (``spendsentry_otlp_http_*``).
     """
 
     def __init__(
@@ -129,16 +137,20 @@ class OtlpReceiver:
         topic: str,
         token: str | None,
         decoder: Decoder | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.token = token
         self.decoder = decoder or Decoder()
-        #: Spans by outcome (accepted, rejected, skipped), and refused requests by status.
-        self.counts: dict[str, int] = {}
+        self.metrics = metrics
 
-    def _count(self, name: str, n: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
+    def _count_spans(self, result: DecodeResult) -> None:
+        if self.metrics is not None:
+            spans = self.metrics.otlp_http_spans
+            spans.labels("published").inc(len(result.events))
+            spans.labels("rejected").inc(len(result.rejected))
+            spans.labels("skipped").inc(result.skipped)
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer one export request (see the module docstring for the statuses)."""
@@ -149,7 +161,11 @@ class OtlpReceiver:
             return self._status(
                 415, _INVALID_ARGUMENT, f"content type must be {PROTOBUF} or {JSON}", protobuf
             )
-        body = await request.read()
+        body = await _read_body(request)
+        if body is None:
+            return self._status(
+                413, _INVALID_ARGUMENT, f"body over {MAX_BODY_BYTES} bytes", protobuf
+            )
         # Decoding is CPU work: off the event loop the consume loop shares.
         outcome = await asyncio.to_thread(self._decode, body, protobuf)
         if isinstance(outcome, str):
@@ -162,9 +178,9 @@ class OtlpReceiver:
         except Exception as exc:  # any broker failure: the exporter retries
             log.warning("OTLP spans not published: %s", exc)
             return self._status(503, _UNAVAILABLE, "publishing failed", protobuf, retry=True)
-        self._count("spans_accepted", len(outcome.events))
-        self._count("spans_rejected", len(outcome.rejected))
-        self._count("spans_skipped", outcome.skipped)
+        self._count_spans(outcome)
+        if self.metrics is not None:
+            self.metrics.otlp_http_requests.labels("200").inc()
         return self._success(outcome, protobuf)
 
     def _authorized(self, request: web.Request) -> bool:
@@ -172,12 +188,9 @@ class OtlpReceiver:
             return True
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        return scheme.lower() == "bearer" and hmac.compare_digest(
             presented.strip().encode(), self.token.encode()
         )
-        if not ok:
-            self._count("unauthorized")
-        return ok
 
     def _decode(self, body: bytes, protobuf: bool) -> DecodeResult | str:
         """The request's events and rejected spans, or why the body is not a request."""
@@ -238,7 +251,8 @@ class OtlpReceiver:
         self, status: int, code: int, message: str, protobuf: bool, *, retry: bool = False
     ) -> web.Response:
         """An error answer: a ``google.rpc.Status`` in the request's encoding."""
-        self._count(f"status_{status}")
+        if self.metrics is not None:
+            self.metrics.otlp_http_requests.labels(str(status)).inc()
         headers = {"Retry-After": "5"} if retry else None
         if protobuf:
             return web.Response(
@@ -255,12 +269,28 @@ class OtlpReceiver:
         )
 
 
+async def _read_body(request: web.Request) -> bytes | None:
+    """The body (decompressed by aiohttp), or None when it is over ``MAX_BODY_BYTES``."""
+    # request.read() would stop at aiohttp's client_max_size (1 MiB): read the
+    # stream with this receiver's own bound instead, counted after gzip.
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def register_from_env(
     web_app: Any,
     producer: Callable[[], Any],
     topic: str,
     host: str,
     env: Mapping[str, str] | None = None,
+    *,
+    metrics: WorkerMetrics | None = None,
 ) -> OtlpReceiver | None:
     """Add ``POST /v1/traces`` unless ``SPENDSENTRY_OTLP_HTTP=off``; raises
     :class:`ConfigError` on a non-loopback host without a token.
@@ -271,7 +301,7 @@ def register_from_env(
     if not enabled(env):
         return None
     web_app = getattr(web_app, "web_app", web_app)
-    receiver = OtlpReceiver(producer, topic, token)
+    receiver = OtlpReceiver(producer, topic, token, metrics=metrics)
     web_app.router.add_post(PATH, receiver.handle)
     log.info("OTLP/HTTP traces on POST %s -> %s (token %s)", PATH, topic,
              "required" if token else "not required, loopback")  # fmt: skip
