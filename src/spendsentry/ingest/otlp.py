@@ -1,7 +1,8 @@
-"""OTLP JSON trace batches (OpenTelemetry GenAI spans) as usage events.
+"""OTLP trace batches (OpenTelemetry GenAI and OpenInference spans) as usage events.
 
 The OpenTelemetry Collector's Kafka exporter with ``encoding: otlp_json`` writes
-one ``ExportTraceServiceRequest`` per message::
+one ``ExportTraceServiceRequest`` per message (``otlp_proto``, the default, is
+read into the same dict by :mod:`spendsentry.ingest.otlp_proto`)::
 
     {"resourceSpans": [{"resource": {"attributes": [...]},
                         "scopeSpans": [{"scope": {...}, "spans": [...]}]}]}
@@ -13,12 +14,15 @@ the plain protobuf JSON mapping (``MessageToJson``) writes them base64, so both
 are accepted and normalised to hex, which keeps ``event_id`` the same whichever
 encoder produced the batch.
 
-Each span that carries GenAI semantic-convention attributes becomes one usage
-event (a contract-shaped dict that the native validator then checks, so every
-limit applies the same way). Spans with no ``gen_ai.*`` attribute, and agent or
-workflow spans (``invoke_agent``, ``create_agent``, ``invoke_workflow``, whose
-usage attributes add up their children's and would count them twice), are
-skipped and counted, not dead-lettered.
+Each span that carries GenAI semantic-convention attributes (or OpenInference's
+``llm.*`` / ``openinference.span.kind``) becomes one usage event (a
+contract-shaped dict that the native validator then checks, so every limit
+applies the same way). Spans with none of them, and agent or workflow spans
+(``invoke_agent``, ``create_agent``, ``invoke_workflow``, OpenInference
+``AGENT`` / ``CHAIN``, whose usage attributes add up their children's and would
+count them twice), are skipped and counted, not dead-lettered; their agent and
+conversation are lent to their direct children in the same batch. A span that
+names no use case gets the default one (:mod:`spendsentry.ingest.attribution`).
 
 >>> batch = {"resourceSpans": [{"resource": {"attributes": [
 ...     {"key": "service.name", "value": {"stringValue": "support-bot"}}]},
