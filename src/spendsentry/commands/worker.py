@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=6066,
         metavar="N",
-        help="web port for /, /metrics and /status",
+        help="web port for /, /metrics, /status and POST /v1/traces (OTLP/HTTP)",
     )
     parser.add_argument(
         "--web-host", default="127.0.0.1", metavar="ADDR", help="web bind address (loopback)"
