@@ -170,14 +170,17 @@ class OtlpReceiver:
         outcome = await asyncio.to_thread(self._decode, body, protobuf)
         if isinstance(outcome, str):
             return self._status(400, _INVALID_ARGUMENT, outcome, protobuf)
-        producer = self.producer()
-        if producer is None:
-            return self._status(503, _UNAVAILABLE, "the worker is starting", protobuf, retry=True)
-        try:
-            await self._publish(producer, outcome)
-        except Exception as exc:  # any broker failure: the exporter retries
-            log.warning("OTLP spans not published: %s", exc)
-            return self._status(503, _UNAVAILABLE, "publishing failed", protobuf, retry=True)
+        if outcome.events:
+            producer = self.producer()
+            if producer is None:
+                return self._status(
+                    503, _UNAVAILABLE, "the worker is starting", protobuf, retry=True
+                )
+            try:
+                await self._publish(producer, outcome)
+            except Exception as exc:  # any broker failure: the exporter retries
+                log.warning("OTLP spans not published: %s", exc)
+                return self._status(503, _UNAVAILABLE, "publishing failed", protobuf, retry=True)
         self._count_spans(outcome)
         if self.metrics is not None:
             self.metrics.otlp_http_requests.labels("200").inc()
