@@ -30,19 +30,25 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spendsentry.events import UsageEvent
 from spendsentry.pricing import ModelRates, PriceBook
 from spendsentry.windows import NANO
 
+if TYPE_CHECKING:
+    from spendsentry.engine import Engine
+
 __all__ = [
     "COLUMNS",
     "DIRECTIONS",
     "FocusLedger",
+    "closed_hours",
     "decimal",
+    "hour_file",
     "split_nano",
     "write_csv",
+    "write_hours",
 ]
 
 HOUR = 3600
@@ -155,6 +161,37 @@ class FocusLedger:
                 group.team = e.team
             self.total_nano += cost
 
+    def to_data(self) -> list[list[Any]]:
+        """Plain data for a worker snapshot: one row per group.
+
+        >>> ledger = FocusLedger()
+        >>> event = UsageEvent("e", 60.0, "u", model="m", input_tokens=5, cost_usd=1e-6)
+        >>> ledger.add_run("u", [event])
+        >>> ledger.to_data()
+        [[0, 'u', '', 'm', 1000, 5, 0, 0, None]]
+        >>> FocusLedger.from_data(ledger.to_data()).total_nano
+        1000
+        """
+        return [[*key, g.cost_nano, *g.tokens, g.team] for key, g in sorted(self.groups.items())]
+
+    @classmethod
+    def from_data(cls, rows: Iterable[Any]) -> FocusLedger:
+        """A ledger from :meth:`to_data` output (``ValueError`` for a row of the wrong shape)."""
+        ledger = cls()
+        for row in rows:
+            if not isinstance(row, list) or len(row) != 9:
+                raise ValueError(f"a FOCUS ledger row is 9 values, not {row!r:.80}")
+            hour, use_case, provider, model, cost, t0, t1, t2, team = row
+            ints = (hour, cost, t0, t1, t2)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+                raise ValueError(f"a FOCUS ledger row has a non-integer sum: {row!r:.80}")
+            if not all(isinstance(v, str) for v in (use_case, provider, model)):
+                raise ValueError(f"a FOCUS ledger row has a non-string name: {row!r:.80}")
+            team = team if isinstance(team, str) else None
+            ledger.groups[(hour, use_case, provider, model)] = _Group(cost, [t0, t1, t2], team)
+            ledger.total_nano += cost
+        return ledger
+
     def hours(self) -> list[int]:
         """The hours (epoch seconds of their start) that hold data, oldest first."""
         return sorted({key[0] for key in self.groups})
@@ -184,6 +221,32 @@ class FocusLedger:
         for key in sorted(self.groups):
             out.extend(_group_rows(key, self.groups[key], prices, policy_of))
         return out
+
+
+def closed_hours(ledger: FocusLedger, engine: Engine) -> dict[int, list[dict[str, str]]]:
+    """Take the hours whose every minute ``engine`` has closed out of ``ledger``, as rows per hour.
+
+    No event can add to such an hour any more (it would be late), so its rows are final.
+
+    >>> from spendsentry.engine import Engine
+    >>> engine, ledger = Engine(), FocusLedger()
+    >>> engine.on_usage = ledger.add_run
+    >>> out = engine.process([UsageEvent("e", 3599.0, "u", model="m", input_tokens=5,
+    ...                                  cost_usd=1e-6)])
+    >>> closed_hours(ledger, engine), engine.advance(3600.0 + 120 + 60).alerts
+    ({}, [])
+    >>> [(hour, len(rows)) for hour, rows in closed_hours(ledger, engine).items()]
+    [(0, 1)]
+    """
+    if engine.closed_until is None or not ledger.groups:
+        return {}
+    done = ledger.pop_until(int(engine.closed_until * 60 // HOUR) * HOUR)
+    rows: dict[int, list[dict[str, str]]] = {}
+    for hour in done.hours():
+        part = FocusLedger()
+        part.groups = {k: g for k, g in done.groups.items() if k[0] == hour}
+        rows[hour] = part.rows(engine.prices, engine.policies.for_use_case)
+    return rows
 
 
 def _group_rows(
@@ -279,3 +342,30 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, str]]) -> int:
             n += 1
     tmp.replace(target)
     return n
+
+
+def hour_file(directory: str | Path, hour: int, partition: int | None) -> Path:
+    """Where the worker writes one hour of one input partition.
+
+    >>> hour_file("out", 1793610000, 2).name
+    'focus-2026-11-02T09Z-p2.csv'
+    """
+    stamp = datetime.fromtimestamp(hour, UTC).strftime("%Y-%m-%dT%HZ")
+    suffix = "" if partition is None else f"-p{partition}"
+    return Path(directory) / f"focus-{stamp}{suffix}.csv"
+
+
+def write_hours(
+    directory: str | Path, hours: Iterable[tuple[int | None, int, list[dict[str, str]]]]
+) -> list[Path]:
+    """Write each (partition, hour, rows) to its :func:`hour_file`, whole (temp file, rename).
+
+    Rewriting an hour gives the same bytes (sums are integers), so a worker
+    that re-reads records after a restart rewrites the file it wrote before.
+    """
+    written = []
+    for partition, hour, rows in hours:
+        path = hour_file(directory, hour, partition)
+        write_csv(path, rows)
+        written.append(path)
+    return written
