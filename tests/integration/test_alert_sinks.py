@@ -10,6 +10,7 @@ builds them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -77,8 +78,18 @@ class StandIn:
         return web.json_response({"status": "ok"}, status=status, headers=headers)
 
 
-def _one(env: dict[str, str], broker: EmbeddedBroker, topic: str, group: str, d: Path) -> Any:
-    (notifier,) = notifiers(_config(broker, topic, group, d), sink_settings(env))
+def _one(
+    env: dict[str, str],
+    broker: EmbeddedBroker,
+    topic: str,
+    group: str,
+    d: Path,
+    control: str | None = None,
+) -> Any:
+    config = _config(broker, topic, group, d)
+    if control is not None:
+        config = dataclasses.replace(config, control=TopicSpec(control, 1))
+    (notifier,) = notifiers(config, sink_settings(env))
     return notifier
 
 
@@ -195,6 +206,73 @@ def test_pagerduty_triggers_and_resolves_by_incident_key_routed_by_owner(
     (theirs,) = [e for e in events if e["dedup_key"] == other["alert_id"]]
     assert theirs["routing_key"] == "R-default"  # no owner: the default key
     assert recommendation["alert_id"] not in {e["dedup_key"] for e in events}  # info: no page
+    assert notifier.stats.failed_attempts == 2
+
+
+def test_pagerduty_relays_an_operators_acknowledgement_once(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    topic, control, group = unique_name("alerts"), unique_name("control"), unique_name("notify")
+    pd = StandIn(free_port(), ok=202, script=[202, 500, 429])
+    env = {
+        "PAGERDUTY_ROUTING_KEY": "R-default",
+        "PAGERDUTY_ROUTING_KEY_SUPPORT": "R-support",
+        "PAGERDUTY_EVENTS_URL": pd.url("/v2/enqueue"),
+    }
+    firing = _alert("support_chat", "firing", "critical", 1, owner="#oncall pagerduty:support")
+    unpaged = _alert("batch_jobs", "firing", "info", 1, owner=None)
+
+    def action(name: str, alert: dict[str, Any], at: str) -> dict[str, Any]:
+        return {"action": name, "alert_id": alert["alert_id"], "use_case": alert["use_case"],
+                "kind": alert["kind"], "scope_key": None, "user": "U024BE7LH", "at": at,
+                "until": "2026-11-02T10:12:00Z" if name == "snooze" else None}  # fmt: skip
+
+    ack = action("ack", firing, "2026-11-02T09:12:00.000Z")
+
+    async def scenario() -> AlertNotifier:
+        await pd.start()
+        try:
+            await ensure_topics(broker.bootstrap, [TopicSpec(topic, 3), TopicSpec(control, 1)])
+            await _produce(broker.bootstrap, topic, [firing, unpaged])
+            notifier = _one(env, broker, topic, group, tmp_path, control=control)
+            stop = asyncio.Event()
+            task = asyncio.create_task(notifier.run(stop))
+            try:
+                while notifier.stats.delivered < 1:
+                    assert not task.done()
+                    await asyncio.sleep(0.05)
+                await _produce(
+                    broker.bootstrap,
+                    control,
+                    [
+                        ack,
+                        ack,
+                        action("ack", unpaged, "2026-11-02T09:13:00Z"),
+                        action("snooze", firing, "2026-11-02T09:14:00Z"),
+                        b"junk",
+                    ],
+                )
+                deadline = time.monotonic() + 30
+                while notifier.stats.delivered < 2 or notifier.stats.duplicates < 1:
+                    assert not task.done() and time.monotonic() < deadline, notifier.stats
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(1.0)  # a second acknowledgement would show up
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 20)
+            return notifier
+        finally:
+            await pd.stop()
+
+    notifier = asyncio.run(asyncio.wait_for(scenario(), 100))
+    assert [r.status for r in pd.got] == [202, 500, 429, 202]
+    events = [json.loads(r.body) for r in pd.accepted()]
+    assert [e["event_action"] for e in events] == ["trigger", "acknowledge"]
+    assert events[1] == {
+        "routing_key": "R-support",  # the service the incident was paged to
+        "event_action": "acknowledge",
+        "dedup_key": firing["alert_id"],
+    }
     assert notifier.stats.failed_attempts == 2
 
 

@@ -96,9 +96,11 @@ async def _main(args: argparse.Namespace) -> int:
     from spendsentry.slack.notifier import NotifierConfig, SlackNotifier, SlackSettings
     from spendsentry.worker.topics import TopicsConfig
 
+    topics = TopicsConfig.load(args.topics)
     config = NotifierConfig(
         bootstrap=args.broker,
-        alerts=TopicsConfig.load(args.topics).alerts,
+        alerts=topics.alerts,
+        control=topics.control,
         group_id=args.group,
         state_dir=Path(args.state_dir),
         max_age_s=args.max_age or None,

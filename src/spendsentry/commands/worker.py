@@ -213,7 +213,12 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.slack.embedded import start_embedded
 
     notifier = start_embedded(
-        args.notify, bootstrap, config.topics.alerts, config.state_dir, args.group
+        args.notify,
+        bootstrap,
+        config.topics.alerts,
+        config.state_dir,
+        args.group,
+        control=config.topics.control,
     )
     try:
         code = await run_worker(

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,9 @@ class NotifierConfig:
     #: Alerts older than this (Kafka record time) are logged, not delivered; None: all.
     #: A first start would otherwise post a week of history.
     max_age_s: float | None = 86_400.0
+    #: Operator actions (``ai.control``), read by sinks that relay acknowledgements
+    #: (PagerDuty); None: not read.
+    control: TopicSpec | None = None
 
 
 def parse_alert(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
@@ -185,7 +188,10 @@ class AlertNotifier:
             self.sink = self._factory(self._session)
         log.info("alert notifier: %s, topic %s, group %s", self.mode, cfg.alerts.name, cfg.group_id)
         security = kafka_security.client_kwargs()  # TLS/SASL from SPENDSENTRY_KAFKA_*
-        await ensure_topics(cfg.bootstrap, [cfg.alerts], security=security)
+        topics = [cfg.alerts]
+        if cfg.control is not None and hasattr(self.sink, "acknowledge"):
+            topics.append(cfg.control)
+        await ensure_topics(cfg.bootstrap, topics, security=security)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap,
             group_id=cfg.group_id,
@@ -198,7 +204,7 @@ class AlertNotifier:
             **security,
         )
         await self.consumer.start()
-        self.consumer.subscribe([cfg.alerts.name])
+        self.consumer.subscribe([t.name for t in topics])
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -232,6 +238,10 @@ class AlertNotifier:
 
     async def _handle(self, record: Any, stop: asyncio.Event) -> None:
         where = f"{record.topic}:{record.partition}@{record.offset}"
+        control = self.config.control
+        if control is not None and record.topic == control.name:
+            await self._handle_control(record, where, stop)
+            return
         alert, reason = parse_alert(record.value)
         if alert is None:
             self.stats.skipped += 1
@@ -257,19 +267,53 @@ class AlertNotifier:
             self.stats.duplicates += 1
             log.debug("already delivered %s (%s)", key, where)
             return
-        thread = await self._deliver(alert, key, stop)
-        await asyncio.to_thread(state.record, key, str(alert["alert_id"]), thread=thread)
+        alert_id = str(alert["alert_id"])
+        thread = await self._deliver(
+            lambda: self._sink().deliver(alert, state.thread(alert_id)), key, stop
+        )
+        await asyncio.to_thread(state.record, key, alert_id, thread=thread)
         self.stats.delivered += 1
         log.info("delivered %s to %s", key, self.name)
 
-    async def _deliver(self, alert: dict[str, Any], key: str, stop: asyncio.Event) -> Thread | None:
-        sink, state = self.sink, self.state
-        assert sink is not None and state is not None
+    async def _handle_control(self, record: Any, where: str, stop: asyncio.Event) -> None:
+        """Relay an operator's acknowledgement of an incident this sink delivered, once."""
+        from spendsentry.actions import ControlError
+        from spendsentry.messages.control import ControlAction
+
+        try:
+            action = ControlAction.parse(record.value or b"")
+        except ControlError as exc:
+            log.debug("not an operator action %s: %s", where, exc)
+            return
+        state, sink = self.state, self.sink
+        if action.action != "ack" or not action.alert_id or state is None or sink is None:
+            return
+        thread = state.thread(action.alert_id)
+        if thread is None:  # never delivered here: nothing to acknowledge
+            return
+        key = f"{action.alert_id}:ack:{action.at:.3f}"
+        if state.delivered(key):
+            self.stats.duplicates += 1
+            return
+        acknowledge = sink.acknowledge  # type: ignore[attr-defined]
+        await self._deliver(lambda: acknowledge(action, thread), key, stop)
+        await asyncio.to_thread(state.record, key, action.alert_id)
+        self.stats.delivered += 1
+        log.info("relayed the acknowledgement of %s to %s", action.alert_id, self.name)
+
+    def _sink(self) -> AlertSink:
+        assert self.sink is not None
+        return self.sink
+
+    async def _deliver(
+        self, send: Callable[[], Awaitable[Thread | None]], key: str, stop: asyncio.Event
+    ) -> Thread | None:
+        """Run ``send`` until it succeeds, fails for good, or ``stop`` is set."""
         delay = self.config.retry_initial_s
         while True:
             if stop.is_set():
                 raise _Stopped
-            attempt = asyncio.ensure_future(sink.deliver(alert, state.thread(alert["alert_id"])))
+            attempt = asyncio.ensure_future(send())
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()

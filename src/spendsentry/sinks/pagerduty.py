@@ -1,6 +1,7 @@
 """The PagerDuty sink: alert state changes as Events API v2 events, keyed by the incident.
 
-``firing`` and ``escalated`` send ``trigger``, ``resolved`` sends ``resolve``;
+``firing`` and ``escalated`` send ``trigger``, ``resolved`` sends ``resolve``, and
+an operator's Acknowledge on ``ai.control`` (Slack's button) sends ``acknowledge``;
 all carry ``dedup_key`` = the incident's ``alert_id``, so PagerDuty keeps one
 alert per incident (an escalation updates it, the resolution closes it).
 Severity maps one to one (``critical``, ``warning``, ``info``); alerts below
@@ -19,8 +20,9 @@ from typing import Any
 
 import orjson
 
+from spendsentry.messages.control import ControlAction
 from spendsentry.messages.severity import severity_rank
-from spendsentry.sinks.base import DeliveryError, alert_summary, pick_target, post, routed
+from spendsentry.sinks.base import DeliveryError, alert_summary, owner_targets, post, routed
 from spendsentry.slack.state import Thread
 
 __all__ = ["EVENTS_URL", "PagerDutySink", "event_of"]
@@ -116,28 +118,45 @@ class PagerDutySink:
             return False
         return routed(alert, self.name, self.route)
 
-    def key_for(self, alert: Mapping[str, Any]) -> str | None:
-        """The routing key the owner names (``pagerduty:<name>``), else the default."""
-        return pick_target(alert, self.name, self.routing_keys)
+    def target_for(self, alert: Mapping[str, Any]) -> str | None:
+        """The name of the routing key the owner names (``pagerduty:<name>``), ``""``: default."""
+        for target in owner_targets(alert.get("owner"), self.name) or []:
+            if target in self.routing_keys:
+                return target
+        return "" if "" in self.routing_keys else None
 
     async def deliver(self, alert: Mapping[str, Any], thread: Thread | None) -> Thread | None:
-        key = self.key_for(alert)
-        if key is None:
+        target = self.target_for(alert)
+        if target is None:
             raise DeliveryError(
                 f"no PagerDuty routing key for owner {str(alert.get('owner'))[:80]!r}",
                 retry=False,
             )
-        body = orjson.dumps(event_of(alert, key))
+        await self._send(event_of(alert, self.routing_keys[target]))
+        # The incident's memo: which key it went to (its name: the key stays out of files),
+        # so an acknowledgement goes to the same service.
+        return Thread("pagerduty", target)
+
+    async def acknowledge(self, action: ControlAction, thread: Thread) -> Thread | None:
+        """An operator's Acknowledge (Slack's button on ``ai.control``) for PagerDuty."""
+        key = self.routing_keys.get(thread.ts) or self.routing_keys.get("")
+        if key is None or action.alert_id is None:
+            raise DeliveryError(f"no PagerDuty routing key named {thread.ts!r}", retry=False)
+        await self._send(
+            {"routing_key": key, "event_action": "acknowledge", "dedup_key": action.alert_id}
+        )
+        return None
+
+    async def _send(self, event: dict[str, Any]) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "spendsentry-pagerduty"}
         await post(
             self.session,
             self.events_url,
-            body,
+            orjson.dumps(event),
             headers,
             what="PagerDuty",
             permanent=frozenset({400}),
         )
-        return None
 
     async def tick(self, now: float) -> None:
         return None

@@ -29,7 +29,12 @@ class EmbeddedNotifier:
 
 
 def start_embedded(
-    flag: bool | None, bootstrap: str, alerts: TopicSpec, state_dir: Path, group: str
+    flag: bool | None,
+    bootstrap: str,
+    alerts: TopicSpec,
+    state_dir: Path,
+    group: str,
+    control: TopicSpec | None = None,
 ) -> EmbeddedNotifier | None:
     """Start the notifier next to the worker, or return None when it is not wanted.
 
@@ -45,7 +50,11 @@ def start_embedded(
     if not ((settings.mode != "log" or bool(others)) if flag is None else flag):
         return None
     config = NotifierConfig(
-        bootstrap=bootstrap, alerts=alerts, group_id=f"{group}-notifier", state_dir=state_dir
+        bootstrap=bootstrap,
+        alerts=alerts,
+        group_id=f"{group}-notifier",
+        state_dir=state_dir,
+        control=control,
     )
     running: list[AlertNotifier] = notifiers(config, others)
     if settings.mode != "log" or not running:
