@@ -127,6 +127,9 @@ class Engine:
 
     #: Defaults for engines restored from snapshots taken before these existed.
     closing_started = True
+    #: Called with (use case, run of usage events) for every run the engine
+    #: accepted, after pricing (the FOCUS export's tap; None: nobody listens).
+    on_usage: Callable[[str, list[UsageEvent]], None] | None = None
 
     #: Where its events come from, for its own clock (replay: one stream).
     STREAM = "stream"
@@ -189,8 +192,11 @@ class Engine:
         # key order of ``events_by_kind`` stays what it was.
         for use_case, n in outcomes.items():
             totals_of(use_case).add_outcomes(n)
+        on_usage = self.on_usage
         for bucket, run in runs.items():
             totals_of(owners[bucket]).add_usages(len(run), bucket.add_usages(run))
+            if on_usage is not None:
+                on_usage(owners[bucket], run)
         # Late and duplicate events never move it: they are behind, or seen.
         self.clock.observe(self.STREAM, [e.ts for e in events], now=0.0)
         self.stats.evicted_dedupe_ids += self._seen_ids.evicted - evicted_before

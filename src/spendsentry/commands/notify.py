@@ -1,10 +1,12 @@
-"""``spendsentry notify``: post the alerts on ``ai.alerts`` to Slack.
+"""``spendsentry notify``: deliver the alerts on ``ai.alerts`` to Slack and the other sinks.
 
-Runs the Slack notifier on its own (the worker can also run it in-process with
+Runs the notifiers on their own (the worker can also run them in-process with
 ``--notify``). Where alerts go comes from the environment: ``SLACK_BOT_TOKEN``
 (channel per use case from its policy's owner, else ``SLACK_DEFAULT_CHANNEL``),
-else ``SLACK_WEBHOOK_URL``, else the log only. SIGINT/SIGTERM stop it; what was
-not delivered yet is not committed and goes out on the next start.
+else ``SLACK_WEBHOOK_URL``; and a signed webhook, PagerDuty, Alertmanager
+(:mod:`spendsentry.sinks.settings`), each in a consumer group of its own; with
+none of them, the log only. SIGINT/SIGTERM stop it; what was not delivered
+yet is not committed and goes out on the next start.
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where delivered alerts and threads are remembered (default: .spendsentry-state)",
     )
     parser.add_argument(
-        "--group", default="spendsentry-notifier", metavar="ID", help="consumer group id"
+        "--group",
+        default="spendsentry-notifier",
+        metavar="ID",
+        help="consumer group id; each sink beside Slack uses ID-<sink> (default: %(default)s)",
     )
     parser.add_argument(
         "--topics", metavar="FILE", help="topics TOML (default: streams/topics.toml if present)"
@@ -86,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from spendsentry.sinks.notifier import AlertNotifier
+    from spendsentry.sinks.settings import notifiers, sink_settings
     from spendsentry.slack.notifier import NotifierConfig, SlackNotifier, SlackSettings
     from spendsentry.worker.topics import TopicsConfig
 
+    topics = TopicsConfig.load(args.topics)
     config = NotifierConfig(
         bootstrap=args.broker,
-        alerts=TopicsConfig.load(args.topics).alerts,
+        alerts=topics.alerts,
+        control=topics.control,
         group_id=args.group,
         state_dir=Path(args.state_dir),
         max_age_s=args.max_age or None,
@@ -100,7 +109,11 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await SlackNotifier(config, SlackSettings.from_env()).run(stop)
+    slack = SlackSettings.from_env()
+    running: list[AlertNotifier] = notifiers(config, sink_settings())
+    if slack.mode != "log" or not running:
+        running.insert(0, SlackNotifier(config, slack))
+    await asyncio.gather(*(n.run(stop) for n in running))
     return 0
 
 
@@ -110,6 +123,7 @@ def add_worker_flag(parser: argparse.ArgumentParser) -> None:
         "--notify",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also run the Slack notifier in this process (default: when SLACK_BOT_TOKEN or "
-        "SLACK_WEBHOOK_URL is set)",
+        help="also run the alert notifiers in this process (default: when Slack "
+        "(SLACK_BOT_TOKEN, SLACK_WEBHOOK_URL) or another sink (SPENDSENTRY_WEBHOOK_URL, "
+        "PAGERDUTY_ROUTING_KEY, ALERTMANAGER_URL) is set)",
     )

@@ -6,10 +6,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from spendsentry.errors import SpendSentryError
+
+if TYPE_CHECKING:
+    from spendsentry.engine import Engine
+    from spendsentry.focus import FocusLedger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--summary-json", metavar="PATH", help="run summary, JSON (default: not written)"
+    )
+    parser.add_argument(
+        "--focus-out",
+        metavar="PATH",
+        help="FOCUS 1.3 cost rows per hour, use case, model and token direction, CSV "
+        "(default: not written; see docs/integrations.md)",
     )
     parser.add_argument(
         "--policies", metavar="DIR", help="policy directory (default: streams/policies if present)"
@@ -66,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         decoder = Decoder(IngestLimits(max_record_bytes=args.max_record_bytes))
         total = _total_size(args.files)
         progress = None if args.quiet else Progress(total)
+        ledger = _focus_ledger(args.focus_out, engine)
         sinks = Sinks(args.alerts_out, args.commands_out, args.deadletter_out)
         try:
             result = replay(
@@ -78,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             )
         finally:
             sinks.close()
+        if ledger is not None:
+            _write_focus(args.focus_out, ledger, engine)
     except (SpendSentryError, ValueError) as exc:
         print(f"spendsentry replay: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +114,32 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _focus_ledger(path: str | None, engine: Engine) -> FocusLedger | None:
+    """A ledger listening to ``engine`` when ``--focus-out`` was given."""
+    if path is None:
+        return None
+    if Path(path).suffix.lower() == ".parquet":
+        # Parquet needs pyarrow (tens of MB) for a file FinOps tools also read as CSV.
+        raise SpendSentryError(
+            f"--focus-out {path}: Parquet is not supported (it would need pyarrow); "
+            "write .csv and convert if your tool wants Parquet"
+        )
+    from spendsentry.focus import FocusLedger
+
+    ledger = FocusLedger()
+    engine.on_usage = ledger.add_run
+    return ledger
+
+
+def _write_focus(path: str, ledger: FocusLedger, engine: Engine) -> None:
+    from spendsentry.focus import write_csv
+
+    try:
+        write_csv(path, ledger.rows(engine.prices, engine.policies.for_use_case))
+    except OSError as exc:
+        raise SpendSentryError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _total_size(files: list[str]) -> int | None:

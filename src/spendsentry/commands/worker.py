@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(the environment's SPENDSENTRY_STATE_DIR sets it)",
     )
     parser.add_argument(
+        "--focus-dir",
+        default=os.environ.get("SPENDSENTRY_FOCUS_DIR") or None,
+        metavar="DIR",
+        help="write FOCUS 1.3 cost rows of each closed hour, one CSV per hour and input "
+        "partition (default: off; SPENDSENTRY_FOCUS_DIR sets it)",
+    )
+    parser.add_argument(
         "--allowed-lateness",
         type=float,
         default=120.0,
@@ -178,6 +185,7 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
         group_id=args.group,
         topics=topics,
         state_dir=Path(args.state_dir),
+        focus_dir=Path(args.focus_dir) if args.focus_dir else None,
         engine_config=engine.config,
         max_batch=args.max_batch,
         idle_partition_s=args.idle_partition,
@@ -209,7 +217,12 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.slack.embedded import start_embedded
 
     notifier = start_embedded(
-        args.notify, bootstrap, config.topics.alerts, config.state_dir, args.group
+        args.notify,
+        bootstrap,
+        config.topics.alerts,
+        config.state_dir,
+        args.group,
+        control=config.topics.control,
     )
     try:
         code = await run_worker(

@@ -1,4 +1,4 @@
-"""The Slack notifier as a task inside the worker process (``spendsentry worker --notify``)."""
+"""The alert notifiers (Slack and the other sinks) as a task in the worker (``worker --notify``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 from spendsentry.kafka.admin import TopicSpec
+from spendsentry.sinks.notifier import AlertNotifier
+from spendsentry.sinks.settings import notifiers, sink_settings
 from spendsentry.slack.notifier import NotifierConfig, SlackNotifier, SlackSettings
 
 
@@ -23,33 +25,53 @@ class EmbeddedNotifier:
         try:
             await asyncio.wait_for(self.task, timeout_s)
         except TimeoutError:
-            logging.getLogger(__name__).error("the Slack notifier did not stop in time")
+            logging.getLogger(__name__).error("the alert notifiers did not stop in time")
 
 
 def start_embedded(
-    flag: bool | None, bootstrap: str, alerts: TopicSpec, state_dir: Path, group: str
+    flag: bool | None,
+    bootstrap: str,
+    alerts: TopicSpec,
+    state_dir: Path,
+    group: str,
+    control: TopicSpec | None = None,
 ) -> EmbeddedNotifier | None:
     """Start the notifier next to the worker, or return None when it is not wanted.
 
-    ``flag`` is ``--notify``/``--no-notify``; None: when Slack is configured.
+    ``flag`` is ``--notify``/``--no-notify``; None: when Slack or another sink
+    (:mod:`spendsentry.sinks.settings`) is configured.
 
-    It uses its own consumer group (``<group>-notifier``): the engine's offsets
-    and snapshots never depend on Slack being up.
+    Slack uses its own consumer group (``<group>-notifier``), each other sink
+    ``<group>-notifier-<sink>``: the engine's offsets and snapshots never
+    depend on a receiver being up, nor one receiver on another.
     """
     settings = SlackSettings.from_env()
-    if not (settings.mode != "log" if flag is None else flag):
+    others = sink_settings()
+    if not ((settings.mode != "log" or bool(others)) if flag is None else flag):
         return None
     config = NotifierConfig(
-        bootstrap=bootstrap, alerts=alerts, group_id=f"{group}-notifier", state_dir=state_dir
+        bootstrap=bootstrap,
+        alerts=alerts,
+        group_id=f"{group}-notifier",
+        state_dir=state_dir,
+        control=control,
     )
+    running: list[AlertNotifier] = notifiers(config, others)
+    if settings.mode != "log" or not running:
+        running.insert(0, SlackNotifier(config, settings))
     stop = asyncio.Event()
     log = logging.getLogger(__name__)
 
-    async def run() -> None:
+    async def run_one(notifier: AlertNotifier) -> None:
         try:
-            await SlackNotifier(config, settings).run(stop)
+            await notifier.run(stop)
         except Exception:
-            # Slack trouble must not take the engine down; alerts stay on the topic.
-            log.exception("the Slack notifier stopped; alerts are still on %s", alerts.name)
+            # A receiver's trouble must not take the engine down; alerts stay on the topic.
+            log.exception(
+                "the %s notifier stopped; alerts are still on %s", notifier.name, alerts.name
+            )
+
+    async def run() -> None:
+        await asyncio.gather(*(run_one(n) for n in running))
 
     return EmbeddedNotifier(asyncio.create_task(run(), name="spendsentry-notifier"), stop)

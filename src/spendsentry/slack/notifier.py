@@ -1,23 +1,9 @@
 """The Slack notifier: ``ai.alerts`` in, one Slack message per state change out.
 
-Delivery is at-least-once with deduplication, across restarts:
-
-* A record's offset is committed only after its message is delivered (or it
-  was judged unusable, or it was delivered before).
-* Delivered dedupe keys (``alert_id:status:severity:incident_seq``, see
-  :func:`spendsentry.messages.dedupe_key`) and each incident's thread are
-  kept in :class:`~spendsentry.slack.state.DeliveryState`, saved atomically
-  before the commit; a re-read record whose key is there is skipped.
-* Slack down, 5xx or 429: slack-sdk's retry handlers retry a few times
-  (honouring ``Retry-After``); after that the notifier's own loop keeps
-  retrying the same record with capped exponential back-off, forever, without
-  committing: alerts queue up on the topic and go out in order once Slack
-  answers again. While it waits it keeps polling the (paused) consumer, so the
-  group does not evict it however long the outage lasts.
-
-The one duplicate this cannot rule out: a crash between Slack's answer and the
-state file's fsync (milliseconds) re-posts that one message on restart. Slack
-has no idempotency key for ``chat.postMessage`` that would close that gap.
+The consume / dedupe / retry machinery is :class:`spendsentry.sinks.notifier.AlertNotifier`'s
+(see there for the delivery guarantees); this module is the Slack sink it drives.
+slack-sdk's retry handlers retry 5xx and 429 a few times (honouring
+``Retry-After``) before the notifier's own back-off loop takes over.
 
 Modes, from the environment (:class:`SlackSettings`): ``SLACK_BOT_TOKEN`` (the
 channel is the alert's ``owner`` from its policy, else ``SLACK_DEFAULT_CHANNEL``;
@@ -31,22 +17,15 @@ never contain them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -57,17 +36,22 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from spendsentry.kafka import TopicSpec, ensure_topics
-from spendsentry.kafka import security as kafka_security
 from spendsentry.messages.alert import ALERT_STATUSES, dedupe_key_of
-from spendsentry.messages.severity import SEVERITIES
-from spendsentry.messages.topics import ALERTS_TOPIC
+from spendsentry.sinks.base import DeliveryError
+from spendsentry.sinks.notifier import (
+    AlertNotifier,
+    NotifierConfig,
+    NotifierStats,
+    parse_alert,
+    redact,
+)
 from spendsentry.slack.blocks import SlackMessage, render_alert, render_update
-from spendsentry.slack.state import DeliveryState, Thread
+from spendsentry.slack.state import Thread
 
 __all__ = [
     "DeliveryError",
     "NotifierConfig",
+    "NotifierStats",
     "SlackNotifier",
     "SlackSettings",
     "alert_key",
@@ -117,18 +101,6 @@ _SDK_LOG = logging.getLogger("spendsentry.slack.sdk")
 _SDK_LOG.addFilter(_REDACT)
 
 
-def redact(text: str, secrets: set[str] | frozenset[str]) -> str:
-    """Replace every secret in ``text`` with ``***``.
-
-    >>> redact("POST https://hooks.example/services/T1/B2/s3cret ok", {"/services/T1/B2/s3cret"})
-    'POST https://hooks.example*** ok'
-    """
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 @dataclass(frozen=True, slots=True)
 class SlackSettings:
     """Where alerts go. Secrets are excluded from ``repr``.
@@ -174,70 +146,6 @@ class SlackSettings:
         return out
 
 
-@dataclass(slots=True)
-class NotifierConfig:
-    """What the notifier reads and where it keeps its state."""
-
-    bootstrap: str
-    alerts: TopicSpec = field(default_factory=lambda: TopicSpec(ALERTS_TOPIC, 3))
-    #: Its own group: it must not share offsets with the engine's consumer.
-    group_id: str = "spendsentry-notifier"
-    state_dir: Path = Path(".spendsentry-state")
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    #: Outer retry loop: first wait and cap, seconds (doubling in between).
-    retry_initial_s: float = 1.0
-    retry_max_s: float = 60.0
-    #: Seconds allowed for one Slack HTTP request.
-    request_timeout_s: float = 10.0
-    #: Alerts older than this (Kafka record time) are logged, not posted; None: all.
-    #: A first start would otherwise post a week of history into the channel.
-    max_age_s: float | None = 86_400.0
-
-
-class DeliveryError(Exception):
-    """Slack did not take the message; ``retry`` says whether trying again can help."""
-
-    def __init__(self, message: str, *, retry: bool) -> None:
-        super().__init__(message)
-        self.retry = retry
-
-
-# -- alerts in ---------------------------------------------------------------------
-
-
-def parse_alert(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
-    """Decode one ``ai.alerts`` record; ``(alert, "")`` or ``(None, reason)``.
-
-    Only what delivery needs is required; everything else renders as "?".
-
-    >>> parse_alert(b'{"alert_id": "ab", "status": "firing", "severity": "info",'
-    ...             b' "kind": "cost_spike", "use_case": "u"}')[1]
-    ''
-    >>> parse_alert(b"[1]"), parse_alert(b'{"alert_id": "ab", "status": "open"}')[1]
-    ((None, 'not a JSON object'), "status 'open' is not one of firing, escalated, resolved")
-    """
-    if not value:
-        return None, "empty record"
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return None, f"not JSON ({exc})"
-    if not isinstance(doc, dict):
-        return None, "not a JSON object"
-    alert_id = doc.get("alert_id")
-    if not isinstance(alert_id, str) or not 0 < len(alert_id) <= 64:
-        return None, "alert_id missing or not a string of 1-64 characters"
-    if doc.get("status") not in STATUSES:
-        return None, f"status {doc.get('status')!r:.40} is not one of {', '.join(STATUSES)}"
-    if doc.get("severity") not in SEVERITIES:
-        return None, f"severity {doc.get('severity')!r:.40} is not one of {', '.join(SEVERITIES)}"
-    for name in ("kind", "use_case"):
-        if not isinstance(doc.get(name), str) or not doc[name]:
-            return None, f"{name} missing or not a non-empty string"
-    return doc, ""
-
-
 def alert_key(alert: Mapping[str, Any]) -> str:
     """The dedupe key (:func:`spendsentry.messages.dedupe_key_of`).
 
@@ -267,7 +175,19 @@ def _retry_handlers() -> list[AsyncRetryHandler]:
     ]
 
 
-class _WebhookSink:
+class _SlackSink:
+    """What both Slack modes share as an :class:`~spendsentry.sinks.base.AlertSink`."""
+
+    name = "slack"
+
+    def accepts(self, alert: Mapping[str, Any]) -> bool:
+        return True  # Slack takes every alert: the owner only picks the channel
+
+    async def tick(self, now: float) -> None:
+        return None
+
+
+class _WebhookSink(_SlackSink):
     """An incoming webhook: one message per state change, no threads."""
 
     def __init__(self, url: str, session: aiohttp.ClientSession, timeout_s: float) -> None:
@@ -305,7 +225,7 @@ class _WebhookSink:
         return resp.status_code, str(resp.body or "")
 
 
-class _BotSink:
+class _BotSink(_SlackSink):
     """A bot token: the parent message per incident, updates in its thread."""
 
     def __init__(
@@ -330,8 +250,11 @@ class _BotSink:
 
     def channel_for(self, alert: Mapping[str, Any]) -> str | None:
         owner = alert.get("owner")
-        if isinstance(owner, str) and _CHANNEL.fullmatch(owner):
-            return owner
+        if isinstance(owner, str):
+            # An owner may list other destinations too ("#oncall pagerduty:support").
+            for token in re.split(r"[\s,]+", owner.strip()):
+                if _CHANNEL.fullmatch(token):
+                    return token
         return self.default_channel
 
     async def deliver(self, alert: Mapping[str, Any], thread: Thread | None) -> Thread | None:
@@ -420,22 +343,10 @@ class _BotSink:
         return dict(resp.data) if isinstance(resp.data, dict) else {}
 
 
-# -- the consumer ------------------------------------------------------------------
+# -- the notifier -----------------------------------------------------------------
 
 
-class _Stopped(Exception):
-    """Stop was requested while a delivery was pending."""
-
-
-@dataclass(slots=True)
-class NotifierStats:
-    delivered: int = 0
-    duplicates: int = 0
-    skipped: int = 0
-    failed_attempts: int = 0
-
-
-class SlackNotifier:
+class SlackNotifier(AlertNotifier):
     """Consume ``ai.alerts`` and deliver each state change to Slack once.
 
     Parameters
@@ -453,172 +364,26 @@ class SlackNotifier:
     """
 
     def __init__(self, config: NotifierConfig, settings: SlackSettings) -> None:
-        self.config = config
+        secrets = frozenset(settings.secrets())
+        _REDACT.secrets |= secrets
         self.settings = settings
-        self.stats = NotifierStats()
-        self.state: DeliveryState | None = None
-        self.consumer: AIOKafkaConsumer | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._sink: _WebhookSink | _BotSink | None = None
-        self._secrets = frozenset(settings.secrets())
-        _REDACT.secrets |= self._secrets
+        factory = None if settings.mode == "log" else self._build
+        super().__init__(config, factory, name="slack", secrets=secrets)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; commits only what was delivered."""
-        await self.start()
-        try:
-            await self._loop(stop)
-        except _Stopped:
-            pass
-        finally:
-            await self.close()
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
 
-    async def start(self) -> None:
-        cfg = self.config
-        if self.settings.mode != "log":
-            self.state = await asyncio.to_thread(DeliveryState.load, cfg.state_dir)
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s)
+    def _build(self, session: aiohttp.ClientSession) -> _WebhookSink | _BotSink:
+        timeout = self.config.request_timeout_s
+        if self.settings.mode == "bot":
+            assert self.settings.bot_token is not None
+            return _BotSink(
+                self.settings.bot_token,
+                session,
+                timeout,
+                default_channel=self.settings.default_channel,
+                api_url=self.settings.api_url,
             )
-            if self.settings.mode == "bot":
-                assert self.settings.bot_token is not None
-                self._sink = _BotSink(
-                    self.settings.bot_token,
-                    self._session,
-                    cfg.request_timeout_s,
-                    default_channel=self.settings.default_channel,
-                    api_url=self.settings.api_url,
-                )
-            else:
-                assert self.settings.webhook_url is not None
-                self._sink = _WebhookSink(
-                    self.settings.webhook_url, self._session, cfg.request_timeout_s
-                )
-        log.info(
-            "Slack notifier: mode %s, topic %s, group %s",
-            self.settings.mode,
-            cfg.alerts.name,
-            cfg.group_id,
-        )
-        security = kafka_security.client_kwargs()  # TLS/SASL from SPENDSENTRY_KAFKA_*
-        await ensure_topics(cfg.bootstrap, [cfg.alerts], security=security)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap,
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            # Nothing published while the notifier was away may be lost; old
-            # history is held back by max_age_s instead.
-            auto_offset_reset="earliest",
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-            **security,
-        )
-        await self.consumer.start()
-        self.consumer.subscribe([cfg.alerts.name])
-
-    async def close(self) -> None:
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-            self.consumer = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _loop(self, stop: asyncio.Event) -> None:
-        consumer = self.consumer
-        assert consumer is not None
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=500, max_records=200)
-            for tp, records in batch.items():
-                for record in records:
-                    await self._handle(record, stop)
-                    await self._commit(tp, record.offset + 1)
-
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        assert self.consumer is not None
-        try:
-            await self.consumer.commit({tp: offset})
-        except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took the partition: its new owner re-reads from the last
-            # commit, and the state file makes the re-read a no-op for us.
-            log.warning("could not commit %s:%d at %d: %s", tp.topic, tp.partition, offset, exc)
-
-    async def _handle(self, record: Any, stop: asyncio.Event) -> None:
-        where = f"{record.topic}:{record.partition}@{record.offset}"
-        alert, reason = parse_alert(record.value)
-        if alert is None:
-            self.stats.skipped += 1
-            log.warning("skipping alert record %s: %s", where, reason)
-            return
-        key = alert_key(alert)
-        max_age = self.config.max_age_s
-        if max_age and record.timestamp > 0 and record.timestamp / 1000 < time.time() - max_age:
-            self.stats.skipped += 1
-            log.info("not posting %s (%s): older than %.0fs", key, where, max_age)
-            return
-        if self._sink is None:
-            log.info("alert %s: %s", key, alert.get("summary", ""))
-            self.stats.delivered += 1
-            return
-        state = self.state
-        assert state is not None
-        if state.delivered(key):
-            self.stats.duplicates += 1
-            log.debug("already delivered %s (%s)", key, where)
-            return
-        thread = await self._deliver(alert, key, stop)
-        await asyncio.to_thread(state.record, key, str(alert["alert_id"]), thread=thread)
-        self.stats.delivered += 1
-        log.info("delivered %s to Slack", key)
-
-    async def _deliver(self, alert: dict[str, Any], key: str, stop: asyncio.Event) -> Thread | None:
-        sink, state = self._sink, self.state
-        assert sink is not None and state is not None
-        delay = self.config.retry_initial_s
-        while True:
-            if stop.is_set():
-                raise _Stopped
-            attempt = asyncio.ensure_future(sink.deliver(alert, state.thread(alert["alert_id"])))
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not attempt.done():
-                attempt.cancel()
-                with contextlib.suppress(BaseException):
-                    await attempt
-                raise _Stopped
-            try:
-                return attempt.result()
-            except DeliveryError as exc:
-                message = redact(str(exc), self._secrets)
-                if not exc.retry:
-                    # Retrying the same message cannot help; it stays on the topic
-                    # and in the log.
-                    log.error("giving up on %s: %s", key, message)
-                    return None
-                self.stats.failed_attempts += 1
-                log.warning("delivery of %s failed: %s; retrying in %.1fs", key, message, delay)
-            await self._idle(delay, stop)
-            delay = min(delay * 2, self.config.retry_max_s)
-
-    async def _idle(self, seconds: float, stop: asyncio.Event) -> None:
-        """Wait, polling the paused consumer so the group keeps us (max.poll.interval)."""
-        consumer = self.consumer
-        assert consumer is not None
-        paused = consumer.assignment()
-        consumer.pause(*paused)
-        try:
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                stray = await consumer.getmany(timeout_ms=0)
-                for tp, records in stray.items():
-                    # Partitions assigned during the pause are not paused; give
-                    # back what they returned so the next poll reads it again.
-                    consumer.seek(tp, records[0].offset)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(left, 1.0))
-                if stop.is_set():
-                    raise _Stopped
-        finally:
-            consumer.resume(*[tp for tp in paused if tp in consumer.assignment()])
+        assert self.settings.webhook_url is not None
+        return _WebhookSink(self.settings.webhook_url, session, timeout)

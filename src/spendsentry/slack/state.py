@@ -41,7 +41,7 @@ from typing import Any
 
 from spendsentry.errors import SpendSentryError
 
-__all__ = ["STATE_VERSION", "DeliveryState", "StateError", "Thread"]
+__all__ = ["STATE_VERSION", "DeliveryState", "StateError", "Thread", "write_atomically"]
 
 log = logging.getLogger(__name__)
 
@@ -175,27 +175,7 @@ class DeliveryState:
             },
         }
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-        directory = self.path.parent
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=directory)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            raise StateError(f"cannot write notifier state {self.path}: {exc}") from exc
+        write_atomically(self.path, payload)
 
     def _prune(self, now: float) -> None:
         horizon = now - self.retention_s
@@ -207,3 +187,36 @@ class DeliveryState:
         if len(self.threads) > self.max_entries:
             kept = sorted(self.threads.items(), key=lambda kv: kv[1][1])[-self.max_entries :]
             self.threads = dict(kept)
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path``: temp file, fsync, rename, fsync of the directory.
+
+    A crash leaves the old file or the new one, never a torn one.
+
+    Raises
+    ------
+    StateError
+        The file cannot be written.
+    """
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise StateError(f"cannot write notifier state {path}: {exc}") from exc

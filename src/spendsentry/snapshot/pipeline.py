@@ -78,6 +78,8 @@ def dump_state(state: Mapping[str, Any]) -> dict[str, Any]:
     }
     if "alerts_offsets" in state:
         out["alerts_offsets"] = dict(state["alerts_offsets"])
+    if state.get("focus") is not None:
+        out["focus"] = state["focus"].to_data()
     return out
 
 
@@ -96,6 +98,13 @@ def read_state(f: Fields) -> dict[str, Any]:
     }
     if "alerts_offsets" in f.data:
         state["alerts_offsets"] = f.map("alerts_offsets", int, int)
+    if "focus" in f.data:
+        from spendsentry.focus import FocusLedger
+
+        try:
+            state["focus"] = FocusLedger.from_data(f.data["focus"])
+        except (TypeError, ValueError) as exc:
+            raise SnapshotError(f"$.focus: {exc}") from None
     return state
 
 
@@ -119,6 +128,11 @@ def restore(pipeline: Pipeline, state: Mapping[str, Any], *, now: float) -> None
     pipeline.watermarks.restore(state["watermarks"], now=now)
     pipeline.published = PublishedKeys(state["published"])
     pipeline.records = state["records"]
+    restored = state.get("focus")
+    if pipeline.focus is not None and restored is not None:
+        # Into the ledger the engine already reports to (its tap stays in place).
+        pipeline.focus.groups = restored.groups
+        pipeline.focus.total_nano = restored.total_nano
     pipeline.dirty = False
     counters = PartitionCounters.empty(pipeline.accounting.counters.labels.limit)
     pipeline.accounting.restore(

@@ -19,6 +19,8 @@ class WorkerConfig:
     group_id: str = "spendsentry"
     topics: TopicsConfig = field(default_factory=TopicsConfig.defaults)
     state_dir: Path = Path(".spendsentry-state")
+    #: Where closed hours' FOCUS rows go, one CSV per hour and input partition; None: off.
+    focus_dir: Path | None = None
     engine_config: EngineConfig = field(default_factory=EngineConfig)
     #: Records per ``getmany``: the engine is batch-shaped, as in replay.
     max_batch: int = 5_000

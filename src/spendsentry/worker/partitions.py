@@ -128,8 +128,11 @@ class PartitionSet:
         idle_after_s: float = 30.0,
         decoder: Decoder | None = None,
         use_case_labels: int = 50,
+        focus: bool = False,
     ) -> None:
         self.make_engine = make_engine
+        #: Whether pipelines keep FOCUS sums (``worker --focus-dir``).
+        self.focus = focus
         self.metrics = metrics
         self.use_case_labels = use_case_labels
         if metrics is not None:
@@ -163,6 +166,7 @@ class PartitionSet:
             idle_after_s=self.idle_after_s,
             partition=partition,
             use_case_labels=self.use_case_labels,
+            focus=self.focus,
         )
 
     def fresh(self, partition: int) -> Pipeline:

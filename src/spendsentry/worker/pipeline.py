@@ -27,6 +27,7 @@ from spendsentry.alerts import Alert
 from spendsentry.clock import EventClock
 from spendsentry.engine import Engine
 from spendsentry.events import Event
+from spendsentry.focus import FocusLedger, closed_hours
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
 from spendsentry.worker.accounting import PartitionAccounting, count_unattributed
@@ -57,6 +58,8 @@ class BatchOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     suppressed: int = 0
     commands: list[ThrottleCommand] = field(default_factory=list)
+    #: FOCUS rows of hours just closed: (partition, hour start, rows), when enabled.
+    focus: list[tuple[int | None, int, list[dict[str, str]]]] = field(default_factory=list)
 
     def extend(self, other: BatchOutput) -> BatchOutput:
         """Append ``other`` (another pipeline's share of the same batch)."""
@@ -64,6 +67,7 @@ class BatchOutput:
         self.dead_letters += other.dead_letters
         self.suppressed += other.suppressed
         self.commands += other.commands
+        self.focus += other.focus
         return self
 
 
@@ -95,6 +99,7 @@ class Pipeline:
         idle_after_s: float = 30.0,
         partition: int | None = None,
         use_case_labels: int = 50,
+        focus: bool = False,
     ) -> None:
         self.engine = engine
         self.partition = partition
@@ -119,6 +124,11 @@ class Pipeline:
         self.watermark = -math.inf
         #: The engine-work counters (snapshotted) and what ``/metrics`` shows.
         self.accounting = PartitionAccounting(use_case_labels)
+        #: Hourly FOCUS sums of open hours (snapshotted), when the worker exports FOCUS.
+        self.focus: FocusLedger | None = None
+        if focus:
+            self.focus = FocusLedger()
+            engine.on_usage = self.focus.add_run
 
     # -- the hot path ---------------------------------------------------------
 
@@ -252,6 +262,9 @@ class Pipeline:
         self.accounting.count_rejected(result.rejected)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)
+        if self.focus is not None:
+            for hour, rows in closed_hours(self.focus, engine).items():
+                out.focus.append((self.partition, hour, rows))
         if self.metrics is not None:
             self.metrics.watermark_lag.set(max(0.0, now - self.watermark))
 
@@ -335,6 +348,7 @@ class Pipeline:
             "published": list(self.published),
             "records": self.records,
             "counters": self.accounting.counters,
+            "focus": self.focus,
         }
 
     def checkpoint_state(

@@ -42,6 +42,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from spendsentry.engine import Engine
+from spendsentry.focus import write_hours
 from spendsentry.ingest import Decoder
 from spendsentry.ingest.deadletter import dead_letter_limit
 from spendsentry.worker.checkpoint import Checkpointer
@@ -106,6 +107,7 @@ class IngestService(faust.Service):
             idle_after_s=config.idle_partition_s,
             decoder=decoder,
             use_case_labels=label_share(config.use_case_label_limit, topics.usage.partitions),
+            focus=config.focus_dir is not None,
         )
         #: Publishes dead letters; one it could not write holds its partition's commit.
         self.deadletters = DeadLetterSink(
@@ -262,6 +264,10 @@ class IngestService(faust.Service):
                 await self.publisher.publish(
                     producer, out.alerts, out.dead_letters, out.commands, lagging=self.lag.lagging
                 )
+            if out.focus and self.config.focus_dir is not None:
+                # Before the snapshot that forgets these hours: a crash in between
+                # rewrites the same files from the previous snapshot.
+                await asyncio.to_thread(write_hours, self.config.focus_dir, out.focus)
 
     def _fail(self, exc: BaseException) -> None:
         if self.failed is not None and not self.failed.done():
