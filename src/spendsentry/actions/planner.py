@@ -15,6 +15,10 @@ and replay gets the same commands as the worker. Rules, per scope (the alert's u
   (a release is always allowed). A command identical to the one in force is
   not repeated, and an alert of lower severity than the one that set the
   command in force does not replace it.
+* An escalation never loosens (:func:`~spendsentry.actions.strictness.tightened`):
+  a step that would lift a restriction of the enforced command in force (a
+  ``route_model`` in place of a rate limit) leaves that command in force
+  (counted in ``kept_stricter``); two rate limits or two caps merge to the lower.
 * The incident that set the command in force releases it when it resolves.
 * A ``limit_rate`` step without numbers limits to the scope's baseline rate.
 
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spendsentry.actions.commands import MAX_VERSION, CommandReason, ThrottleCommand
+from spendsentry.actions.strictness import tightened
 from spendsentry.messages.control import ControlAction, ControlError
 from spendsentry.messages.scope import Scope
 from spendsentry.messages.severity import SEVERITY_RANK
@@ -133,6 +138,9 @@ class ThrottlePlanner:
         #: Versions not taken (out of range, implausible, unknown scope) and
         #: commands not issued because the scope's version is at the bound.
         self.ignored_versions = 0
+        #: Escalations not issued because they would have loosened the
+        #: enforced command in force (not in snapshots: a count since start).
+        self.kept_stricter = 0
 
     # -- alerts ---------------------------------------------------------------
 
@@ -195,13 +203,22 @@ class ThrottlePlanner:
         if state is not None and at - state.changed_at < policy.cooldown_s:
             alert.action = action_of(in_force)
             return None
+        if in_force is not None and not in_force.dry_run:
+            replacement = _no_looser(in_force, step.action, params, dry_run=dry_run)
+            if replacement is None:
+                self.kept_stricter += 1
+                alert.action = action_of(in_force)
+                return None
+            action, params = replacement
+        else:
+            action = step.action
         if state is None:
             state = self._new_scope(scope.key)
         reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
         cmd = self._issue(
             state,
             scope,
-            step.action,
+            action,
             params,
             at,
             policy,
@@ -370,6 +387,20 @@ class ThrottlePlanner:
             del self._scopes[victim]
         state = self._scopes[key] = _ScopeState()
         return state
+
+
+def _no_looser(
+    in_force: ThrottleCommand, action: str, params: dict[str, Any], *, dry_run: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """What replaces the enforced ``in_force`` when a step asks for ``action``:
+    None when that would loosen it (a dry run in place of an enforced command
+    lifts everything), or when the merge changes nothing."""
+    if dry_run:
+        return None
+    out = tightened(in_force.action, in_force.params, action, params)
+    if out is None or out == (in_force.action, in_force.params):
+        return None
+    return out
 
 
 def _plausible(version: int, held: int) -> bool:

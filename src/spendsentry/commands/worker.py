@@ -159,6 +159,7 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.kafka import security as kafka_security
     from spendsentry.setup import build_engine
     from spendsentry.worker.app import run_worker
+    from spendsentry.worker.readiness import throttle_warnings
     from spendsentry.worker.service import WorkerConfig
     from spendsentry.worker.topics import TopicsConfig, fit_to_broker
 
@@ -184,6 +185,8 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
         # Keys come from the environment (or SPENDSENTRY_THROTTLE_KEY_FILE) only.
         throttle_keys=ThrottleKeys.from_env(),
     )
+    for line in throttle_warnings(engine.policies, config.throttle_keys):
+        logging.getLogger("spendsentry.worker").warning("%s", line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
