@@ -151,15 +151,21 @@ def test_promtool_rule_unit_tests() -> None:
 
 def test_rules_cover_the_operational_cases_and_use_real_metrics() -> None:
     doc = yaml.safe_load((PROM / "rules.yml").read_text())
-    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+    every = [r for g in doc["groups"] for r in g["rules"]]
+    rules = {r["alert"]: r for r in every if "alert" in r}
     assert {
         "SpendsentryWorkerDown",
         "SpendsentryConsumerLagHigh",
         "SpendsentryDeadLettersRising",
         "SpendsentryCriticalSpendAlert",
         "SpendsentryThrottlesActive",
+        "SpendsentryLateShareRising",
+        "SpendsentryUnpricedModel",
     } <= set(rules)
     names = exported_names()
+    for record in (r for r in every if "record" in r):
+        used = set(METRIC.findall(record["expr"]))
+        assert used and used <= names, f"{record['record']} uses {used - names}"
     for alert, rule in rules.items():
         used = set(METRIC.findall(rule["expr"]))
         assert used <= names, f"{alert} uses {used - names}, not exported by the worker"
@@ -196,6 +202,15 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     assert "sum by (use_case) (rate(spendsentry_cost_usd_total" in text
     assert 'spendsentry_events_total{kind="outcome"}' in text
     assert "spendsentry_alerts_total" in text and "spendsentry_active_throttles" in text
+    # What explains the input: formats, skips, unpriced models, dead letters, late share.
+    for explains in (
+        "spendsentry_input_events_total",
+        "spendsentry_input_skipped_total",
+        "spendsentry_unpriced_events_total",
+        "sum by (reason, use_case) (rate(spendsentry_dead_letters_total",
+        "rate(spendsentry_late_events_total",
+    ):
+        assert explains in text, explains
     ids = [p["id"] for p in _panels(dashboard)]
     assert len(ids) == len(set(ids))
 
