@@ -2,10 +2,10 @@
 
 No Docker engine here: ``docker-compose config`` resolves the file (with the
 shell's SPENDSENTRY_THROTTLE_KEY unset, as out of the box), and the test runs
-worker-1's command line with worker-1's environment and the image's working
-directory (the repository: policies from ``streams/``), only pointed at the
-embedded broker, a free web port, a temporary state directory and a topic
-prefix of its own.
+worker-1's command line with the image's environment (the Dockerfile's ENV) and
+worker-1's, in the image's working directory (the repository: policies from
+``streams/``, as compose mounts them), only pointed at the embedded broker, a free
+web port, a temporary state directory and a topic prefix of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_image_entrypoint import image_env
 from test_throttle_e2e import spike_traffic, wait_until, write_topics
 
 from spendsentry.actions import ThrottleKeys, verify
@@ -55,14 +56,20 @@ def test_a_worker_started_as_compose_starts_it_publishes_signed_commands(
     key = compose_env.get("SPENDSENTRY_THROTTLE_KEY")
     assert key, "compose gives the workers no throttle key"
     names = write_topics(tmp_path / "topics.toml", unique_name("t"))
-    port = free_port()
-    argv = [p if p != "6066" else str(port) for p in command]
-    argv += ["--topics", str(tmp_path / "topics.toml"), "--idle-partition", "2"]
+    argv = [*command, "--topics", str(tmp_path / "topics.toml"), "--idle-partition", "2"]
+    # The image's environment (Dockerfile ENV), then the service's, then where
+    # this machine differs: the broker, a free web port, a state directory.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDSENTRY_")}
-    env |= compose_env | {
-        "SPENDSENTRY_BROKER": broker.bootstrap,
-        "SPENDSENTRY_STATE_DIR": str(tmp_path / "state"),
-    }
+    env |= (
+        image_env()
+        | compose_env
+        | {
+            "HOME": os.environ.get("HOME", str(tmp_path)),
+            "SPENDSENTRY_BROKER": broker.bootstrap,
+            "SPENDSENTRY_STATE_DIR": str(tmp_path / "state"),
+            "SPENDSENTRY_WEB_PORT": str(free_port()),
+        }
+    )
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -89,7 +89,14 @@ def test_compose_has_the_production_shape() -> None:
     for w in workers:
         assert w["environment"]["SPENDSENTRY_BROKER"] == "kafka:9092"
         assert w["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
-        assert "0.0.0.0" in w["command"]  # reachable by Prometheus inside the network
+        # Reachable by Prometheus inside the network: the image binds all interfaces
+        # (SPENDSENTRY_WEB_HOST) and nothing here narrows it.
+        assert "--web-host" not in w["command"] and "SPENDSENTRY_WEB_HOST" not in w["environment"]
+        assert "--web-port" not in w["command"]  # the port is the image's variable
+        # Signs out of the box, and runs the policies of the checkout.
+        assert w["environment"]["SPENDSENTRY_THROTTLE_KEY"]
+        assert "./streams/policies:/app/streams/policies:ro" in w["volumes"]
+    assert "SPENDSENTRY_WEB_HOST=0.0.0.0" in (REPO / "Dockerfile").read_text()
     assert services["simulator"]["profiles"] == ["demo"]
     assert "simulator" not in [n for n, s in services.items() if "profiles" not in s]
     # Every file the compose file mounts exists in the repository.
@@ -126,9 +133,32 @@ def test_dockerfile_runs_as_non_root_with_a_metrics_healthcheck() -> None:
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*/metrics", text, re.M)
-    assert "pip install ." in text
+    assert "pip install --no-deps -c constraints.txt ." in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".git" in ignored and ".venv" in ignored
+    assert "examples" not in ignored and "constraints.txt" not in ignored
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_image_and_ci_install_the_pinned_versions_of_every_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    wanted |= {_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    pinned = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not pinned with =="
+            pinned[_name(name)] = version
+    assert wanted <= set(pinned), f"not pinned: {sorted(wanted - set(pinned))}"
+    assert "spendsentry" not in pinned
+    assert "-c constraints.txt" in (REPO / ".ci" / "run").read_text()
+    assert "-c constraints.txt -r" in (REPO / "Dockerfile").read_text()
 
 
 # -- Prometheus -----------------------------------------------------------------

@@ -37,12 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web-port",
         type=int,
-        default=6066,
+        # A string default goes through type=int too: a bad variable is a usage error.
+        default=os.environ.get("SPENDSENTRY_WEB_PORT", "6066"),
         metavar="N",
-        help="web port for /, /metrics and /status",
+        help="web port for /, /metrics and /status ($SPENDSENTRY_WEB_PORT sets it; the "
+        "container's health check reads the same variable)",
     )
     parser.add_argument(
-        "--web-host", default="127.0.0.1", metavar="ADDR", help="web bind address (loopback)"
+        "--web-host",
+        default=os.environ.get("SPENDSENTRY_WEB_HOST", "127.0.0.1"),
+        metavar="ADDR",
+        help="web bind address ($SPENDSENTRY_WEB_HOST sets it; loopback by default)",
     )
     parser.add_argument(
         "--policies", metavar="DIR", help="policy directory (default: streams/policies if present)"
