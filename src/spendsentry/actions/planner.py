@@ -191,25 +191,12 @@ class ThrottlePlanner:
         severity = SEVERITY_RANK.get(alert.severity, 0)
         current = state.current if state is not None else None
         in_force = current if current is not None and current.active_at(at) else None
-        if state is not None and in_force is not None:
-            same = (in_force.action, in_force.params, in_force.dry_run) == (
-                step.action,
-                params,
-                dry_run,
-            )
-            if same or severity < state.severity:
+        if state is not None:
+            wanted = self._replacing(state, in_force, (step.action, params), dry_run, severity)
+            if wanted is None or at - state.changed_at < policy.cooldown_s:
                 alert.action = action_of(in_force)
                 return None
-        if state is not None and at - state.changed_at < policy.cooldown_s:
-            alert.action = action_of(in_force)
-            return None
-        if in_force is not None and not in_force.dry_run:
-            replacement = _no_looser(in_force, step.action, params, dry_run=dry_run)
-            if replacement is None:
-                self.kept_stricter += 1
-                alert.action = action_of(in_force)
-                return None
-            action, params = replacement
+            action, params = wanted
         else:
             action = step.action
         if state is None:
@@ -344,6 +331,30 @@ class ThrottlePlanner:
         return 0 if state is None else state.version
 
     # -- internals ------------------------------------------------------------
+
+    def _replacing(
+        self,
+        state: _ScopeState,
+        in_force: ThrottleCommand | None,
+        wanted: tuple[str, dict[str, Any]],
+        dry_run: bool,
+        severity: int,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The (action, params) to issue over ``in_force`` when a step asks for
+        ``wanted``; None when the command in force stays (the same command, a
+        lower severity, or a step that would loosen it)."""
+        if in_force is None:
+            return wanted
+        if (in_force.action, in_force.params, in_force.dry_run) == (*wanted, dry_run):
+            return None
+        if severity < state.severity:
+            return None
+        if in_force.dry_run:
+            return wanted  # enforces nothing: nothing to loosen
+        replacement = _no_looser(in_force, *wanted, dry_run=dry_run)
+        if replacement is None:
+            self.kept_stricter += 1
+        return replacement
 
     def _issue(
         self,
