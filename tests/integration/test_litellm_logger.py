@@ -29,7 +29,11 @@ from spendsentry.actions.commands import CommandReason, Scope, ThrottleCommand  
 from spendsentry.broker import EmbeddedBroker, TopicSpec, ensure_topics  # noqa: E402
 from spendsentry.client import ThrottleGuard, UsageReporter  # noqa: E402
 from spendsentry.ingest import Decoder, SourcePosition  # noqa: E402
-from spendsentry.integrations.litellm import SpendSentryLogger, UseCaseThrottled  # noqa: E402
+from spendsentry.integrations.litellm import (  # noqa: E402
+    PromptOverCap,
+    SpendSentryLogger,
+    UseCaseThrottled,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +142,9 @@ def test_sdk_calls_are_reported_refused_and_rerouted(
     refused: UseCaseThrottled = seen["refused"]
     assert refused.status_code == 429
     assert refused.retry_after_s == pytest.approx(600, abs=5)
+    # The wait as a header too (the proxy copies an exception's headers), in whole seconds.
+    assert refused.headers is not None
+    assert int(refused.headers["retry-after"]) == pytest.approx(600, abs=5)
     assert refused.use_case == "claims_triage"
     assert seen["routed"].model.endswith("gpt-4o-mini")
 
@@ -177,9 +184,12 @@ def test_proxy_pre_call_hook_refuses_and_reroutes() -> None:
         return await logger.async_pre_call_hook(key, None, data, "acompletion")
 
     long_prompt = [{"role": "user", "content": "word " * 200}]
-    with pytest.raises(UseCaseThrottled) as capped:
+    with pytest.raises(PromptOverCap) as capped:
         asyncio.run(hook("cx", {"model": "gpt-4o", "messages": long_prompt}))
-    assert capped.value.decision.action == "cap" and capped.value.status_code == 429
+    # A 4xx that clients do not retry: waiting does not shrink the prompt.
+    assert capped.value.decision.action == "cap" and capped.value.status_code == 400
+    assert not isinstance(capped.value, litellm.RateLimitError)
+    assert capped.value.max_input_tokens == 50 and "retrying does not help" in str(capped.value)
     # A short prompt fits under the cap.
     short = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
     assert asyncio.run(hook("cx", short))["model"] == "gpt-4o"
@@ -191,3 +201,32 @@ def test_proxy_pre_call_hook_refuses_and_reroutes() -> None:
     # Decided once: the SDK hook inside the proxy's router call does not decide again.
     assert asyncio.run(logger.async_pre_call_deployment_hook(changed, None)) is None
     assert logger.counts == {"refused_cap": 1, "routed": 1}
+
+
+@pytest.mark.timeout(60)
+def test_the_proxy_environment_sets_fail_closed_and_its_retry_after() -> None:
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    from spendsentry.broker import free_port
+    from spendsentry.errors import ConfigError
+
+    env = {
+        "SPENDSENTRY_BROKER": f"127.0.0.1:{free_port()}",  # nothing listens: unavailable
+        "SPENDSENTRY_THROTTLE_KEY": "k-test",
+        "SPENDSENTRY_GUARD_FAIL": "closed",
+        "SPENDSENTRY_GUARD_UNAVAILABLE_RETRY_S": "7",
+    }
+    logger = SpendSentryLogger.from_env(env)
+    try:
+        assert logger.guard is not None and logger.guard.fail_open is False
+        data = {"model": "gpt-4o", "messages": MESSAGES, "metadata": {"tags": ["cx"]}}
+        with pytest.raises(UseCaseThrottled) as refused:
+            asyncio.run(logger.async_pre_call_hook(UserAPIKeyAuth(), None, data, "acompletion"))
+        assert refused.value.headers == {"retry-after": "7"}
+        assert "fail closed" in str(refused.value)
+    finally:
+        assert logger.reporter is not None and logger.guard is not None
+        logger.reporter.close()
+        logger.guard.close()
+    with pytest.raises(ConfigError, match="SPENDSENTRY_GUARD_STALE_AFTER_S"):
+        SpendSentryLogger.from_env({**env, "SPENDSENTRY_GUARD_STALE_AFTER_S": "-1"})

@@ -278,3 +278,50 @@ def test_reporter_never_blocks_and_counts_drops_when_the_broker_is_down() -> Non
     assert results.count(True) == 10 and reporter.counts["dropped_full"] == 40
     assert reporter.counts["dropped_invalid"] == 2
     assert reporter.counts["sent"] == 0 and reporter.counts["dropped_unsent"] == 10
+
+
+@pytest.mark.timeout(120)
+def test_commands_of_other_workers_and_operators_count_as_in_force(
+    broker: EmbeddedBroker, worker_setup: tuple[Worker, dict[str, str], Path]
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from spendsentry.actions.commands import CommandReason, Scope, ThrottleCommand
+
+    worker, names, _ = worker_setup
+    worker.wait_for(lambda s: len(s["assignment"]) == 5, 90, "the group join")
+    now = time.time()
+
+    def signed(version: int, action: str, params: dict[str, Any]) -> bytes:
+        cmd = ThrottleCommand.build(
+            Scope("billing_bot", model="gpt-4o"), action, params, version=version,
+            issued_at=now - 5 + version, expires_at=now + 600,
+            reason=CommandReason(None, None, "operator"),
+        )  # fmt: skip
+        return json.dumps(cmd.to_dict(ThrottleKeys.of(KEY))).encode()
+
+    async def publish(*values: bytes) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(
+                    names["throttle"], value, key=b"billing_bot/model=gpt-4o"
+                )
+        finally:
+            await producer.stop()
+
+    forged = json.dumps({"scope_key": "x", "version": 9, "signature": "00"}).encode()
+    asyncio.run(publish(signed(1, "limit_rate", {"requests_per_minute": 5}), forged))
+    status = worker.wait_for(
+        lambda s: s["throttle"]["in_force"] == 1, 30, "the operator's command to count"
+    )
+    [shown] = status["throttle"]["elsewhere"]
+    assert shown["scope_key"] == "billing_bot/model=gpt-4o" and shown["action"] == "limit_rate"
+    assert "signature" not in shown and status["throttle"]["active"] == []
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as r:
+        assert "spendsentry_active_throttles 1.0" in r.read().decode()
+    # The release lifts it; the forged record never counted.
+    asyncio.run(publish(signed(2, "release", {})))
+    status = worker.wait_for(lambda s: s["throttle"]["in_force"] == 0, 30, "the release")
+    assert status["throttle"]["elsewhere"] == []

@@ -89,7 +89,14 @@ def test_compose_has_the_production_shape() -> None:
     for w in workers:
         assert w["environment"]["SPENDSENTRY_BROKER"] == "kafka:9092"
         assert w["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
-        assert "0.0.0.0" in w["command"]  # reachable by Prometheus inside the network
+        # Reachable by Prometheus inside the network: the image binds all interfaces
+        # (SPENDSENTRY_WEB_HOST) and nothing here narrows it.
+        assert "--web-host" not in w["command"] and "SPENDSENTRY_WEB_HOST" not in w["environment"]
+        assert "--web-port" not in w["command"]  # the port is the image's variable
+        # Signs out of the box, and runs the policies of the checkout.
+        assert w["environment"]["SPENDSENTRY_THROTTLE_KEY"]
+        assert "./streams/policies:/app/streams/policies:ro" in w["volumes"]
+    assert "SPENDSENTRY_WEB_HOST=0.0.0.0" in (REPO / "Dockerfile").read_text()
     assert services["simulator"]["profiles"] == ["demo"]
     assert "simulator" not in [n for n, s in services.items() if "profiles" not in s]
     # Every file the compose file mounts exists in the repository.
@@ -126,9 +133,32 @@ def test_dockerfile_runs_as_non_root_with_a_metrics_healthcheck() -> None:
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*/metrics", text, re.M)
-    assert "pip install ." in text
+    assert "pip install --no-deps -c constraints.txt ." in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".git" in ignored and ".venv" in ignored
+    assert "examples" not in ignored and "constraints.txt" not in ignored
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_image_and_ci_install_the_pinned_versions_of_every_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    wanted |= {_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    pinned = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not pinned with =="
+            pinned[_name(name)] = version
+    assert wanted <= set(pinned), f"not pinned: {sorted(wanted - set(pinned))}"
+    assert "spendsentry" not in pinned
+    assert "-c constraints.txt" in (REPO / ".ci" / "run").read_text()
+    assert "-c constraints.txt -r" in (REPO / "Dockerfile").read_text()
 
 
 # -- Prometheus -----------------------------------------------------------------
@@ -151,15 +181,21 @@ def test_promtool_rule_unit_tests() -> None:
 
 def test_rules_cover_the_operational_cases_and_use_real_metrics() -> None:
     doc = yaml.safe_load((PROM / "rules.yml").read_text())
-    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+    every = [r for g in doc["groups"] for r in g["rules"]]
+    rules = {r["alert"]: r for r in every if "alert" in r}
     assert {
         "SpendsentryWorkerDown",
         "SpendsentryConsumerLagHigh",
         "SpendsentryDeadLettersRising",
         "SpendsentryCriticalSpendAlert",
         "SpendsentryThrottlesActive",
+        "SpendsentryLateShareRising",
+        "SpendsentryUnpricedModel",
     } <= set(rules)
     names = exported_names()
+    for record in (r for r in every if "record" in r):
+        used = set(METRIC.findall(record["expr"]))
+        assert used and used <= names, f"{record['record']} uses {used - names}"
     for alert, rule in rules.items():
         used = set(METRIC.findall(rule["expr"]))
         assert used <= names, f"{alert} uses {used - names}, not exported by the worker"
@@ -196,6 +232,15 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     assert "sum by (use_case) (rate(spendsentry_cost_usd_total" in text
     assert 'spendsentry_events_total{kind="outcome"}' in text
     assert "spendsentry_alerts_total" in text and "spendsentry_active_throttles" in text
+    # What explains the input: formats, skips, unpriced models, dead letters, late share.
+    for explains in (
+        "spendsentry_input_events_total",
+        "spendsentry_input_skipped_total",
+        "spendsentry_unpriced_events_total",
+        "sum by (reason, use_case) (rate(spendsentry_dead_letters_total",
+        "rate(spendsentry_late_events_total",
+    ):
+        assert explains in text, explains
     ids = [p["id"] for p in _panels(dashboard)]
     assert len(ids) == len(set(ids))
 

@@ -130,3 +130,31 @@ def test_a_follower_is_neither_synced_nor_fresh_before_it_reads() -> None:
     assert follower.fresh(30.0)
     follower.last_contact -= 31.0
     assert not follower.fresh(30.0)
+
+
+def test_a_consumer_whose_start_fails_is_closed_not_left_for_the_garbage_collector() -> None:
+    """With the broker down, every reconnect's consumer is stopped (aiokafka warns
+    "Unclosed AIOKafkaConsumer" about one that is not, on every reconnect)."""
+    import contextlib
+    import gc
+    import warnings
+
+    from spendsentry.broker import free_port
+    from spendsentry.kafka.compacted import CompactedFollower, read_to_end
+
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+
+    async def main() -> None:
+        with contextlib.suppress(Exception):
+            await read_to_end(bootstrap, "t", lambda _: None, timeout_s=1.0)
+        follower = CompactedFollower(bootstrap, "t", lambda _: None)
+        follower.start_timeout_s = 1.0
+        with contextlib.suppress(Exception):
+            await follower._follow()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if "Unclosed AIOKafkaConsumer" in str(w.message)]
+    assert unclosed == []

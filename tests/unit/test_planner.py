@@ -20,6 +20,11 @@ from spendsentry.timeutil import format_ts
 T0 = 1793610000.0
 LADDER = (
     LadderStep("warning", "limit_rate", requests_per_minute=600),
+    LadderStep("critical", "limit_rate", requests_per_minute=60, tokens_per_minute=90_000),
+)
+#: The ladder support_chat once shipped: its critical step lifted the rate limit.
+LOOSENING_LADDER = (
+    LadderStep("warning", "limit_rate", requests_per_minute=600),
     LadderStep("critical", "route_model", target_model="gpt-4o-mini"),
 )
 
@@ -58,8 +63,8 @@ def test_the_ladder_step_follows_the_severity() -> None:
     }
     b = alert("critical", "escalated", at=T0 + 900)
     cmd2 = planner.plan(b, policy())
-    assert cmd2 is not None and cmd2.action == "route_model" and cmd2.version == 2
-    assert cmd2.params == {"target_model": "gpt-4o-mini"}
+    assert cmd2 is not None and cmd2.action == "limit_rate" and cmd2.version == 2
+    assert cmd2.params == {"requests_per_minute": 60, "tokens_per_minute": 90_000}
     info = alert("info", kind="model_oversizing", alert_id="b2" * 8)
     assert ThrottlePlanner().plan(info, policy()) is None and info.action == {"type": "none"}
 
@@ -88,7 +93,65 @@ def test_no_cooldown_lets_an_escalation_through_at_once() -> None:
     planner = ThrottlePlanner()
     planner.plan(alert("warning"), policy(cooldown_s=0.0))
     cmd = planner.plan(alert("critical", "escalated", at=T0 + 60), policy(cooldown_s=0.0))
-    assert cmd is not None and cmd.action == "route_model"
+    assert cmd is not None and cmd.params["requests_per_minute"] == 60
+
+
+def test_an_escalation_never_lifts_the_enforced_limit_in_force() -> None:
+    planner = ThrottlePlanner()
+    p = policy(ladder=LOOSENING_LADDER, cooldown_s=0.0)
+    limit = planner.plan(alert("warning"), p)
+    assert limit is not None and limit.action == "limit_rate"
+    crit = alert("critical", "escalated", at=T0 + 60)
+    assert planner.plan(crit, p) is None
+    assert crit.action["command_id"] == limit.command_id
+    assert planner.active(T0 + 61) == [limit] and planner.kept_stricter == 1
+    # Without a command in force the step applies as written.
+    fresh = ThrottlePlanner().plan(alert("critical"), p)
+    assert fresh is not None and fresh.action == "route_model"
+
+
+def test_a_block_replaces_anything_and_nothing_else_replaces_a_block() -> None:
+    p = policy(ladder=(LadderStep("warning", "block"),
+                       LadderStep("critical", "cap_input_tokens", max_input_tokens=8000)),
+               cooldown_s=0.0)  # fmt: skip
+    planner = ThrottlePlanner()
+    block = planner.plan(alert("warning"), p)
+    assert block is not None and block.action == "block"
+    assert planner.plan(alert("critical", "escalated", at=T0 + 60), p) is None
+    up = policy(ladder=(LadderStep("warning", "cap_input_tokens", max_input_tokens=8000),
+                        LadderStep("critical", "block")), cooldown_s=0.0)  # fmt: skip
+    planner = ThrottlePlanner()
+    planner.plan(alert("warning"), up)
+    cmd = planner.plan(alert("critical", "escalated", at=T0 + 60), up)
+    assert cmd is not None and cmd.action == "block"
+
+
+def test_rate_limits_merge_to_the_lower_of_each_and_a_looser_one_changes_nothing() -> None:
+    p = policy(ladder=(LadderStep("warning", "limit_rate", requests_per_minute=600),
+                       LadderStep("critical", "limit_rate", requests_per_minute=900,
+                                  tokens_per_minute=50_000)),
+               cooldown_s=0.0)  # fmt: skip
+    planner = ThrottlePlanner()
+    planner.plan(alert("warning"), p)
+    cmd = planner.plan(alert("critical", "escalated", at=T0 + 60), p)
+    assert cmd is not None
+    assert cmd.params == {"requests_per_minute": 600, "tokens_per_minute": 50_000}
+    looser = policy(ladder=(LadderStep("warning", "limit_rate", requests_per_minute=600),
+                            LadderStep("critical", "limit_rate", requests_per_minute=900)),
+                    cooldown_s=0.0)  # fmt: skip
+    planner = ThrottlePlanner()
+    first = planner.plan(alert("warning"), looser)
+    crit = alert("critical", "escalated", at=T0 + 60)
+    assert planner.plan(crit, looser) is None
+    assert crit.action["command_id"] == first.command_id if first else False
+
+
+def test_a_dry_run_command_in_force_restricts_nothing_so_any_step_replaces_it() -> None:
+    planner = ThrottlePlanner()
+    p = policy(ladder=LOOSENING_LADDER, cooldown_s=0.0, auto_throttle="dry_run")
+    planner.plan(alert("warning"), p)
+    cmd = planner.plan(alert("critical", "escalated", at=T0 + 60), p)
+    assert cmd is not None and cmd.action == "route_model" and cmd.dry_run
 
 
 def test_the_same_command_is_not_repeated_and_a_lower_severity_does_not_loosen_it() -> None:

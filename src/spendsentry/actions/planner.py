@@ -15,6 +15,10 @@ and replay gets the same commands as the worker. Rules, per scope (the alert's u
   (a release is always allowed). A command identical to the one in force is
   not repeated, and an alert of lower severity than the one that set the
   command in force does not replace it.
+* An escalation never loosens (:func:`~spendsentry.actions.strictness.tightened`):
+  a step that would lift a restriction of the enforced command in force (a
+  ``route_model`` in place of a rate limit) leaves that command in force
+  (counted in ``kept_stricter``); two rate limits or two caps merge to the lower.
 * The incident that set the command in force releases it when it resolves.
 * A ``limit_rate`` step without numbers limits to the scope's baseline rate.
 
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spendsentry.actions.commands import MAX_VERSION, CommandReason, ThrottleCommand
+from spendsentry.actions.strictness import tightened
 from spendsentry.messages.control import ControlAction, ControlError
 from spendsentry.messages.scope import Scope
 from spendsentry.messages.severity import SEVERITY_RANK
@@ -133,6 +138,9 @@ class ThrottlePlanner:
         #: Versions not taken (out of range, implausible, unknown scope) and
         #: commands not issued because the scope's version is at the bound.
         self.ignored_versions = 0
+        #: Escalations not issued because they would have loosened the
+        #: enforced command in force (not in snapshots: a count since start).
+        self.kept_stricter = 0
 
     # -- alerts ---------------------------------------------------------------
 
@@ -183,25 +191,21 @@ class ThrottlePlanner:
         severity = SEVERITY_RANK.get(alert.severity, 0)
         current = state.current if state is not None else None
         in_force = current if current is not None and current.active_at(at) else None
-        if state is not None and in_force is not None:
-            same = (in_force.action, in_force.params, in_force.dry_run) == (
-                step.action,
-                params,
-                dry_run,
-            )
-            if same or severity < state.severity:
+        if state is not None:
+            wanted = self._replacing(state, in_force, (step.action, params), dry_run, severity)
+            if wanted is None or at - state.changed_at < policy.cooldown_s:
                 alert.action = action_of(in_force)
                 return None
-        if state is not None and at - state.changed_at < policy.cooldown_s:
-            alert.action = action_of(in_force)
-            return None
+            action, params = wanted
+        else:
+            action = step.action
         if state is None:
             state = self._new_scope(scope.key)
         reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
         cmd = self._issue(
             state,
             scope,
-            step.action,
+            action,
             params,
             at,
             policy,
@@ -328,6 +332,30 @@ class ThrottlePlanner:
 
     # -- internals ------------------------------------------------------------
 
+    def _replacing(
+        self,
+        state: _ScopeState,
+        in_force: ThrottleCommand | None,
+        wanted: tuple[str, dict[str, Any]],
+        dry_run: bool,
+        severity: int,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The (action, params) to issue over ``in_force`` when a step asks for
+        ``wanted``; None when the command in force stays (the same command, a
+        lower severity, or a step that would loosen it)."""
+        if in_force is None:
+            return wanted
+        if (in_force.action, in_force.params, in_force.dry_run) == (*wanted, dry_run):
+            return None
+        if severity < state.severity:
+            return None
+        if in_force.dry_run:
+            return wanted  # enforces nothing: nothing to loosen
+        replacement = _no_looser(in_force, *wanted, dry_run=dry_run)
+        if replacement is None:
+            self.kept_stricter += 1
+        return replacement
+
     def _issue(
         self,
         state: _ScopeState,
@@ -370,6 +398,20 @@ class ThrottlePlanner:
             del self._scopes[victim]
         state = self._scopes[key] = _ScopeState()
         return state
+
+
+def _no_looser(
+    in_force: ThrottleCommand, action: str, params: dict[str, Any], *, dry_run: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """What replaces the enforced ``in_force`` when a step asks for ``action``:
+    None when that would loosen it (a dry run in place of an enforced command
+    lifts everything), or when the merge changes nothing."""
+    if dry_run:
+        return None
+    out = tightened(in_force.action, in_force.params, action, params)
+    if out is None or out == (in_force.action, in_force.params):
+        return None
+    return out
 
 
 def _plausible(version: int, held: int) -> bool:

@@ -37,12 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web-port",
         type=int,
-        default=6066,
+        # A string default goes through type=int too: a bad variable is a usage error.
+        default=os.environ.get("SPENDSENTRY_WEB_PORT", "6066"),
         metavar="N",
-        help="web port for /, /metrics, /status and POST /v1/traces (OTLP/HTTP)",
+        help="web port for /, /metrics, /status and POST /v1/traces (OTLP/HTTP) "
+        "($SPENDSENTRY_WEB_PORT sets it; the container's health check reads the same variable)",
     )
     parser.add_argument(
-        "--web-host", default="127.0.0.1", metavar="ADDR", help="web bind address (loopback)"
+        "--web-host",
+        default=os.environ.get("SPENDSENTRY_WEB_HOST", "127.0.0.1"),
+        metavar="ADDR",
+        help="web bind address ($SPENDSENTRY_WEB_HOST sets it; loopback by default)",
     )
     parser.add_argument(
         "--policies", metavar="DIR", help="policy directory (default: streams/policies if present)"
@@ -170,6 +175,7 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
     from spendsentry.kafka import security as kafka_security
     from spendsentry.setup import build_engine
     from spendsentry.worker.app import run_worker
+    from spendsentry.worker.readiness import throttle_warnings
     from spendsentry.worker.service import WorkerConfig
     from spendsentry.worker.topics import TopicsConfig, fit_to_broker
 
@@ -196,6 +202,8 @@ async def _main(args: argparse.Namespace, bootstrap: str) -> int:
         # Keys come from the environment (or SPENDSENTRY_THROTTLE_KEY_FILE) only.
         throttle_keys=ThrottleKeys.from_env(),
     )
+    for line in throttle_warnings(engine.policies, config.throttle_keys):
+        logging.getLogger("spendsentry.worker").warning("%s", line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0

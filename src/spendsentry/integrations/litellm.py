@@ -20,8 +20,10 @@ mapped by :func:`spendsentry.ingest.litellm.map_payload` and handed to
 Before each call :class:`~spendsentry.client.ThrottleGuard` decides it: on the
 proxy in ``async_pre_call_hook``, in the SDK in ``async_pre_call_deployment_hook``
 (LiteLLM runs it inside ``acompletion`` before the provider request). "deny"
-and "cap" raise :class:`UseCaseThrottled` (a ``litellm.RateLimitError``: HTTP 429
-on the proxy, with ``retry_after_s``); "route" replaces the model. The call's
+raises :class:`UseCaseThrottled` (a ``litellm.RateLimitError``: HTTP 429 on the
+proxy, with ``retry_after_s`` and a ``Retry-After`` header); a prompt over a cap
+raises :class:`PromptOverCap` (a ``litellm.BadRequestError``: HTTP 400, which
+clients do not retry); "route" replaces the model. The call's
 use case comes from the same places as the payload's (metadata key, first tag,
 team alias: :class:`~spendsentry.ingest.litellm.LiteLLMMapping`).
 """
@@ -39,12 +41,13 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from spendsentry.client import Decision, ThrottleGuard, ThrottleKeys, UsageReporter
+from spendsentry.client.settings import guard_settings
 from spendsentry.ingest.attribution import SOURCE_FIELD
 from spendsentry.ingest.litellm import LiteLLMMapping, map_payload
 from spendsentry.ingest.otlp import MappingError
 from spendsentry.messages.topics import THROTTLE_TOPIC, USAGE_TOPIC
 
-__all__ = ["SpendSentryLogger", "UseCaseThrottled"]
+__all__ = ["PromptOverCap", "SpendSentryLogger", "UseCaseThrottled", "retry_after_header"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,8 @@ REQUESTED_KEY = "spendsentry_requested_model"
 
 
 class UseCaseThrottled(litellm.RateLimitError):
-    """A call refused by a throttle command (HTTP 429 on the proxy)."""
+    """A call refused by a block, a rate limit or unavailable commands (fail closed):
+    HTTP 429 on the proxy, with a ``Retry-After`` header (whole seconds, at least 1)."""
 
     def __init__(self, use_case: str, decision: Decision, model: str | None) -> None:
         self.use_case = use_case
@@ -68,6 +72,44 @@ class UseCaseThrottled(litellm.RateLimitError):
             llm_provider="spendsentry",
             model=model or "",
         )
+        # Set after the constructor, which takes ``headers`` only in newer
+        # LiteLLM releases; the proxy copies an exception's ``headers`` into
+        # its error response.
+        self.headers = retry_after_header(decision.retry_after_s)
+
+
+class PromptOverCap(litellm.BadRequestError):
+    """A prompt over a ``cap_input_tokens`` command's cap: HTTP 400 on the proxy.
+
+    Not a 429: waiting does not shrink the prompt, and clients (the OpenAI SDKs,
+    LiteLLM's router) retry 429s but not a 400. Not LiteLLM's
+    ``ContextWindowExceededError`` either, which its router may answer by
+    falling back to a model with a larger context.
+    """
+
+    def __init__(self, use_case: str, decision: Decision, model: str | None) -> None:
+        self.use_case = use_case
+        self.decision = decision
+        self.max_input_tokens = decision.max_input_tokens
+        super().__init__(
+            message=(
+                f"spendsentry: use case {use_case!r}: {decision.reason} "
+                f"(throttle on {decision.scope_key}); shorten the prompt, retrying does not help"
+            ),
+            model=model or "",
+            llm_provider="spendsentry",
+        )
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str] | None:
+    """The ``Retry-After`` header for a wait of ``seconds`` (None without one).
+
+    >>> retry_after_header(0.2), retry_after_header(599.4), retry_after_header(None)
+    ({'retry-after': '1'}, {'retry-after': '600'}, None)
+    """
+    if seconds is None:
+        return None
+    return {"retry-after": str(max(1, math.ceil(seconds)))}
 
 
 class SpendSentryLogger(CustomLogger):
@@ -111,8 +153,17 @@ class SpendSentryLogger(CustomLogger):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SpendSentryLogger:
         """Build from ``SPENDSENTRY_BROKER``, ``SPENDSENTRY_USAGE_TOPIC``,
-        ``SPENDSENTRY_THROTTLE_TOPIC`` and the throttle key variables, and start
-        the reporter and guard in background threads."""
+        ``SPENDSENTRY_THROTTLE_TOPIC``, the throttle key variables and the
+        guard's ``SPENDSENTRY_GUARD_*`` (:mod:`spendsentry.client.settings`),
+        and start the reporter and guard in background threads.
+
+        Raises
+        ------
+        ValueError
+            ``SPENDSENTRY_BROKER`` is not set.
+        ConfigError
+            A ``SPENDSENTRY_GUARD_*`` value or the key file is invalid.
+        """
         env = os.environ if environ is None else environ
         bootstrap = env.get("SPENDSENTRY_BROKER", "").strip()
         if not bootstrap:
@@ -122,6 +173,7 @@ class SpendSentryLogger(CustomLogger):
             bootstrap,
             ThrottleKeys.from_env(env),
             topic=env.get("SPENDSENTRY_THROTTLE_TOPIC", THROTTLE_TOPIC),
+            **guard_settings(env),
         )
         reporter.start_background()
         guard.start_background()
@@ -172,6 +224,8 @@ class SpendSentryLogger(CustomLogger):
         decision = guard.check(use_case, model=model, input_tokens=_input_tokens(data, model))
         if not decision.allowed:
             self._count(f"refused_{decision.action}")
+            if decision.action == "cap":
+                raise PromptOverCap(use_case, decision, model)
             raise UseCaseThrottled(use_case, decision, model)
         if decision.action == "route" and decision.model and decision.model != model:
             self._count("routed")

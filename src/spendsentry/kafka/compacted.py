@@ -88,8 +88,10 @@ async def read_to_end(
     from aiokafka import TopicPartition
 
     consumer = _reader(bootstrap, resolve(security))
-    await asyncio.wait_for(consumer.start(), timeout_s)
     try:
+        # Inside the try: a start that fails (broker down) still stops the
+        # consumer, or aiokafka warns "Unclosed AIOKafkaConsumer" about it.
+        await asyncio.wait_for(consumer.start(), timeout_s)
         partitions = await topic_partitions(consumer, topic)
         if not partitions:
             return
@@ -168,6 +170,8 @@ class CompactedFollower:
         self._positions: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        #: How long one connection attempt may take to start.
+        self.start_timeout_s = 15.0
 
     def fresh(self, stale_after_s: float) -> bool:
         """Whether the topic was read to its end and the broker answered recently."""
@@ -225,8 +229,9 @@ class CompactedFollower:
         from aiokafka import TopicPartition
 
         consumer = _reader(self.bootstrap, self.security)
-        await asyncio.wait_for(consumer.start(), 15)
         try:
+            # Inside the try, as in read_to_end: every reconnect's consumer is stopped.
+            await asyncio.wait_for(consumer.start(), self.start_timeout_s)
             partitions = await topic_partitions(consumer, self.topic)
             if not partitions:
                 # Not created yet: nothing to read, and the broker answered.

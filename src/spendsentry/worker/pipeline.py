@@ -30,7 +30,12 @@ from spendsentry.events import Event
 from spendsentry.focus import FocusLedger, closed_hours
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
-from spendsentry.worker.accounting import PartitionAccounting, count_unattributed
+from spendsentry.worker.accounting import (
+    PartitionAccounting,
+    count_input,
+    count_unattributed,
+    count_unpriced,
+)
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
 from spendsentry.worker.published import PublishedKeys
 
@@ -156,6 +161,8 @@ class Pipeline:
         stamps: dict[TP, list[float]] = {}
         offsets = self.offsets
         taken = 0
+        formats: dict[str, int] = {}
+        skipped = 0
         for r in records:
             tp = (r.topic, r.partition)
             if r.offset < offsets.get(tp, -1):
@@ -171,13 +178,18 @@ class Pipeline:
             # (and anything over the size limit) goes through decode(), which
             # names the reason. The events are the same either way.
             got = decode_native(value, now=now) if len(value) <= max_bytes else None
-            if got is None:
+            if got is not None:
+                formats["native"] = formats.get("native", 0) + len(got)
+            else:
                 decoded = decode(value, source, now=now)
                 out.dead_letters.extend(decoded.rejected)
                 got = decoded.events
                 if got and metrics is not None:
                     # Only foreign or marked events take this path and can be defaulted.
                     count_unattributed(metrics, got, default_use_case)
+                skipped += decoded.skipped
+                for e in got:
+                    formats[e.source_format] = formats.get(e.source_format, 0) + 1
             if got:
                 events.extend(got)
                 sources.extend([source] * len(got))
@@ -193,6 +205,8 @@ class Pipeline:
             self.watermarks.observe(tp, run, now=now)
             if metrics is not None:
                 metrics.processing_lag.observe(max(0.0, now - max(run)))
+        if metrics is not None:
+            count_input(metrics, formats, skipped)
         if events:
             self._process(events, sources, out)
         self.accounting.count_rejected(out.dead_letters[letters_before:])
@@ -205,8 +219,12 @@ class Pipeline:
         # from a partition read later moves its start back (Engine._place_start).
         engine = self.engine
         before = self.accounting.totals_before({e.use_case for e in events}, engine.stats)
+        unpriced = engine.stats.unpriced
+        unpriced_before = dict(engine.stats.unpriced_models) if self.metrics is not None else {}
         result = engine.process(events, sources)
         self.accounting.count_process(before, engine.stats)
+        if self.metrics is not None and engine.stats.unpriced != unpriced:
+            count_unpriced(self.metrics, unpriced_before, engine.stats.unpriced_models)
         out.dead_letters.extend(result.rejected)
         self._collect_alerts(result.alerts, out)
         out.commands.extend(result.commands)

@@ -21,6 +21,7 @@ from spendsentry.worker.partitions import PartitionSet
 from spendsentry.worker.pipeline import BatchOutput, Pipeline
 from spendsentry.worker.status_page import StatusBoard
 from spendsentry.worker.throttle_edge import CommandEdge, wall_clock_doc
+from spendsentry.worker.throttle_watch import ThrottleWatch, in_force
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,13 @@ class Publisher:
         self.throttle_versions: dict[str, int] = {}
         #: Records on ai.throttle ignored at start, by reason (not verified commands).
         self.throttle_rejected: Counter[str] = Counter()
+        #: Every verified command on ai.throttle (other workers', operators'), followed.
+        self.watch = ThrottleWatch(
+            config.bootstrap,
+            config.topics.throttle.name,
+            config.throttle_keys,
+            on_change=self.count_throttles,
+        )
 
     def has_work(self, out: BatchOutput) -> bool:
         """Whether :meth:`publish` has anything to do for ``out``."""
@@ -173,9 +181,18 @@ class Publisher:
         return watermark if math.isfinite(watermark) else time.time()
 
     def count_throttles(self) -> None:
-        # Commands carry event time in the engine: judged against the worker's
-        # event time, as their wall-clock copies are against the gateways' clock.
-        self.metrics.active_throttles.set(len(self.parts.active_commands(self.event_now())))
+        """Set the gauge: scopes throttled by the engines' commands or by any
+        verified command in force on ai.throttle (see :mod:`.throttle_watch`)."""
+        count, _ = self.throttles_in_force()
+        self.metrics.active_throttles.set(count)
+
+    def throttles_in_force(self) -> tuple[int, list[dict[str, Any]]]:
+        """How many scopes are throttled, and the topic's commands in force that
+        are not the engines' (issued by another worker or an operator)."""
+        # Engine commands carry event time: judged against the worker's event
+        # time, as their wall-clock copies are against the gateways' clock.
+        own = self.parts.active_commands(self.event_now())
+        return in_force(own, self.watch.latest, now=time.time())
 
     async def read_throttle_versions(self) -> None:
         """Versions of the verified commands on ai.throttle (a lost snapshot, or

@@ -191,6 +191,7 @@ class IngestService(faust.Service):
         await self.clients.start_producer()
         await self.store.start()
         await self.publisher.read_throttle_versions()
+        await self.publisher.watch.start()
         await self.control.start(self.clients.reader(offset_reset="earliest"))
         await self.clients.start_consumer(self.handover.listener())
         self._loop_task = asyncio.create_task(self._consume_loop(), name="spendsentry-consume")
@@ -210,6 +211,7 @@ class IngestService(faust.Service):
         except Exception:
             log.exception("final checkpoint failed; the last snapshots stand")
         finally:
+            await self.publisher.watch.stop()
             await self.clients.stop(self.control.reader)
             await self.store.stop()
 

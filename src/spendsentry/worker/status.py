@@ -117,11 +117,16 @@ class WorkerStatus:
     def _throttle_status(self) -> dict[str, Any]:
         publisher = self.publisher
         watermark = self.parts.watermark
+        count, elsewhere = publisher.throttles_in_force()
         return {
             "active": [
                 wall_clock_body(c, event_time=watermark, now=time.time())
                 for c in self.parts.active_commands(publisher.event_now())
             ],
+            # Verified commands in force on ai.throttle that this worker's
+            # engines did not issue (another worker's, an operator's).
+            "elsewhere": [{k: v for k, v in d.items() if k != "signature"} for d in elsewhere],
+            "in_force": count,
             "held_while_catching_up": len(publisher.throttle_edge.waiting),
             "published": publisher.commands_published,
             "unpublished_no_key": publisher.commands_unpublished,
