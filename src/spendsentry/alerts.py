@@ -100,6 +100,14 @@ class Alert:
     owner: str | None = None
     tier: str | None = None
     incident_seq: int = 1
+    #: The use case's incident this alert belongs to (:mod:`spendsentry.incidents`).
+    incident_id: str | None = None
+    #: The kind the incident names as its cause, as of this update.
+    root_cause: str | None = None
+    #: "cause" or "symptom" (of ``root_cause``).
+    role: str | None = None
+    #: What drives the increase, ranked (``spendsentry.drivers``): dimension, value, share.
+    drivers: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -125,6 +133,12 @@ class Alert:
             out["owner"] = self.owner
         if self.tier:
             out["tier"] = self.tier
+        if self.incident_id is not None:
+            out["incident_id"] = self.incident_id
+            out["root_cause"] = self.root_cause
+            out["role"] = self.role
+        if self.drivers is not None:
+            out["drivers"] = self.drivers
         return out
 
     @property

@@ -22,7 +22,7 @@ Rules (``spendsentry evaluate``):
   ``cost_per_hour_usd``, or, without one, over K x twice the mean hourly cost
   of the first 2 h, fires a ``cost_spike`` alert (once per excursion). It cannot
   tell kinds apart, so its alert diagnoses any incident on its use case.
-* **Pages per incident**: the distinct ``incident_id``\ s (an alert without one,
+* **Pages per incident**: the distinct ``incident_id`` values (an alert without one,
   written before alerts were grouped, is its own incident: one page per
   ``alert_id``) among the alerts whose span overlaps a labelled incident (its
   diagnoses and overlapping collateral; a ``budget_burn`` hours later the same

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from spendsentry.actions import Baseline, ThrottlePlanner
 from spendsentry.alerts import Alert, IncidentTracker, severity_rank
 from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext
+from spendsentry.incidents import IncidentGroup
 from spendsentry.windows import (
     NANO,
     ContentTracker,
@@ -48,6 +49,10 @@ class UseCaseState:
             m.kind: IncidentTracker(use_case, m.kind, resolve_after=config.resolve_after_minutes)
             for m in monitors
         }
+        #: Its alerts grouped into incidents, each naming its root cause.
+        self.incidents = IncidentGroup(
+            use_case, {m.kind: getattr(m, "explains", ()) for m in monitors}
+        )
         self.last_active_minute = -1
         self.last_signals: MinuteSignals | None = None
         #: Whether its monitors see every closed minute yet. A new use case starts
@@ -170,11 +175,15 @@ class UseCaseState:
                 alert.tier = policy.tier
                 if alert.status != "resolved" and planner.snoozed(alert.use_case, alert.kind, at):
                     continue  # an operator snoozed it: no alert, no throttle
-                command = planner.plan(alert, policy, _baseline(self))
-                if command is not None:
-                    out.commands.append(command)
-                out.alerts.append(alert)
                 added.append(alert)
+        # The minute's alerts join their incident together, so kinds that fire in
+        # one minute agree on the cause before any command is planned.
+        self.incidents.assign(added)
+        for alert in added:
+            command = planner.plan(alert, policy, _baseline(self))
+            if command is not None:
+                out.commands.append(command)
+            out.alerts.append(alert)
         return added
 
 

@@ -31,7 +31,15 @@ from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
 from spendsentry.shared_content import SharedContentIndex
 from spendsentry.snapshot.detectors import dump_monitor, dump_running, load_monitor, load_running
 from spendsentry.snapshot.fields import NUMBER, Fields
-from spendsentry.snapshot.incidents import dump_planner, dump_tracker, load_planner, load_tracker
+from spendsentry.snapshot.incidents import (
+    dump_group,
+    dump_planner,
+    dump_tracker,
+    group_from_trackers,
+    load_group,
+    load_planner,
+    load_tracker,
+)
 from spendsentry.snapshot.windows import (
     dump_bucket,
     dump_content,
@@ -203,6 +211,9 @@ def dump_use_case(u: UseCaseState) -> dict[str, Any]:
         "last_data_minute": u.last_data_minute,
         "observing": u.observing,
         "last_signals": dump_signals(u.last_signals),
+        # Added within version 3; absent (and from use cases converted from older
+        # pickles), the incident is rebuilt from the open alerts.
+        **({"incident_group": dump_group(u.incidents)} if hasattr(u, "incidents") else {}),
     }
 
 
@@ -234,6 +245,10 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     for kind, tracker in u.trackers.items():
         if kind in incidents.data:
             load_tracker(tracker, incidents.child(kind))
+    if "incident_group" not in f.data:
+        group_from_trackers(u.incidents, u.trackers)
+    elif f.raw("incident_group") is not None:
+        load_group(u.incidents, f.child("incident_group"), u.trackers)
     u.last_active_minute = f.int("last_active_minute")
     u.last_data_minute = f.optional_int("last_data_minute")
     u.observing = f.bool("observing")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from spendsentry.alerts import HOURS_PER_MONTH, Finding
 from spendsentry.detectors.base import UseCaseContext
-from spendsentry.detectors.kinds.base import Tuning
+from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.detectors.sizing import ModelSizes
@@ -32,6 +32,8 @@ class ModelOversizing(RatioKind):
     """
 
     kind = "model_oversizing"
+    #: Small requests on a large model cost more per call.
+    explains = SPEND
     metric = "small_calls_on_large_model_share"
     unit = "share"
 
