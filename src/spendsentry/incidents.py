@@ -97,6 +97,11 @@ class IncidentGroup:
         self.current: OpenIncident | None = None
 
     @property
+    def open(self) -> bool:
+        """Whether an alert of the use case is open (its baselines should not learn)."""
+        return self.current is not None and bool(self.current.open_alerts)
+
+    @property
     def root_cause(self) -> str | None:
         inc = self.current
         return root_cause_of(inc.kinds, self.explains) if inc is not None else None

@@ -43,12 +43,14 @@ from spendsentry.snapshot.incidents import (
 from spendsentry.snapshot.windows import (
     dump_bucket,
     dump_content,
+    dump_drivers,
     dump_periods,
     dump_sessions,
     dump_signals,
     dump_window,
     load_bucket,
     load_content,
+    load_drivers,
     load_periods,
     load_sessions,
     load_signals,
@@ -214,6 +216,7 @@ def dump_use_case(u: UseCaseState) -> dict[str, Any]:
         # Added within version 3; absent (and from use cases converted from older
         # pickles), the incident is rebuilt from the open alerts.
         **({"incident_group": dump_group(u.incidents)} if hasattr(u, "incidents") else {}),
+        **({"drivers": dump_drivers(u.drivers)} if hasattr(u, "drivers") else {}),
     }
 
 
@@ -245,6 +248,8 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     for kind, tracker in u.trackers.items():
         if kind in incidents.data:
             load_tracker(tracker, incidents.child(kind))
+    if "drivers" in f.data:  # added within version 3: absent, learned from here on
+        load_drivers(u.drivers, f.child("drivers"))
     if "incident_group" not in f.data:
         group_from_trackers(u.incidents, u.trackers)
     elif f.raw("incident_group") is not None:
