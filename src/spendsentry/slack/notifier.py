@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ from spendsentry.messages.alert import ALERT_STATUSES, dedupe_key_of
 from spendsentry.messages.severity import SEVERITIES
 from spendsentry.messages.topics import ALERTS_TOPIC
 from spendsentry.slack.blocks import SlackMessage, render_alert, render_update
+from spendsentry.slack.incident_blocks import incident_key, render_incident, render_joined
 from spendsentry.slack.state import DeliveryState, Thread
 
 __all__ = [
@@ -93,6 +95,10 @@ _PARENT_GONE = frozenset({"message_not_found", "cant_update_message", "channel_n
 
 
 # -- secrets ----------------------------------------------------------------------
+
+
+#: Incidents whose alerts the notifier remembers for their parent message.
+_MAX_INCIDENTS = 2_000
 
 
 class _RedactSecrets(logging.Filter):
@@ -279,7 +285,9 @@ class _WebhookSink:
             retry_handlers=_retry_handlers(),
         )
 
-    async def deliver(self, alert: Mapping[str, Any], thread: Thread | None) -> Thread | None:
+    async def deliver(
+        self, alert: Mapping[str, Any], thread: Thread | None, parent: SlackMessage | None = None
+    ) -> Thread | None:
         msg = render_alert(alert)
         status, body = await self._send(msg.text, msg.blocks)
         if status == 400 and body in ("invalid_blocks", "invalid_payload", "invalid_blocks_format"):
@@ -334,9 +342,17 @@ class _BotSink:
             return owner
         return self.default_channel
 
-    async def deliver(self, alert: Mapping[str, Any], thread: Thread | None) -> Thread | None:
-        if alert.get("status") != "firing" and thread is not None:
-            parent = render_alert(alert)
+    async def deliver(
+        self, alert: Mapping[str, Any], thread: Thread | None, parent: SlackMessage | None = None
+    ) -> Thread | None:
+        """Post or update the incident's parent (``parent``: its rendering), reply in its thread.
+
+        A thread exists once the incident's first alert was posted: a kind that
+        joins it (``firing``), an escalation and a resolution update the parent
+        and reply in the thread.
+        """
+        parent = parent or render_alert(alert)
+        if thread is not None:
             try:
                 await self._call(
                     "chat_update",
@@ -350,7 +366,8 @@ class _BotSink:
                     raise
                 log.warning("the parent of %s is gone; starting a new thread", alert_key(alert))
             else:
-                reply = render_update(alert)
+                joined = alert.get("status") == "firing"
+                reply = render_joined(alert) if joined else render_update(alert)
                 # A jump to critical is news for the whole channel, not just the thread.
                 broadcast = (
                     alert.get("status") == "escalated" and alert.get("severity") == "critical"
@@ -368,7 +385,7 @@ class _BotSink:
                 "no owner channel and SLACK_DEFAULT_CHANNEL is not set",
                 retry=False,
             )
-        data = await self._post(channel, render_alert(alert), alert)
+        data = await self._post(channel, parent, alert)
         return Thread(str(data.get("channel") or channel), str(data.get("ts")))
 
     async def _post(
@@ -462,6 +479,9 @@ class SlackNotifier:
         self._sink: _WebhookSink | _BotSink | None = None
         self._secrets = frozenset(settings.secrets())
         _REDACT.secrets |= self._secrets
+        #: incident key -> alert_id -> its latest message: what a parent shows
+        #: (the most recent incidents, bounded; after a restart, what came since).
+        self._incidents: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; commits only what was delivered."""
@@ -568,7 +588,7 @@ class SlackNotifier:
             log.debug("already delivered %s (%s)", key, where)
             return
         thread = await self._deliver(alert, key, stop)
-        await asyncio.to_thread(state.record, key, str(alert["alert_id"]), thread=thread)
+        await asyncio.to_thread(state.record, key, incident_key(alert), thread=thread)
         self.stats.delivered += 1
         log.info("delivered %s to Slack", key)
 
@@ -576,10 +596,12 @@ class SlackNotifier:
         sink, state = self._sink, self.state
         assert sink is not None and state is not None
         delay = self.config.retry_initial_s
+        parent = render_incident(self._members(alert))
         while True:
             if stop.is_set():
                 raise _Stopped
-            attempt = asyncio.ensure_future(sink.deliver(alert, state.thread(alert["alert_id"])))
+            thread = state.thread(incident_key(alert))
+            attempt = asyncio.ensure_future(sink.deliver(alert, thread, parent))
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -601,6 +623,17 @@ class SlackNotifier:
                 log.warning("delivery of %s failed: %s; retrying in %.1fs", key, message, delay)
             await self._idle(delay, stop)
             delay = min(delay * 2, self.config.retry_max_s)
+
+    def _members(self, alert: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The incident's alerts with ``alert`` as the latest of its own."""
+        key = incident_key(alert)
+        members = self._incidents.setdefault(key, {})
+        self._incidents.move_to_end(key)
+        members.pop(str(alert["alert_id"]), None)
+        members[str(alert["alert_id"])] = alert
+        while len(self._incidents) > _MAX_INCIDENTS:
+            self._incidents.popitem(last=False)
+        return members
 
     async def _idle(self, seconds: float, stop: asyncio.Event) -> None:
         """Wait, polling the paused consumer so the group keeps us (max.poll.interval)."""
