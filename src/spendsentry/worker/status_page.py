@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendsentry.messages.severity import SEVERITY_RANK
 from spendsentry.timeutil import parse_ts
+from spendsentry.worker.incident_cards import incident_card, incidents
 
 if TYPE_CHECKING:
     from spendsentry.engine import Engine
@@ -506,10 +507,12 @@ def render(snapshot: Mapping[str, Any], *, refresh_s: int = REFRESH_S) -> str:
         "<header><h1>spendsentry</h1>",
         "".join(f"<span>{f}</span>" for f in facts),
         "</header><main>",
-        f"<h2>Firing alerts ({len(alerts)})</h2>",
+        f"<h2>Firing alerts ({len(alerts)}) in {len(incidents(alerts))} incidents</h2>",
     ]
     if alerts:
-        out.append('<div class="cards">' + "".join(_alert_card(a) for a in alerts) + "</div>")
+        # One card per incident: its root cause, with the symptoms inside.
+        cards = "".join(incident_card(group, _alert_card) for group in incidents(alerts))
+        out.append('<div class="cards">' + cards + "</div>")
     else:
         out.append('<p class="muted">Nothing firing.</p>')
     if throttles is not None:
