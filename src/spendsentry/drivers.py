@@ -91,13 +91,14 @@ class HeavyHitters:
                 rate[1] *= _SLOW
         # Heaviest first (ties by name): the same minute fills the slots the same way.
         for value, cost in sorted(costs.items(), key=lambda kv: (-kv[1], kv[0])):
-            rate = rates.get(value)
-            if rate is None:
-                if len(rates) < self.capacity:
-                    rate = rates[value] = [0.0, 0.0]
-                else:
-                    victim = min(rates, key=lambda v: (rates[v][0], v))
-                    rate = rates[value] = rates.pop(victim)  # inherits its numbers
+            found = rates.get(value)
+            if found is not None:
+                rate = found
+            elif len(rates) < self.capacity:
+                rate = rates[value] = [0.0, 0.0]
+            else:
+                victim = min(rates, key=lambda v: (rates[v][0], v))
+                rate = rates[value] = rates.pop(victim)  # inherits its numbers
             rate[0] += (1.0 - _FAST) * cost
             if learn:
                 rate[1] += (1.0 - _SLOW) * cost
