@@ -9,7 +9,8 @@ and its ``role`` (``cause`` or ``symptom``).
 
 The root cause is the first kind to join (in the order they fired; kinds that
 fired in the same minute in the engine's evaluation order) that no other kind
-of the incident explains; a kind explains another when what it measures makes
+of the incident explains one-way (two kinds that explain each other leave it
+to the first of them); a kind explains another when what it measures makes
 the other's metric move (``Kind.explains``, one tuple per kind class: an agent
 loop explains inflated prompts and a cost spike). The ``incident_id`` is a
 hash of (use case, minute of the first finding, its kind): the same events
@@ -55,19 +56,32 @@ def make_incident_id(use_case: str, minute: int, kind: str) -> str:
 
 
 def root_cause_of(kinds: Sequence[str], explains: Mapping[str, Sequence[str]]) -> str:
-    """The first of ``kinds`` (in joining order) that none of the others explains.
+    """The first of ``kinds`` (in joining order) that no other of them explains one-way.
 
-    When every kind is explained by another (a cycle), the first one is named.
+    Two kinds that explain each other (the same evidence read two ways) do not
+    rule each other out: the first of them to fire names the cause. When every
+    kind is explained one-way by another, the first one is named.
 
-    >>> rules = {"fallback_drift": ("model_oversizing", "cost_spike")}
+    >>> rules = {"fallback_drift": ("model_oversizing", "cost_spike"),
+    ...          "model_oversizing": ("fallback_drift", "cost_spike")}
     >>> root_cause_of(["cost_spike", "model_oversizing", "fallback_drift"], rules)
+    'model_oversizing'
+    >>> root_cause_of(["cost_spike", "fallback_drift", "model_oversizing"], rules)
     'fallback_drift'
     >>> root_cause_of(["cost_spike", "budget_burn"], rules)
     'cost_spike'
     """
     present = set(kinds)
+
+    def explained(kind: str) -> bool:
+        return any(
+            kind in explains.get(other, ()) and other not in explains.get(kind, ())
+            for other in present
+            if other != kind
+        )
+
     for kind in kinds:
-        if not any(kind in explains.get(other, ()) for other in present if other != kind):
+        if not explained(kind):
             return kind
     return kinds[0]
 

@@ -32,8 +32,11 @@ class ModelOversizing(RatioKind):
     """
 
     kind = "model_oversizing"
-    #: Small requests on a large model cost more per call.
-    explains = SPEND
+    #: Small requests on a large model cost more per call, and make the model mix
+    #: pricier: the same evidence as a silent switch to that model (fallback
+    #: drift's price tier), which explains over-sizing in turn; the two explain
+    #: each other, so whichever fires first names the incident.
+    explains = ("fallback_drift", *SPEND)
     metric = "small_calls_on_large_model_share"
     unit = "share"
 
