@@ -14,7 +14,7 @@ resolve, and each change is a reply in its thread.
 ...                       "excess_cost_per_hour_usd": 3.0}])
 >>> msg = render_incident({"a1": spike, "a2": loop})
 >>> msg.blocks[0]["text"]["text"]
-':large_yellow_circle: agent_chatter on u (incident: 2 kinds)'
+':large_orange_circle: WARNING · agent_chatter · u (incident: 2 kinds)'
 >>> [b["text"]["text"].splitlines()[0] for b in msg.blocks if b["type"] == "section"][-2:]
 ['*What drives it*', '*In this incident*']
 """
