@@ -15,7 +15,7 @@ resolve, and each change is a reply in its thread.
 >>> msg = render_incident({"a1": spike, "a2": loop})
 >>> msg.blocks[0]["text"]["text"]
 ':large_orange_circle: WARNING · agent_chatter · u (incident: 2 kinds)'
->>> [b["text"]["text"].splitlines()[0] for b in msg.blocks if b["type"] == "section"][-2:]
+>>> [b["text"]["text"].splitlines()[0] for b in msg.blocks if "text" in b][-2:]
 ['*What drives it*', '*In this incident*']
 """
 

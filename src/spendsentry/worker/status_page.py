@@ -461,6 +461,10 @@ def _use_case_row(row: Mapping[str, Any]) -> str:
     )
 
 
+def _incidents_text(n: int) -> str:
+    return "1 incident" if n == 1 else f"{n} incidents"
+
+
 def _lag(snapshot: Mapping[str, Any]) -> str:
     """How far event time is behind the wall clock, when that is more than a few minutes.
 
@@ -529,7 +533,7 @@ def render(snapshot: Mapping[str, Any], *, refresh_s: int = REFRESH_S) -> str:
         "<header><h1>spendsentry</h1>",
         "".join(f"<span>{f}</span>" for f in facts),
         "</header><main>",
-        f"<h2>Firing alerts ({len(alerts)}) in {len(incidents(alerts))} incidents</h2>",
+        f"<h2>Firing alerts ({len(alerts)}) in {_incidents_text(len(incidents(alerts)))}</h2>",
     ]
     if alerts:
         # One card per incident: its root cause, with the symptoms inside.
