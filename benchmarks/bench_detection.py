@@ -75,6 +75,8 @@ def run_scenario(scenario: Any, no_incidents: bool) -> dict[str, Any]:
                     "id": i.incident_id,
                     "shape": i.shape,
                     "ramp_min": i.ramp_min,
+                    "pages": i.pages,
+                    "root_cause": i.root_cause,
                 }
                 for i in s.incidents
             ],
@@ -107,6 +109,8 @@ def aggregate(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
     delays_all: list[float] = []
     steps_all: list[float] = []
     ramps = [0, 0]  # caught within the ramp, ramps
+    pages: list[int] = []  # per diagnosed incident: distinct incidents paged
+    root_right = 0  # diagnosed incidents whose first page names their kind as the cause
     for r in results:
         part = r[name]
         hours += part["use_case_hours"]
@@ -122,6 +126,8 @@ def aggregate(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
                 ramps[0] += within
                 ramps[1] += 1
             if inc["diagnosed"]:
+                pages.append(inc.get("pages", 0))
+                root_right += inc.get("root_cause") == inc["kind"]
                 row["diagnosed"] += 1
                 row["delays"].append(inc["delay"])
                 delays_all.append(inc["delay"])
@@ -139,6 +145,8 @@ def aggregate(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
         "median_delay": statistics.median(delays_all) if delays_all else None,
         "step_median_delay": statistics.median(steps_all) if steps_all else None,
         "ramps": ramps,
+        "pages_per_incident": statistics.mean(pages) if pages else None,
+        "root_cause_right": root_right,
         "diagnosed": sum(k["diagnosed"] for k in kinds.values()),
         "incidents": sum(k["incidents"] for k in kinds.values()),
     }
@@ -179,6 +187,11 @@ def print_table(engine: dict[str, Any], baseline: dict[str, Any], quiet: dict[st
         f"baseline {baseline['false_per_100h']:.2f} "
         f"({engine['use_case_hours']:.0f} use-case-hours with incidents)"
     )
+    if engine["pages_per_incident"] is not None:
+        print(
+            f"pages per incident: engine {engine['pages_per_incident']:.2f}; root cause named "
+            f"right: {engine['root_cause_right']}/{engine['diagnosed']} diagnosed incidents"
+        )
     if quiet["use_case_hours"]:
         print(
             f"runs with no incidents: engine {quiet['false_alerts']} false alerts "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spendsentry.detectors.registry import KINDS
+from spendsentry.evidence_text import readable
 from spendsentry.messages.alert import dedupe_key
 from spendsentry.messages.severity import SEVERITIES, severity_rank
 from spendsentry.timeutil import format_ts
@@ -100,6 +101,14 @@ class Alert:
     owner: str | None = None
     tier: str | None = None
     incident_seq: int = 1
+    #: The use case's incident this alert belongs to (:mod:`spendsentry.incidents`).
+    incident_id: str | None = None
+    #: The kind the incident names as its cause, as of this update.
+    root_cause: str | None = None
+    #: "cause" or "symptom" (of ``root_cause``).
+    role: str | None = None
+    #: What drives the increase, ranked (``spendsentry.drivers``): dimension, value, share.
+    drivers: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -125,12 +134,36 @@ class Alert:
             out["owner"] = self.owner
         if self.tier:
             out["tier"] = self.tier
+        if self.incident_id is not None:
+            out["incident_id"] = self.incident_id
+            out["root_cause"] = self.root_cause
+            out["role"] = self.role
+        if self.drivers is not None:
+            out["drivers"] = self.drivers
         return out
 
     @property
     def dedupe_key(self) -> str:
         """One key per state change: what sinks deduplicate on."""
         return dedupe_key(self.alert_id, self.status, self.severity, self.incident_seq)
+
+
+def _resolved_summary(use_case: str, kind: str, inc: _Open, at: float) -> str:
+    """What a resolution says: not the firing sentence again ("... still running").
+
+    >>> f = Finding("cost_spike", "warning", 5.0, "usd", 1.0, 4.0, 60, "cost x4", unit="usd")
+    >>> _resolved_summary("u", "cost_spike", _Open("a", 0.0, "warning", 10, f, 1), 1500.0)
+    'Resolved: u cost spike is back to normal after 25 min (at its peak usd was 4 usd, usual 1).'
+    """
+    # Log-scale metrics in their own unit (price tier in USD/Mtok, not its logarithm).
+    baseline, observed, unit = readable(inc.peak.evidence())
+    minutes = max(1, round((at - inc.started_at) / 60.0))
+    unit_text = f" {unit}" if unit else ""
+    return (
+        f"Resolved: {use_case} {kind.replace('_', ' ')} is back to normal after {minutes} min "
+        f"(at its peak {inc.peak.metric} was {observed or 0:,.4g}{unit_text}, "
+        f"usual {baseline or 0:,.4g})."
+    )
 
 
 def make_alert_id(use_case: str, kind: str, started_at: float) -> str:
@@ -206,7 +239,7 @@ class IncidentTracker:
                     "resolved",
                     at,
                     peak,
-                    summary=f"Resolved: {peak.summary}",
+                    summary=_resolved_summary(self.use_case, self.kind, current, at),
                     resolved_at=at,
                 )
             ]

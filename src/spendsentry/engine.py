@@ -76,6 +76,8 @@ class EngineConfig:
     max_unpriced_models: int = 1_000
     #: Quiet minutes before an incident resolves.
     resolve_after_minutes: int = 10
+    #: Values tracked per dimension per use case for what drives an alert's spend.
+    max_driver_values: int = 16
     #: A use case silent this many minutes is *dormant*: its monitors stop
     #: seeing empty minutes until it has data again (a day of silence is as
     #: long as silence gets). This is what makes a jump of event time over

@@ -22,6 +22,15 @@ Rules (``spendsentry evaluate``):
   ``cost_per_hour_usd``, or, without one, over K x twice the mean hourly cost
   of the first 2 h, fires a ``cost_spike`` alert (once per excursion). It cannot
   tell kinds apart, so its alert diagnoses any incident on its use case.
+* **Pages per incident**: the distinct ``incident_id`` values (an alert without one,
+  written before alerts were grouped, is its own incident: one page per
+  ``alert_id``) among the alerts whose span overlaps a labelled incident (its
+  diagnoses and overlapping collateral; a ``budget_burn`` hours later the same
+  day is a page of its own), averaged over the diagnosed incidents.
+* **Root cause**: the cause the first page for a labelled incident names, as
+  its last ``firing`` record states it (``root_cause``; without one, the kind
+  of that first page: what on-call was told first); it is right when it is
+  the labelled kind.
 
 Everything is read the way the rest of spendsentry reads it: alerts as
 :class:`~spendsentry.messages.AlertView` (the message vocabulary's view of an
@@ -127,6 +136,10 @@ class IncidentResult:
     shape: str = "step"
     #: Minutes from start to full strength (ramps only).
     ramp_min: float | None = None
+    #: Distinct incidents (pages) among the alerts overlapping it.
+    pages: int = 0
+    #: The cause its first page names (see the module rules).
+    root_cause: str | None = None
 
     @property
     def within_ramp(self) -> bool:
@@ -160,6 +173,10 @@ class Score:
     alerts: list[AlertVerdict]
     use_case_hours: float
     false_alerts_per_100_use_case_hours: float
+    #: Mean pages per diagnosed incident (None: nothing diagnosed).
+    pages_per_incident: float | None = None
+    #: Diagnosed incidents whose first page names their own kind as the cause.
+    root_cause_right: int = 0
 
 
 @dataclass(slots=True)
@@ -284,7 +301,57 @@ def score(
     """Match alerts to incidents (see the module rules)."""
     verdicts, first = _judge(labels, alerts, names_kind=names_kind)
     results = _incident_results(labels, first)
+    _set_pages(labels, alerts, results)
     return _tally(labels, alerts, verdicts, results, names_kind=names_kind, detector=detector)
+
+
+def _page_of(alert: Alert) -> str:
+    return alert.incident_id or alert.alert_id
+
+
+def _set_pages(labels: Labels, alerts: Sequence[Alert], results: list[IncidentResult]) -> None:
+    """Each labelled incident's pages and the root cause its first page names.
+
+    >>> from datetime import UTC, datetime
+    >>> t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    >>> labels = Labels(t0, 24.0, ["u"], [Incident(
+    ...     "i1", "agent_chatter", "u", "step", t0, t0 + timedelta(minutes=30))])
+    >>> at = t0.timestamp()
+    >>> spike = Alert("a1", "cost_spike", "u", "warning", "firing", at + 120, at, "x", "cost_spike")
+    >>> loop = Alert("a2", "agent_chatter", "u", "warning", "firing", at + 240, at, "x",
+    ...              "agent_chatter")
+    >>> results = _incident_results(labels, {})
+    >>> _set_pages(labels, [spike, loop], results)
+    >>> results[0].pages, results[0].root_cause
+    (1, 'agent_chatter')
+    >>> from dataclasses import replace
+    >>> _set_pages(labels, [replace(spike, incident_id=None), loop], results)
+    >>> results[0].pages, results[0].root_cause
+    (2, 'cost_spike')
+    """
+    # The cause an incident names last (root causes are settled as findings join).
+    named: dict[str, str] = {}
+    for alert in sorted(alerts, key=lambda a: (a.detected_at, a.alert_id)):
+        named[_page_of(alert)] = alert.root_cause or alert.kind
+    by_incident: dict[str, list[Alert]] = defaultdict(list)
+    for alert in alerts:
+        began = _time(min(alert.started_at, alert.detected_at))
+        detected_at = _time(alert.detected_at)
+        for inc in labels.incidents:
+            if (
+                inc.use_case == alert.use_case
+                and began <= inc.end + GRACE
+                and detected_at >= inc.start
+            ):
+                by_incident[inc.incident_id].append(alert)
+    for result in results:
+        overlapping = by_incident.get(result.incident_id, [])
+        if not overlapping:
+            result.pages, result.root_cause = 0, None
+            continue
+        result.pages = len({_page_of(a) for a in overlapping})
+        first = min(overlapping, key=lambda a: (a.detected_at, a.alert_id))
+        result.root_cause = named[_page_of(first)]
 
 
 def _judge(
@@ -399,6 +466,8 @@ def _tally(
     )
     use_case_hours = len(labels.use_cases) * labels.hours
     per_100 = total.false_alerts / use_case_hours * 100 if use_case_hours else 0.0
+    diagnosed = [r for r in results if r.diagnosed]
+    pages = sum(r.pages for r in diagnosed) / len(diagnosed) if diagnosed else None
     return Score(
         detector=detector,
         names_kind=names_kind,
@@ -408,6 +477,8 @@ def _tally(
         alerts=verdicts,
         use_case_hours=use_case_hours,
         false_alerts_per_100_use_case_hours=round(per_100, 3),
+        pages_per_incident=round(pages, 3) if pages is not None else None,
+        root_cause_right=sum(r.root_cause == r.kind for r in diagnosed),
     )
 
 
@@ -568,6 +639,11 @@ def format_score(s: Score) -> str:
         f"false alerts per 100 use-case-hours: {s.false_alerts_per_100_use_case_hours:.2f} "
         f"({s.total.false_alerts} over {s.use_case_hours:g} use-case-hours)"
     )
+    if s.names_kind and s.pages_per_incident is not None:
+        lines.append(
+            f"pages per incident: {s.pages_per_incident:.2f}; root cause named right: "
+            f"{s.root_cause_right}/{s.total.diagnosed} diagnosed incidents"
+        )
     missed = [r for r in s.incidents if not r.diagnosed]
     if missed:
         lines.append("missed: " + ", ".join(f"{r.incident_id} ({r.use_case})" for r in missed))

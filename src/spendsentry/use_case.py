@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from spendsentry.actions import Baseline, ThrottlePlanner
 from spendsentry.alerts import Alert, IncidentTracker, severity_rank
 from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext
+from spendsentry.drivers import SpendDrivers, headline
+from spendsentry.incidents import IncidentGroup
 from spendsentry.windows import (
     NANO,
     ContentTracker,
@@ -48,6 +50,12 @@ class UseCaseState:
             m.kind: IncidentTracker(use_case, m.kind, resolve_after=config.resolve_after_minutes)
             for m in monitors
         }
+        #: Its alerts grouped into incidents, each naming its root cause.
+        self.incidents = IncidentGroup(
+            use_case, {m.kind: getattr(m, "explains", ()) for m in monitors}
+        )
+        #: Its spend by dimension value, recent and learned (what drives an alert).
+        self.drivers = SpendDrivers(config.max_driver_values)
         self.last_active_minute = -1
         self.last_signals: MinuteSignals | None = None
         #: Whether its monitors see every closed minute yet. A new use case starts
@@ -147,6 +155,8 @@ class UseCaseState:
         ctx.last_1h.push(signals)
         ctx.periods.push(signals)
         ctx.daily.learn_one(signals.cost, minute)
+        # Learned spend by dimension pauses while an incident is open.
+        self.drivers.close_minute(bucket.spend, bucket.tag_spend, not self.incidents.open)
         self.last_signals = signals
         return signals
 
@@ -170,11 +180,17 @@ class UseCaseState:
                 alert.tier = policy.tier
                 if alert.status != "resolved" and planner.snoozed(alert.use_case, alert.kind, at):
                     continue  # an operator snoozed it: no alert, no throttle
-                command = planner.plan(alert, policy, _baseline(self))
-                if command is not None:
-                    out.commands.append(command)
-                out.alerts.append(alert)
                 added.append(alert)
+        # The minute's alerts join their incident together, so kinds that fire in
+        # one minute agree on the cause before any command is planned.
+        self.incidents.assign(added)
+        for alert in added:
+            if alert.status != "resolved":
+                _explain(alert, self)
+            command = planner.plan(alert, policy, _baseline(self))
+            if command is not None:
+                out.commands.append(command)
+            out.alerts.append(alert)
         return added
 
 
@@ -188,6 +204,49 @@ def evict_least_active(use_cases: dict[str, UseCaseState], n: int) -> int:
     for victim in victims:
         del use_cases[victim.use_case]
     return len(victims)
+
+
+def _explain(alert: Alert, state: UseCaseState) -> None:
+    """Say what drives the alert: the dimension values behind the excess spend, and for
+    cost per outcome whether outcomes fell or each call costs more."""
+    alert.drivers = state.drivers.drivers()
+    said = [headline(alert.drivers)]
+    if alert.kind == "cost_per_outcome":
+        said.insert(0, _outcome_driver(alert, state))
+    for sentence in said:
+        if sentence:
+            alert.summary = f"{alert.summary} {sentence}."
+
+
+def _outcome_driver(alert: Alert, state: UseCaseState) -> str | None:
+    """Outcomes per minute and cost per call, the last 5 minutes against the hour before."""
+    hour, recent = state.ctx.last_1h, state.ctx.last_5m
+    minutes = hour.minutes_filled - recent.minutes_filled
+    if minutes <= 0 or recent.minutes_filled <= 0:
+        return None
+    calls, cost = hour.calls - recent.calls, hour.cost - recent.cost
+    outcomes = hour.outcomes - recent.outcomes
+    if calls <= 0 or recent.calls <= 0 or outcomes <= 0:
+        return None
+    per_call, per_call_now = cost / calls, recent.cost / recent.calls
+    rate, rate_now = outcomes / minutes, recent.outcomes / recent.minutes_filled
+    calls_per_min, calls_now = calls / minutes, recent.calls / recent.minutes_filled
+    # Outcomes per call fell (the calls go on, the results do not) against
+    # each call costing more: the larger factor is what moved.
+    yield_drop = (rate / calls_per_min) / max(rate_now / calls_now, 1e-9)
+    call_rise = per_call_now / per_call if per_call > 0 else 1.0
+    # A copy: the evidence's details are the finding's own (kept in the tracker).
+    details = alert.evidence["details"] = dict(alert.evidence.get("details") or {})
+    details["outcomes_per_min"] = [round(rate, 3), round(rate_now, 3)]
+    details["cost_per_call_usd"] = [round(per_call, 6), round(per_call_now, 6)]
+    if yield_drop >= call_rise:
+        details["driver"] = "outcomes_fell"
+        return (
+            f"Outcomes fell: {rate_now:.1f} a minute against {rate:.1f} usual "
+            f"while calls went on ({calls_now:.0f} a minute)"
+        )
+    details["driver"] = "cost_per_call_rose"
+    return f"Each call costs more: ${per_call_now:.4f} against ${per_call:.4f} usual"
 
 
 def _baseline(state: UseCaseState) -> Baseline | None:

@@ -15,8 +15,9 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from spendsentry.drivers import TAG_FIELDS, SpendKey
 from spendsentry.events import OutcomeEvent, UsageEvent
 
 MINUTE = 60.0
@@ -26,6 +27,10 @@ MINUTE = 60.0
 #: order events arrive in, float sums do (in the last bits), and the engine
 #: promises the same alerts for any arrival order within the lateness.
 NANO = 1_000_000_000
+#: Bounds on what an event's extra fields add to the spend by tag (an
+#: identifier field is at most 256 characters, a tag value no more).
+MAX_TAG_CHARS = 256
+MAX_TAGS_PER_EVENT = 8
 
 
 class ModelStats:
@@ -124,6 +129,8 @@ class MinuteBucket:
         "retrieval_requests",
         "retrievals",
         "session_calls",
+        "spend",
+        "tag_spend",
         "tool_calls",
         "unpriced",
     )
@@ -151,6 +158,11 @@ class MinuteBucket:
         self.embed_hashes: dict[str, int] = {}
         self.outcomes = 0
         self.outcomes_by_name: dict[str, int] = {}
+        #: Cost (nano-USD) by (model, agent, tool, session, team, environment):
+        #: what :class:`spendsentry.drivers.SpendDrivers` splits by dimension.
+        self.spend: dict[SpendKey, int] = {}
+        #: Cost (nano-USD) by (extra field, value) for the fields in TAG_FIELDS.
+        self.tag_spend: dict[tuple[str, str], int] = {}
 
     def add_usage(self, e: UsageEvent) -> None:
         """Add one usage event (see :meth:`add_usages`)."""
@@ -181,6 +193,7 @@ output_tokens=0, cost_nano=500000000)
         other_kinds: dict[str, int] = {}
         models = self.models
         sessions = self.session_calls
+        spend = self.spend
         log_micro = _LOG_MICRO.get
         for e in events:
             usd = e.cost_usd
@@ -190,6 +203,10 @@ output_tokens=0, cost_nano=500000000)
             else:
                 cost = round(usd * NANO)
                 cost_sum += cost
+                key = (e.model, e.agent_id, e.tool_name, e.session_id, e.team, e.environment)
+                spend[key] = spend.get(key, 0) + cost
+                if e.extra:
+                    self._add_tags(e.extra, cost)
             input_tokens = e.input_tokens
             output_tokens = e.output_tokens
             input_sum += input_tokens
@@ -258,6 +275,20 @@ output_tokens=0, cost_nano=500000000)
         self.embeddings += embeddings
         by_kind = _calls_by_kind(llm_calls, tool_calls, retrievals, embeddings, other_kinds)
         return RunTotals(by_kind, input_sum, output_sum, cost_sum)
+
+    def _add_tags(self, extra: dict[str, Any], cost: int) -> None:
+        """Add ``cost`` to the customer / tenant / ... and tag values an event's extra names."""
+        tags = self.tag_spend
+        for field_name in TAG_FIELDS:
+            value = extra.get(field_name)
+            if isinstance(value, str) and 0 < len(value) <= MAX_TAG_CHARS:
+                tags[field_name, value] = tags.get((field_name, value), 0) + cost
+        labels = extra.get("tags")
+        if isinstance(labels, dict):
+            for name, value in list(labels.items())[:MAX_TAGS_PER_EVENT]:
+                if isinstance(value, str) and 0 < len(value) <= MAX_TAG_CHARS:
+                    key = (f"tag:{name}"[:MAX_TAG_CHARS], value)
+                    tags[key] = tags.get(key, 0) + cost
 
     def add_outcome(self, e: OutcomeEvent) -> None:
         if e.success is False:

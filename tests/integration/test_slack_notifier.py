@@ -521,3 +521,49 @@ def test_the_worker_runs_the_notifier_only_when_slack_is_configured_or_asked(
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "http://127.0.0.1:1/hooks/x")
     assert decide(None) is True
     assert decide(False) is False
+
+
+def test_one_parent_per_incident_updated_as_kinds_join_with_replies_in_its_thread(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    topic, group = unique_name("alerts"), unique_name("notifier")
+    slack = FakeSlack(free_port())
+    settings = SlackSettings(bot_token=TOKEN, api_url=slack.api_url)
+    spike = _alert("research_agent", "firing", "warning", 1)
+    loop = _alert("research_agent", "firing", "warning", 1, kind="agent_chatter")
+    done = _alert("research_agent", "resolved", "warning", 2)
+    incident = {"incident_id": "inc-" + "ab" * 12}
+    spike.update(incident, root_cause="cost_spike", role="cause")
+    loop.update(incident, root_cause="agent_chatter", role="cause")
+    loop["drivers"] = [
+        {"dimension": "session", "value": "run-7", "excess_cost_per_hour_usd": 4.0, "share": 0.9}
+    ]
+    done.update(incident, root_cause="agent_chatter", role="symptom")
+
+    async def scenario() -> SlackNotifier:
+        await slack.start()
+        try:
+            await ensure_topics(broker.bootstrap, [TopicSpec(topic, 3)])
+            await _produce(broker.bootstrap, topic, [spike, loop, done])
+            notifier = SlackNotifier(_config(broker, topic, group, tmp_path), settings)
+            await _run_until(notifier, lambda: notifier.stats.delivered == 3)
+            return notifier
+        finally:
+            await slack.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    posts, updates = slack.ok("chat.postMessage"), slack.ok("chat.update")
+    parents = [p for p in posts if "thread_ts" not in p]
+    assert len(parents) == 1  # one page for the incident
+    thread_ts = slack.ts_of[parents[0]["text"]]
+    replies = [p for p in posts if p.get("thread_ts") == thread_ts]
+    assert len(replies) == 2
+    assert "agent_chatter joins and is named the root cause" in replies[0]["text"]
+    assert "Resolved at" in replies[1]["blocks"][0]["text"]["text"]
+    # The parent now names the loop as the cause, the spike as its symptom, the driver.
+    assert len(updates) == 2
+    header = updates[0]["blocks"][0]["text"]["text"]
+    assert "agent_chatter" in header and "(incident: 2 kinds)" in header
+    text = json.dumps(updates[-1]["blocks"])
+    assert "run-7" in text and "90% of the excess" in text
+    assert "`cost_spike` (symptom, resolved" in text

@@ -4,7 +4,8 @@ A small scenario (two and a half hours of the simulator's traffic, a cost spike
 after the two-hour warm-up) goes to the embedded broker; a real
 ``spendsentry worker`` process consumes it; Chromium loads ``/`` and we check
 the rendered DOM for what matters to a reader (use-case names, a cost figure,
-the alert's kind and summary, an SVG chart), then take a screenshot.
+the alert's kind and summary, one card per incident, an SVG chart), then take a
+screenshot (docs/status-page.png is one).
 
 Needs Debian's ``chromium`` package (``.ci/run`` installs it); skipped without.
 """
@@ -188,6 +189,15 @@ def test_status_page_in_a_browser(broker: EmbeddedBroker, unique_name: Any, tmp_
         assert "<svg" in page and "<polyline" in page
         assert "$" in page and "cost / min" in page
         assert 'http-equiv="refresh"' in page
+        # One card per incident (issue 14): the spike's symptoms (a budget burning
+        # with it) sit inside its card, with what drives the spend.
+        incidents = {a.get("incident_id") or a["alert_id"] for a in view["alerts"]}
+        assert page.count('<div class="card ') == len(incidents)
+        assert spike.get("incident_id", "").startswith("inc-")
+        if len(view["alerts"]) > len(incidents):
+            assert "symptoms" in page
+        if spike.get("drivers"):
+            assert "what drives it" in page
 
         shot = tmp_path / "status.png"
         result = _chromium(

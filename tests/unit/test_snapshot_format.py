@@ -85,10 +85,39 @@ def test_a_version_2_snapshot_restores_and_detects_like_a_run_that_never_stopped
     assert pipeline.offsets == {("ai.usage", 0): len(events) - len(after), ("ai.outcomes", 0): 0}
     assert pipeline.control_offsets == {0: 3}
     assert unpack_state(payload)["alerts_offsets"] == {0: 11, 1: 4}
-    assert _run(pipeline.engine, after) == expected
+    _assert_same_before_incidents(_run(pipeline.engine, after), expected)
     # Converted once, it is written as a document and restores the same again.
     again = _restored(pack_state(_restored(payload).snapshot_state()))
-    assert _run(again.engine, after) == expected
+    _assert_same_before_incidents(_run(again.engine, after), expected)
+
+
+def _assert_same_before_incidents(
+    got: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> None:
+    """The same alerts, but for what incidents and drivers added since the fixture.
+
+    Summaries now end with what drives the spend: the fixture's summary is a prefix.
+    """
+    assert len(got) == len(expected)
+    for new, old in zip(_before_incidents(got), _before_incidents(expected), strict=True):
+        # Resolutions no longer repeat the firing sentence, and a budget's exhaustion
+        # time reads "23:15 UTC" rather than a raw timestamp (issue 14, item 5).
+        if old["status"] != "resolved" and old["kind"] != "budget_burn":
+            assert new["summary"].startswith(old["summary"])
+        assert {**new, "summary": None} == {**old, "summary": None}
+
+
+def _before_incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alerts as written before incidents were grouped (the fixture's format).
+
+    Their actions differ by design since: a symptom of an incident issues no
+    command of its own (the fixture's prompt inflation throttled the agent
+    loop's use case a second time); what was detected, when, is compared.
+    """
+    added = ("incident_id", "root_cause", "role", "drivers", "action")
+    for a in alerts:
+        a.get("evidence", {}).get("details", {}).pop("driver", None)
+    return [{k: v for k, v in a.items() if k not in added} for a in alerts]
 
 
 # -- round trips mid-run --------------------------------------------------------

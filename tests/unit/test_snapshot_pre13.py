@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -74,8 +75,21 @@ def test_the_old_monitors_restore_as_the_kinds() -> None:
     }
 
 
+#: The sentence a summary ends with about what drives the spend.
+_DRIVER = re.compile(r" (\d+% of the excess is |No single model, agent, tool or session ).*$")
+
+
 def _old_kinds(alerts: list[dict]) -> list[dict]:
-    return [a for a in alerts if a["kind"] in snap.FIXTURE_KINDS]
+    """The fixture's kinds, without what drives the spend: a pickle from before it
+    learned that has none to restore, so it learns it afresh from the restore on."""
+    return [
+        {
+            **{k: v for k, v in a.items() if k != "drivers"},
+            "summary": _DRIVER.sub("", a["summary"]),
+        }
+        for a in alerts
+        if a["kind"] in snap.FIXTURE_KINDS
+    ]
 
 
 def test_a_restored_engine_detects_like_one_that_never_stopped(halves) -> None:

@@ -185,3 +185,27 @@ def test_board_keeps_the_latest_record_and_drops_released_or_expired_throttles()
     )  # 09:00 on the wall clock; event time a week behind
     assert [t["scope_key"] for t in snap["throttles"]] == ["s1"]
     assert snap["throttles"][0]["seconds_left"] == pytest.approx(3600)
+
+
+def test_one_card_per_incident_with_its_symptoms_and_what_drives_it() -> None:
+    incident = {"incident_id": "inc-" + "ab" * 12, "root_cause": "agent_chatter"}
+    alerts = [
+        _alert(alert_id="a1", kind="cost_spike", severity="critical", **incident),
+        _alert(
+            alert_id="a2",
+            kind="agent_chatter",
+            severity="warning",
+            summary="session run-7 at 400 calls",
+            drivers=[{"dimension": "session", "value": "run-7", "share": 0.82}],
+            **incident,
+        ),
+        _alert(alert_id="a3", kind="prompt_inflation", use_case="other"),
+    ]
+    html = render({"alerts": alerts})
+    assert html.count('<div class="card ') == 2  # two incidents, three alerts
+    assert "Firing alerts (3) in 2 incidents" in html
+    card = html[html.index('<div class="card ') : html.rindex('<div class="card ')]
+    # The cause heads the card, at the incident's worst severity; the spike is inside.
+    assert card.index("agent_chatter") < card.index("symptoms") < card.index("cost_spike")
+    assert 'class="card critical"' in card
+    assert "session run-7: 82% of the excess" in card

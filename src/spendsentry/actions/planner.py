@@ -21,6 +21,9 @@ and replay gets the same commands as the worker. Rules, per scope (the alert's u
   (counted in ``kept_stricter``); two rate limits or two caps merge to the lower.
 * The incident that set the command in force releases it when it resolves.
 * A ``limit_rate`` step without numbers limits to the scope's baseline rate.
+* One decision per incident, taken from its root cause: an alert that is a
+  symptom of another kind's incident (``role == "symptom"``) issues nothing of
+  its own; its ``action`` points at the command in force, if any.
 
 >>> from spendsentry.alerts import Alert
 >>> from spendsentry.policy import LadderStep, Policy
@@ -176,6 +179,10 @@ class ThrottlePlanner:
                 return cmd
             return None
         if policy.tier == "experiment" or policy.auto_throttle == "off":
+            return None
+        if alert.role == "symptom":
+            in_force = state.current if state is not None else None
+            alert.action = action_of(in_force if in_force and in_force.active_at(at) else None)
             return None
         if self.snoozed(alert.use_case, alert.kind, at):
             return None

@@ -75,6 +75,11 @@ class AlertView:
     status: str
     detected_at: float
     started_at: float
+    #: The incident the alert belongs to (findings on one use case that overlap
+    #: in time); None in messages written before incidents were grouped.
+    incident_id: str | None = None
+    #: The kind the incident names as its cause (as of this message).
+    root_cause: str | None = None
 
     @classmethod
     def from_dict(cls, doc: object) -> AlertView:
@@ -101,4 +106,10 @@ class AlertView:
             status=str(doc["status"]),
             detected_at=detected_at,
             started_at=started_at,
+            incident_id=_text_or_none(doc.get("incident_id")),
+            root_cause=_text_or_none(doc.get("root_cause")),
         )
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,11 +267,12 @@ class AlertNotifier:
             self.stats.duplicates += 1
             log.debug("already delivered %s (%s)", key, where)
             return
-        alert_id = str(alert["alert_id"])
+        thread_key = self.thread_key(alert)
+        context = self._context(alert)
         thread = await self._deliver(
-            lambda: self._sink().deliver(alert, state.thread(alert_id)), key, stop
+            lambda: self._send(alert, state.thread(thread_key), context), key, stop
         )
-        await asyncio.to_thread(state.record, key, alert_id, thread=thread)
+        await asyncio.to_thread(state.record, key, thread_key, thread=thread)
         self.stats.delivered += 1
         log.info("delivered %s to %s", key, self.name)
 
@@ -304,6 +305,21 @@ class AlertNotifier:
     def _sink(self) -> AlertSink:
         assert self.sink is not None
         return self.sink
+
+    def thread_key(self, alert: Mapping[str, Any]) -> str:
+        """What the state remembers a delivery's thread under (a subclass may group
+        alerts: Slack keeps one thread per incident)."""
+        return str(alert["alert_id"])
+
+    def _context(self, alert: dict[str, Any]) -> Any:
+        """Worked out once per delivery, before any attempt (default: nothing)."""
+        return None
+
+    async def _send(
+        self, alert: dict[str, Any], thread: Thread | None, context: Any = None
+    ) -> Thread | None:
+        """One delivery attempt (``context``: from :meth:`_context`)."""
+        return await self._sink().deliver(alert, thread)
 
     async def _deliver(
         self, send: Callable[[], Awaitable[Thread | None]], key: str, stop: asyncio.Event

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from spendsentry.evidence_text import readable
+
 __all__ = [
     "ACTION_IDS",
     "CHECKLISTS",
@@ -239,9 +241,8 @@ def _title(alert: Mapping[str, Any]) -> str:
 
 
 def _evidence_fields(alert: Mapping[str, Any]) -> list[str]:
-    ev = _obj(alert, "evidence")
-    unit = ev.get("unit")
-    baseline, observed = _num(ev.get("baseline")), _num(ev.get("observed"))
+    # Log-scale metrics in their own unit ("$0.41 -> $2.46 per Mtok", not "-0.89 -> 0.90").
+    baseline, observed, unit = readable(_obj(alert, "evidence"))
     now = _fmt(observed, unit)
     if baseline and observed is not None and baseline > 0:
         now += f" ({observed / baseline:.1f}x)"
@@ -252,6 +253,10 @@ def _impact_fields(alert: Mapping[str, Any]) -> list[str]:
     impact = _obj(alert, "impact")
     per_hour = _num(impact.get("excess_cost_per_hour_usd"))
     per_month = _num(impact.get("projected_monthly_usd"))
+    if per_hour == 0 and per_month in (0, None):
+        # A kind that prices no excess (outcomes that fell, a budget spent): "$0/h"
+        # next to a critical alert reads as "harmless".
+        return ["*Excess cost*\nnot priced by this detector"]
     return [
         f"*Excess cost*\n{'?' if per_hour is None else _usd(per_hour) + '/h'}",
         f"*Projected*\n{'?' if per_month is None else _usd(per_month) + '/month'}",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ from spendsentry.sinks.notifier import (
     redact,
 )
 from spendsentry.slack.blocks import SlackMessage, render_alert, render_update
+from spendsentry.slack.incident_blocks import incident_key, render_incident, render_joined
 from spendsentry.slack.state import Thread
 
 __all__ = [
@@ -77,6 +79,10 @@ _PARENT_GONE = frozenset({"message_not_found", "cant_update_message", "channel_n
 
 
 # -- secrets ----------------------------------------------------------------------
+
+
+#: Incidents whose alerts the notifier remembers for their parent message.
+_MAX_INCIDENTS = 2_000
 
 
 class _RedactSecrets(logging.Filter):
@@ -199,7 +205,9 @@ class _WebhookSink(_SlackSink):
             retry_handlers=_retry_handlers(),
         )
 
-    async def deliver(self, alert: Mapping[str, Any], thread: Thread | None) -> Thread | None:
+    async def deliver(
+        self, alert: Mapping[str, Any], thread: Thread | None, parent: SlackMessage | None = None
+    ) -> Thread | None:
         msg = render_alert(alert)
         status, body = await self._send(msg.text, msg.blocks)
         if status == 400 and body in ("invalid_blocks", "invalid_payload", "invalid_blocks_format"):
@@ -257,9 +265,17 @@ class _BotSink(_SlackSink):
                     return token
         return self.default_channel
 
-    async def deliver(self, alert: Mapping[str, Any], thread: Thread | None) -> Thread | None:
-        if alert.get("status") != "firing" and thread is not None:
-            parent = render_alert(alert)
+    async def deliver(
+        self, alert: Mapping[str, Any], thread: Thread | None, parent: SlackMessage | None = None
+    ) -> Thread | None:
+        """Post or update the incident's parent (``parent``: its rendering), reply in its thread.
+
+        A thread exists once the incident's first alert was posted: a kind that
+        joins it (``firing``), an escalation and a resolution update the parent
+        and reply in the thread.
+        """
+        parent = parent or render_alert(alert)
+        if thread is not None:
             try:
                 await self._call(
                     "chat_update",
@@ -273,7 +289,8 @@ class _BotSink(_SlackSink):
                     raise
                 log.warning("the parent of %s is gone; starting a new thread", alert_key(alert))
             else:
-                reply = render_update(alert)
+                joined = alert.get("status") == "firing"
+                reply = render_joined(alert) if joined else render_update(alert)
                 # A jump to critical is news for the whole channel, not just the thread.
                 broadcast = (
                     alert.get("status") == "escalated" and alert.get("severity") == "critical"
@@ -291,7 +308,7 @@ class _BotSink(_SlackSink):
                 "no owner channel and SLACK_DEFAULT_CHANNEL is not set",
                 retry=False,
             )
-        data = await self._post(channel, render_alert(alert), alert)
+        data = await self._post(channel, parent, alert)
         return Thread(str(data.get("channel") or channel), str(data.get("ts")))
 
     async def _post(
@@ -369,6 +386,9 @@ class SlackNotifier(AlertNotifier):
         self.settings = settings
         factory = None if settings.mode == "log" else self._build
         super().__init__(config, factory, name="slack", secrets=secrets)
+        #: incident key -> alert_id -> its latest message: what a parent shows
+        #: (the most recent incidents, bounded; after a restart, what came since).
+        self._incidents: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
 
     @property
     def mode(self) -> str:
@@ -387,3 +407,29 @@ class SlackNotifier(AlertNotifier):
             )
         assert self.settings.webhook_url is not None
         return _WebhookSink(self.settings.webhook_url, session, timeout)
+
+    def thread_key(self, alert: Mapping[str, Any]) -> str:
+        """One Slack thread per incident: its first alert's parent message."""
+        return incident_key(alert)
+
+    def _context(self, alert: dict[str, Any]) -> SlackMessage:
+        """The incident's parent message, with ``alert`` joined (once per delivery)."""
+        return render_incident(self._members(alert))
+
+    async def _send(
+        self, alert: dict[str, Any], thread: Thread | None, context: Any = None
+    ) -> Thread | None:
+        sink = self._sink()
+        assert isinstance(sink, _WebhookSink | _BotSink)
+        return await sink.deliver(alert, thread, context)
+
+    def _members(self, alert: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The incident's alerts with ``alert`` as the latest of its own."""
+        key = incident_key(alert)
+        members = self._incidents.setdefault(key, {})
+        self._incidents.move_to_end(key)
+        members.pop(str(alert["alert_id"]), None)
+        members[str(alert["alert_id"])] = alert
+        while len(self._incidents) > _MAX_INCIDENTS:
+            self._incidents.popitem(last=False)
+        return members

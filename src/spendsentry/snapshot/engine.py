@@ -31,16 +31,26 @@ from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
 from spendsentry.shared_content import SharedContentIndex
 from spendsentry.snapshot.detectors import dump_monitor, dump_running, load_monitor, load_running
 from spendsentry.snapshot.fields import NUMBER, Fields
-from spendsentry.snapshot.incidents import dump_planner, dump_tracker, load_planner, load_tracker
+from spendsentry.snapshot.incidents import (
+    dump_group,
+    dump_planner,
+    dump_tracker,
+    group_from_trackers,
+    load_group,
+    load_planner,
+    load_tracker,
+)
 from spendsentry.snapshot.windows import (
     dump_bucket,
     dump_content,
+    dump_drivers,
     dump_periods,
     dump_sessions,
     dump_signals,
     dump_window,
     load_bucket,
     load_content,
+    load_drivers,
     load_periods,
     load_sessions,
     load_signals,
@@ -203,6 +213,10 @@ def dump_use_case(u: UseCaseState) -> dict[str, Any]:
         "last_data_minute": u.last_data_minute,
         "observing": u.observing,
         "last_signals": dump_signals(u.last_signals),
+        # Added within version 3; absent (and from use cases converted from older
+        # pickles), the incident is rebuilt from the open alerts.
+        **({"incident_group": dump_group(u.incidents)} if hasattr(u, "incidents") else {}),
+        **({"drivers": dump_drivers(u.drivers)} if hasattr(u, "drivers") else {}),
     }
 
 
@@ -234,6 +248,12 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     for kind, tracker in u.trackers.items():
         if kind in incidents.data:
             load_tracker(tracker, incidents.child(kind))
+    if "drivers" in f.data:  # added within version 3: absent, learned from here on
+        load_drivers(u.drivers, f.child("drivers"))
+    if "incident_group" not in f.data:
+        group_from_trackers(u.incidents, u.trackers)
+    elif f.raw("incident_group") is not None:
+        load_group(u.incidents, f.child("incident_group"), u.trackers)
     u.last_active_minute = f.int("last_active_minute")
     u.last_data_minute = f.optional_int("last_data_minute")
     u.observing = f.bool("observing")

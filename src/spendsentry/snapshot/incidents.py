@@ -19,6 +19,7 @@ from typing import Any
 from spendsentry.actions.commands import CommandReason, ThrottleCommand
 from spendsentry.actions.planner import MAX_VERSION, ThrottlePlanner, _ScopeState
 from spendsentry.alerts import Finding, IncidentTracker, _Open
+from spendsentry.incidents import IncidentGroup, OpenIncident, make_incident_id
 from spendsentry.messages.scope import Scope
 from spendsentry.snapshot.fields import NUMBER, Fields, SnapshotError
 
@@ -68,6 +69,51 @@ def load_tracker(t: IncidentTracker, f: Fields) -> None:
         o.int("quiet_minutes"),
         load_finding(o.child("peak")),
         o.int("seq"),
+    )
+
+
+def dump_group(g: IncidentGroup) -> dict[str, Any] | None:
+    """A use case's incident: id, kinds in joining order, open alerts, when it resolved."""
+    inc = g.current
+    if inc is None:
+        return None
+    return {
+        "incident_id": inc.incident_id,
+        "kinds": inc.kinds,
+        "open_alerts": [[alert_id, kind] for alert_id, kind in inc.open_alerts.items()],
+        "resolved_at": inc.resolved_at,
+    }
+
+
+def load_group(g: IncidentGroup, f: Fields, trackers: dict[str, IncidentTracker]) -> None:
+    """Load an incident; alerts whose tracker is gone (a kind since disabled) leave it."""
+    still_open = {t.open_alert_id for t in trackers.values()}
+    open_alerts = {a: k for a, k in f.rows("open_alerts", str, str) if a in still_open}
+    resolved_at = f.optional_float("resolved_at")
+    if resolved_at is None and not open_alerts:
+        return  # every open alert was dropped with its kind: nothing to join
+    g.current = OpenIncident(f.str("incident_id"), f.list("kinds", str), open_alerts, resolved_at)
+
+
+def group_from_trackers(g: IncidentGroup, trackers: dict[str, IncidentTracker]) -> None:
+    """Rebuild a use case's incident from its open alerts (a snapshot from before grouping).
+
+    The incident is named after the earliest open alert, as the engine would have
+    named it had it grouped them from the start.
+    """
+    opened = sorted(
+        (t._open.started_at, kind, t._open.alert_id)
+        for kind, t in trackers.items()
+        if t._open is not None
+    )
+    if not opened:
+        g.current = None
+        return
+    started_at, kind, _ = opened[0]
+    g.current = OpenIncident(
+        make_incident_id(g.use_case, int(started_at // 60), kind),
+        [k for _, k, _ in opened],
+        {alert_id: k for _, k, alert_id in opened},
     )
 
 
@@ -148,4 +194,13 @@ def load_planner(p: ThrottlePlanner, f: Fields) -> None:
     p.ignored_versions = f.int("ignored_versions", 0) + ignored
 
 
-__all__ = ["SnapshotError", "dump_planner", "dump_tracker", "load_planner", "load_tracker"]
+__all__ = [
+    "SnapshotError",
+    "dump_group",
+    "dump_planner",
+    "dump_tracker",
+    "group_from_trackers",
+    "load_group",
+    "load_planner",
+    "load_tracker",
+]

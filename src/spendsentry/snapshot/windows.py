@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from spendsentry.detectors.base import PeriodTotals
+from spendsentry.drivers import HeavyHitters, SpendDrivers
 from spendsentry.snapshot.fields import NUMBER, Fields
 from spendsentry.windows import (
     ContentTracker,
@@ -63,6 +64,10 @@ def dump_bucket(b: MinuteBucket) -> dict[str, Any]:
     out["session_calls"] = b.session_calls
     out["embed_hashes"] = b.embed_hashes
     out["outcomes_by_name"] = b.outcomes_by_name
+    # Added within version 3 (absent: the minute's spend by dimension starts empty).
+    # (getattr: a bucket unpickled from a version-2 snapshot has neither.)
+    out["spend"] = [[*key, cost] for key, cost in getattr(b, "spend", {}).items()]
+    out["tag_spend"] = [[n, v, cost] for (n, v), cost in getattr(b, "tag_spend", {}).items()]
     return out
 
 
@@ -79,7 +84,40 @@ def load_bucket(f: Fields) -> MinuteBucket:
     b.session_calls = f.map("session_calls", str, int)
     b.embed_hashes = f.map("embed_hashes", str, int)
     b.outcomes_by_name = f.map("outcomes_by_name", str, int)
+    text = (str, type(None))
+    for *key, cost in f.rows("spend", text, text, text, text, text, text, int, default=[]):
+        b.spend[(key[0], key[1], key[2], key[3], key[4], key[5])] = cost
+    for name, value, cost in f.rows("tag_spend", str, str, int, default=[]):
+        b.tag_spend[name, value] = cost
     return b
+
+
+def dump_drivers(d: SpendDrivers) -> dict[str, Any]:
+    """A use case's recent and learned spend per dimension value (capacity: config)."""
+    return {
+        "total": list(d.total),
+        "minutes": list(d.minutes),
+        "dimensions": {
+            name: [[value, *rate] for value, rate in h.rates.items()]
+            for name, h in d.dimensions.items()
+        },
+    }
+
+
+def load_drivers(d: SpendDrivers, f: Fields) -> None:
+    d.total = [float(x) for x in f.list("total", NUMBER)]
+    if len(d.total) != 2:
+        raise f.fail("total", "expected [recent, learned]")
+    d.minutes = f.list("minutes", int)
+    if len(d.minutes) != 2:
+        raise f.fail("minutes", "expected [folded, learned]")
+    dims = f.child("dimensions")
+    for name in dims.data:
+        h = d.dimensions[name] = HeavyHitters(d.capacity)
+        rows = dims.rows(name, str, NUMBER, NUMBER)
+        # Most recent spend first: a smaller capacity keeps the heaviest.
+        for value, fast, slow in sorted(rows, key=lambda r: -r[1])[: d.capacity]:
+            h.rates[value] = [float(fast), float(slow)]
 
 
 def dump_sessions(t: SessionTracker) -> dict[str, Any]:

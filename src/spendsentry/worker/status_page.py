@@ -34,8 +34,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from spendsentry.evidence_text import readable
 from spendsentry.messages.severity import SEVERITY_RANK
 from spendsentry.timeutil import parse_ts
+from spendsentry.worker.incident_cards import incident_card, incidents
 
 if TYPE_CHECKING:
     from spendsentry.engine import Engine
@@ -349,6 +351,7 @@ table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #e2e8
 th,td{padding:5px 10px;border-bottom:1px solid #e2e8f0;text-align:right;white-space:nowrap}
 th{background:#f1f5f9;font-weight:600;color:#475569;font-size:12px}
 td.name,th.name{text-align:left}td.name small{color:#64748b}
+td.reason{white-space:normal;overflow-wrap:anywhere;max-width:480px;text-align:left}
 tr.hot td{background:#fef2f2}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:12px}
 .card{background:#fff;border:1px solid #e2e8f0;border-left:5px solid #f59e0b;padding:10px 14px;
@@ -391,11 +394,13 @@ def _figure(value: Any) -> str:
 def _evidence(ev: Mapping[str, Any]) -> str:
     rows = []
     metric = ev.get("metric")
-    unit = f" {ev['unit']}" if ev.get("unit") else ""
+    # Log-scale metrics in their own unit (0.41 → 2.46 USD/Mtok, not -0.89 → 0.90).
+    baseline, observed, real_unit = readable(ev)
+    unit = f" {real_unit}" if real_unit else ""
     if metric is not None:
         rows.append(("metric", f"{metric}"))
     if "baseline" in ev or "observed" in ev:
-        shift = f"{_figure(ev.get('baseline'))} → {_figure(ev.get('observed'))}{unit}"
+        shift = f"{_figure(baseline)} → {_figure(observed)}{unit}"
         rows.append(("baseline → observed", shift))
     if ev.get("window_s") is not None:
         rows.append(("window", _duration(ev.get("window_s"))))
@@ -419,7 +424,10 @@ def _alert_card(doc: Mapping[str, Any]) -> str:
         f'<p class="summary">{_e(summary)}</p><dl>',
         _evidence(evidence),
     ]
-    if impact:
+    if impact and not impact.get("excess_cost_per_hour_usd"):
+        # "$0/h" next to a critical alert reads as "harmless": say what it is.
+        parts.append("<dt>excess cost</dt><dd>not priced by this detector</dd>")
+    elif impact:
         parts.append(
             f"<dt>excess cost</dt><dd>{usd(impact.get('excess_cost_per_hour_usd'))}/h "
             f"(~{usd(impact.get('projected_monthly_usd'))}/month)</dd>"
@@ -453,6 +461,24 @@ def _use_case_row(row: Mapping[str, Any]) -> str:
     )
 
 
+def _incidents_text(n: int) -> str:
+    return "1 incident" if n == 1 else f"{n} incidents"
+
+
+def _lag(snapshot: Mapping[str, Any]) -> str:
+    """How far event time is behind the wall clock, when that is more than a few minutes.
+
+    >>> _lag({"event_time": 0.0, "generated_at": 86400.0 + 120})
+    ' (24h 02m behind the wall clock)'
+    >>> _lag({"event_time": 100.0, "generated_at": 160.0})
+    ''
+    """
+    event, wall = _num(snapshot.get("event_time")), _num(snapshot.get("generated_at"))
+    if event is None or wall is None or wall - event < 300:
+        return ""
+    return f" ({_duration(wall - event)} behind the wall clock)"
+
+
 def _throttle_row(cmd: Mapping[str, Any]) -> str:
     params = cmd.get("params") if isinstance(cmd.get("params"), Mapping) else {}
     assert isinstance(params, Mapping)
@@ -464,7 +490,8 @@ def _throttle_row(cmd: Mapping[str, Any]) -> str:
         f'<tr><td class="name">{_e(cmd.get("scope_key", "?"))}</td>'
         f"<td>{_e(cmd.get('action', '?'))}</td><td>{_e(detail)}</td><td>{mode}</td>"
         f"<td>{_duration(cmd.get('seconds_left'))}</td>"
-        f'<td class="name">{_e(reason.get("kind", ""))}: {_e(reason.get("summary", ""))}</td></tr>'
+        f'<td class="reason">{_e(reason.get("kind", ""))}: '
+        f"{_e(reason.get('summary', ''))}</td></tr>"
     )
 
 
@@ -492,7 +519,7 @@ def render(snapshot: Mapping[str, Any], *, refresh_s: int = REFRESH_S) -> str:
     recent: Sequence[Mapping[str, Any]] = snapshot.get("recent") or []
     total = _num(snapshot.get("use_case_count")) or len(use_cases)
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if refresh_s > 0 else ""
-    facts = [f"event time {_e(_when(snapshot.get('event_time')))}"]
+    facts = [f"event time {_e(_when(snapshot.get('event_time')))}{_lag(snapshot)}"]
     if snapshot.get("group_id"):
         facts.append(f"group {_e(snapshot['group_id'])}")
     if snapshot.get("accepted") is not None:
@@ -506,10 +533,12 @@ def render(snapshot: Mapping[str, Any], *, refresh_s: int = REFRESH_S) -> str:
         "<header><h1>spendsentry</h1>",
         "".join(f"<span>{f}</span>" for f in facts),
         "</header><main>",
-        f"<h2>Firing alerts ({len(alerts)})</h2>",
+        f"<h2>Firing alerts ({len(alerts)}) in {_incidents_text(len(incidents(alerts)))}</h2>",
     ]
     if alerts:
-        out.append('<div class="cards">' + "".join(_alert_card(a) for a in alerts) + "</div>")
+        # One card per incident: its root cause, with the symptoms inside.
+        cards = "".join(incident_card(group, _alert_card) for group in incidents(alerts))
+        out.append('<div class="cards">' + cards + "</div>")
     else:
         out.append('<p class="muted">Nothing firing.</p>')
     if throttles is not None:

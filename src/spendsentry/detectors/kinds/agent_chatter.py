@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from spendsentry.alerts import Finding
 from spendsentry.detectors.base import Persistence, UseCaseContext
-from spendsentry.detectors.kinds.base import Kind, Tuning
+from spendsentry.detectors.kinds.base import SPEND, Kind, Tuning
 from spendsentry.detectors.sessions import SessionLengthDetector
 from spendsentry.detectors.signals import top_model
 from spendsentry.windows import MinuteSignals
@@ -31,6 +31,9 @@ class AgentChatter(Kind):
     """
 
     kind = "agent_chatter"
+    #: A session that loops calls again and again: its context grows with every
+    #: turn (prompts inflate), it retrieves again, and it spends.
+    explains = ("prompt_inflation", "retrieval_amplification", *SPEND)
 
     def __init__(self, detector: SessionLengthDetector, persistence: int = 2) -> None:
         self.detector = detector

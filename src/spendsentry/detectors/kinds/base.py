@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 #: The tier whose use cases change on purpose (see :class:`Tuning`).
 EXPERIMENT = "experiment"
 
+#: The kinds that measure spend itself (its rate, a budget, its price per
+#: outcome) rather than a behaviour: any behaviour that costs more explains
+#: them, and they explain nothing (between two of them, the first to fire is
+#: named the cause of an incident).
+SPEND: tuple[str, ...] = ("cost_spike", "budget_burn", "cost_per_outcome")
+
 
 @dataclass(frozen=True, slots=True)
 class Tuning:
@@ -86,6 +92,10 @@ class Kind(ABC):
 
     #: The alert kind (``Finding.kind``; the registry's key).
     kind: str
+    #: The kinds whose metric this kind's anomaly moves by itself: when they
+    #: fire together on a use case, this one is the incident's root cause and
+    #: they are its symptoms (:mod:`spendsentry.incidents`). Nothing by default.
+    explains: tuple[str, ...] = ()
 
     @classmethod
     @abstractmethod

@@ -117,7 +117,13 @@ class BudgetBurn(Kind):
             baseline=budget,
             observed=projected,
             window_s=60.0 * self.detector.window,
-            summary=self.describe(ctx.use_case, worst, when, rate, typical),
+            summary=self.describe(
+                ctx.use_case,
+                worst,
+                _clock(signals.end + exhaust_in * 60.0, signals.end),
+                rate,
+                typical,
+            ),
             unit="USD",
             excess_cost_per_hour_usd=max(0.0, rate - typical) * 60.0,
             details={
@@ -195,3 +201,13 @@ def _minutes_left_in_month(now_min: int) -> float:
     year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
     end = datetime(year, month, 1, tzinfo=UTC)
     return (end - now).total_seconds() / 60.0
+
+
+def _clock(ts: float, now: float) -> str:
+    """A time in a sentence: "23:15 UTC", with the date when it is not today's (UTC).
+
+    >>> _clock(1793610000.0 + 3600, 1793610000.0), _clock(1793610000.0 + 86400, 1793610000.0)
+    ('10:00 UTC', 'Nov 03 09:00 UTC')
+    """
+    when, today = datetime.fromtimestamp(ts, UTC), datetime.fromtimestamp(now, UTC)
+    return when.strftime("%H:%M UTC" if when.date() == today.date() else "%b %d %H:%M UTC")

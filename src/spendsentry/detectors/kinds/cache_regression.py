@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from spendsentry.alerts import Finding
 from spendsentry.detectors.base import UseCaseContext
-from spendsentry.detectors.kinds.base import Tuning
+from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.windows import MinuteSignals
@@ -51,6 +51,8 @@ class CacheRegression(RatioKind):
     """
 
     kind = "cache_regression"
+    #: Input tokens no longer served from the cache cost the full rate.
+    explains = SPEND
     metric = "uncached_input_token_share"
     unit = "share"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spendsentry.detectors.kinds.base import Tuning
+from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.detectors.signals import duplicate_share
@@ -28,6 +28,9 @@ class EmbeddingDuplication(RatioKind):
     """
 
     kind = "embedding_duplication"
+    #: Content embedded again and again includes content other use cases
+    #: embedded first; every repeat is paid.
+    explains = ("shared_embedding_duplication", *SPEND)
     metric = "duplicate_embedding_share"
     unit = "share"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from spendsentry.detectors.kinds.base import Composite, Tuning
+from spendsentry.detectors.kinds.base import SPEND, Composite, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.detectors.signals import fallback_share
@@ -28,6 +28,9 @@ class FallbackDrift(Composite):
     """
 
     kind = "fallback_drift"
+    #: A switch to another (pricier) model: small requests now run on a large
+    #: model, the new model's prompt cache is cold, and each call costs more.
+    explains = ("model_oversizing", "cache_regression", *SPEND)
 
     @classmethod
     def build(cls, policy: Policy, prices: PriceBook) -> FallbackDrift | None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from spendsentry.alerts import HOURS_PER_MONTH, Finding
 from spendsentry.detectors.base import UseCaseContext
-from spendsentry.detectors.kinds.base import Tuning
+from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.detectors.sizing import ModelSizes
@@ -32,6 +32,11 @@ class ModelOversizing(RatioKind):
     """
 
     kind = "model_oversizing"
+    #: Small requests on a large model cost more per call, and make the model mix
+    #: pricier: the same evidence as a silent switch to that model (fallback
+    #: drift's price tier), which explains over-sizing in turn; the two explain
+    #: each other, so whichever fires first names the incident.
+    explains = ("fallback_drift", *SPEND)
     metric = "small_calls_on_large_model_share"
     unit = "share"
 

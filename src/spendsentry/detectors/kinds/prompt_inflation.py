@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from spendsentry.detectors.kinds.base import Tuning
+from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.detectors.signals import log_input_tokens_per_call
@@ -34,6 +34,9 @@ class PromptInflation(RatioKind):
     """
 
     kind = "prompt_inflation"
+    #: Longer prompts cost more per call, and what grew is not in the prompt
+    #: cache (the uncached share rises).
+    explains = ("cache_regression", *SPEND)
     metric = "input_tokens_per_call_geomean"
     unit = "tokens"
 

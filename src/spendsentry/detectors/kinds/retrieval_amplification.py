@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spendsentry.detectors.kinds.base import Tuning
+from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.detectors.signals import retrievals_per_request
@@ -28,6 +28,9 @@ class RetrievalAmplification(RatioKind):
     """
 
     kind = "retrieval_amplification"
+    #: More retrievals per request stuff more context into each prompt and embed
+    #: the same queries again; each request costs more.
+    explains = ("prompt_inflation", "embedding_duplication", *SPEND)
     metric = "retrievals_per_request"
     unit = "retrievals"
 

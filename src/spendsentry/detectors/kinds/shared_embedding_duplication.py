@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from spendsentry.alerts import HOURS_PER_MONTH, Finding
 from spendsentry.detectors.base import UseCaseContext
-from spendsentry.detectors.kinds.base import Tuning
+from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
 from spendsentry.windows import MinuteSignals
@@ -88,6 +88,8 @@ class SharedEmbeddingDuplication(RatioKind):
     """
 
     kind = "shared_embedding_duplication"
+    #: Paying again for embeddings another use case has.
+    explains = SPEND
     metric = "shared_embedding_share"
     unit = "share"
 
