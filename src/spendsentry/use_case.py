@@ -140,6 +140,7 @@ class UseCaseState:
             max_session_id=top_id,
             session_call_counts=counts,
             ended_session_calls=ended,
+            callers=_callers(bucket),
         )
         ctx = self.ctx
         ctx.last_1m.push(signals)
@@ -188,6 +189,12 @@ def evict_least_active(use_cases: dict[str, UseCaseState], n: int) -> int:
     for victim in victims:
         del use_cases[victim.use_case]
     return len(victims)
+
+
+def _callers(bucket: MinuteBucket) -> tuple[tuple[str | None, str | None, str | None, int], ...]:
+    """The bucket's callers as sorted rows (names that are absent sort first)."""
+    rows = [(*caller, n) for caller, n in bucket.callers.items()]
+    return tuple(sorted(rows, key=lambda r: tuple(v or "" for v in r[:3])))
 
 
 def _baseline(state: UseCaseState) -> Baseline | None:

@@ -40,6 +40,7 @@ KINDS: tuple[str, ...] = (
     "model_oversizing",
     "cache_regression",
     "shared_embedding_duplication",
+    "unowned_spend",
 )
 
 #: The order a use case's monitors see each closed minute, which is the order
@@ -57,6 +58,7 @@ EVALUATION_ORDER: tuple[str, ...] = (
     "cost_spike",
     "agent_chatter",
     "budget_burn",
+    "unowned_spend",
 )
 
 

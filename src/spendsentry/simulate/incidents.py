@@ -69,6 +69,7 @@ __all__ = [
     "ELIGIBLE",
     "EXTRA_KINDS",
     "KINDS",
+    "NEWCOMER_KINDS",
     "NORMAL",
     "Effects",
     "Incident",
@@ -82,8 +83,13 @@ __all__ = [
 KINDS: tuple[str, ...] = ALERT_KINDS
 #: Kinds planned after the first nine, from the rest of the same random stream.
 EXTRA_KINDS: tuple[str, ...] = ("cache_regression", "shared_embedding_duplication")
+#: Kinds whose incidents are use cases of their own, planned by the scenario
+#: (:mod:`spendsentry.simulate.newcomers`), never by :func:`plan_incidents`.
+NEWCOMER_KINDS: tuple[str, ...] = ("unowned_spend",)
 #: The first nine kinds, planned exactly as before the extra ones existed.
-CORE_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in EXTRA_KINDS)
+CORE_KINDS: tuple[str, ...] = tuple(
+    k for k in KINDS if k not in EXTRA_KINDS and k not in NEWCOMER_KINDS
+)
 #: The embedding pipeline whose documents a shared-embedding incident repeats.
 EMBEDDING_SOURCE = "doc_embeddings"
 
@@ -524,6 +530,9 @@ def plan_incidents(
 ) -> list[Incident]:
     """Place one incident of each kind (all kinds by default) in the run.
 
+    Kinds in :data:`NEWCOMER_KINDS` are left to the scenario (they are new use
+    cases, not a change to an existing one).
+
     Incidents start on whole minutes no earlier than ``warmup_minutes`` into the
     run, end ``tail_minutes`` before it ends (the evaluation's grace period), keep
     ``gap_minutes`` apart on one use case and prefer use cases not hit yet. A
@@ -534,7 +543,7 @@ def plan_incidents(
 
     >>> t0 = datetime(2026, 11, 2, tzinfo=UTC)
     >>> plan = plan_incidents(random.Random(7), t0, 24)
-    >>> sorted(i.kind for i in plan) == sorted(KINDS)
+    >>> sorted(i.kind for i in plan) == sorted(set(KINDS) - set(NEWCOMER_KINDS))
     True
     >>> min(i.start for i in plan) >= t0 + timedelta(hours=2)
     True
@@ -547,6 +556,7 @@ def plan_incidents(
         raise ValueError(f"unknown incident kinds {unknown}; known: {', '.join(KINDS)}")
     if len(set(wanted)) != len(wanted):
         raise ValueError("each incident kind may be asked for once")
+    wanted = [k for k in wanted if k not in NEWCOMER_KINDS]  # the scenario's business
     day_offset = start.hour * 60 + start.minute
     slots = _Slots(
         rng, round(hours * 60), use_cases, warmup_minutes, tail_minutes, gap_minutes, active,

@@ -36,6 +36,7 @@ from spendsentry.detectors.kinds.cost_per_outcome import OutcomeDrop, OutcomeTar
 from spendsentry.detectors.kinds.cost_spike import CostSpike
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.kinds.shared_embedding_duplication import SharedEmbeddingDuplication
+from spendsentry.detectors.kinds.unowned_spend import UnownedSpend
 from spendsentry.detectors.outcomes import OutcomeDropDetector
 from spendsentry.detectors.seasonal import DailyProfile
 from spendsentry.detectors.sessions import SessionLengthDetector
@@ -149,6 +150,15 @@ def added(codec: tuple[Dump, Load]) -> tuple[Dump, Load]:
     return _Added((dump, loader))
 
 
+def _counts(value: tuple[type, ...]) -> tuple[Dump, Load]:
+    """A ``{name: number}`` map (calls per caller, USD per model)."""
+
+    def load(_: Any, f: Fields, name: str) -> Any:
+        return f.map(name, str, value)
+
+    return (lambda v: dict(v)), load
+
+
 def _floats() -> tuple[Dump, Load]:
     def load(_: Any, f: Fields, name: str) -> Any:
         return [float(x) for x in f.list(name, NUMBER)]
@@ -220,6 +230,14 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
     CacheRegression: {**_RATIO_KIND, "_recent": _ring_of_counts()},
     SharedEmbeddingDuplication: {**_RATIO_KIND, "_recent": _ring(1, NUMBER)},
     AgentChatter: {"detector": _nested(), "persistence": _nested()},
+    # The latch (once per use case) and the evidence of who calls it.
+    UnownedSpend: {
+        "state": added(INT),
+        "pace": added(_nested()),
+        "callers": added(_counts((int,))),
+        "models": added(_counts(NUMBER)),
+        "first_seen": added(OPTIONAL_FLOAT),
+    },
     BudgetBurn: {"detector": _nested(), "persistence": _nested()},
     CostSpike: {
         "detector": _nested(),

@@ -63,6 +63,7 @@ def dump_bucket(b: MinuteBucket) -> dict[str, Any]:
     out["session_calls"] = b.session_calls
     out["embed_hashes"] = b.embed_hashes
     out["outcomes_by_name"] = b.outcomes_by_name
+    out["callers"] = [[*caller, n] for caller, n in b.callers.items()]
     return out
 
 
@@ -79,7 +80,20 @@ def load_bucket(f: Fields) -> MinuteBucket:
     b.session_calls = f.map("session_calls", str, int)
     b.embed_hashes = f.map("embed_hashes", str, int)
     b.outcomes_by_name = f.map("outcomes_by_name", str, int)
+    if "callers" in f.data:  # added after version 3 was first written
+        b.callers = {(t, a, svc): n for t, a, svc, n in _caller_rows(f, "callers")}
     return b
+
+
+def _caller_rows(f: Fields, name: str) -> list[tuple[str | None, str | None, str | None, int]]:
+    """Rows of (team, agent_id, service, calls), checked."""
+    rows = []
+    for i, row in enumerate(f.list(name, list)):
+        ok = len(row) == 4 and all(v is None or isinstance(v, str) for v in row[:3])
+        if not ok or type(row[3]) is not int:
+            raise f.fail(f"{name}[{i}]", "expected [team, agent_id, service, calls]")
+        rows.append((row[0], row[1], row[2], row[3]))
+    return rows
 
 
 def dump_sessions(t: SessionTracker) -> dict[str, Any]:
@@ -167,6 +181,8 @@ def dump_signals(s: MinuteSignals | None) -> dict[str, Any] | None:
             value = {m: [getattr(v, a) for a in _MODEL] for m, v in value.items()}
         elif name in _SIGNAL_TUPLES or name == "shared_with":
             value = list(value)
+        elif name == "callers":
+            value = [list(row) for row in value]
         out[name] = value
     return out
 
@@ -185,6 +201,8 @@ def load_signals(f: Fields | None) -> MinuteSignals | None:
             value = tuple(f.list(name, int))
         elif name == "shared_with":
             value = tuple(f.list(name, str))
+        elif name == "callers":
+            value = tuple(_caller_rows(f, name))
         values[name] = value
     try:
         return MinuteSignals(**values)
