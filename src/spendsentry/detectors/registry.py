@@ -41,6 +41,7 @@ KINDS: tuple[str, ...] = (
     "cache_regression",
     "shared_embedding_duplication",
     "unowned_spend",
+    "new_model",
 )
 
 #: The order a use case's monitors see each closed minute, which is the order
@@ -58,6 +59,7 @@ EVALUATION_ORDER: tuple[str, ...] = (
     "cost_spike",
     "agent_chatter",
     "budget_burn",
+    "new_model",
     "unowned_spend",
 )
 

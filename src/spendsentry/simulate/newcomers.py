@@ -1,9 +1,10 @@
-"""Use cases that appear mid-run with no policy: a shadow pilot, a team's backfill, a small feature.
+"""Traffic that appears mid-run: use cases no policy names, and a use case trying a new model.
 
 The twelve shapes of :mod:`.traffic` all have policies in ``streams/policies``;
-real fleets also grow use cases nobody registered. A run with incidents gets
-three such *newcomers*, planned from their own random stream (the rest of the
-run's bytes and labels are as they were, but for event ids, which number
+real fleets also grow use cases nobody registered, and use cases try models
+they never used. A run with incidents gets four such *newcomers*, planned from
+their own random stream, each calling on its own random stream (the rest of
+the run's bytes and labels are as they were, but for event ids, which number
 every event in time order):
 
 ==============  ==============================================================
@@ -16,15 +17,19 @@ backfill        ``search-reindex-backfill``: a team's batch job on gpt-4o-mini,
 benign_feature  ``release-notes-helper``: gpt-4o-mini, a call every 1-3 minutes,
                 from its start to the end of the run (cents an hour): labelled
                 as a newcomer, not an incident, so any alert on it is false
+model_trial     an existing, always-on use case (support_chat, claims_triage,
+                code_assistant or kb_search_rag) sends 2-5 calls a minute to a
+                model it never used (:data:`TRIAL_MODELS`), for 40-90 minutes,
+                at least 4 hours into the run; labelled ``new_model``
 ==============  ==============================================================
 
 >>> from datetime import UTC, datetime
 >>> plan = plan_newcomers(random.Random(1), datetime(2026, 11, 2, tzinfo=UTC), 8 * 60)
->>> [(n.role, n.use_case) for n in plan]  # doctest: +NORMALIZE_WHITESPACE
+>>> [(n.role, n.use_case) for n in plan][:3]  # doctest: +NORMALIZE_WHITESPACE
 [('shadow_pilot', 'shadow-ai-pilot'), ('backfill', 'search-reindex-backfill'),
  ('benign_feature', 'release-notes-helper')]
 >>> [n.incident(i).kind for i, n in enumerate(plan, 1) if n.labelled]
-['unowned_spend', 'unowned_spend']
+['unowned_spend', 'unowned_spend', 'new_model']
 >>> plan_newcomers(random.Random(1), datetime(2026, 11, 2, tzinfo=UTC), 60)
 []
 """
@@ -40,10 +45,29 @@ from typing import Any
 from spendsentry.simulate.calls import MINUTE_MS, PROVIDERS
 from spendsentry.simulate.incidents import Incident, rfc3339
 
-__all__ = ["NEWCOMER_KIND", "ROLES", "Newcomer", "NewcomerTraffic", "plan_newcomers"]
+__all__ = [
+    "NEWCOMER_KIND",
+    "ROLES",
+    "TRIAL_KIND",
+    "TRIAL_MODELS",
+    "Newcomer",
+    "NewcomerTraffic",
+    "plan_newcomers",
+]
 
-#: The incident kind a labelled newcomer is.
+#: The incident kind a labelled new use case is.
 NEWCOMER_KIND = "unowned_spend"
+#: The incident kind of a model trial.
+TRIAL_KIND = "new_model"
+#: Always-on use cases that may try a model, and the model (one they never call).
+TRIAL_MODELS: dict[str, str] = {
+    "claims_triage": "gpt-4o",
+    "code_assistant": "o3",
+    "kb_search_rag": "claude-sonnet-4-0",
+    "support_chat": "gpt-4.1",
+}
+#: A trial starts this far into the run: the use case's models are its own by then.
+TRIAL_AFTER_MINUTES = 240
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +98,11 @@ ROLES: dict[str, _Role] = {
         "release-notes-helper", "gpt-4o-mini", (0.33, 1.0), (500, 1_500), (100, 300), None,
         team="docs", agent_id=None, service="release-notes", labelled=False,
     ),
+    # The use case and its team are the trial's (TRIAL_MODELS); sizes are a chat turn's.
+    "model_trial": _Role(
+        "", "", (2.0, 5.0), (1_500, 4_000), (200, 600), (40, 90),
+        team=None, agent_id=None, service=None, labelled=True,
+    ),
 }  # fmt: skip
 
 
@@ -93,11 +122,16 @@ class Newcomer:
         """Whether it is an incident (unowned spend worth an alert)."""
         return ROLES[self.role].labelled
 
+    @property
+    def kind(self) -> str:
+        """The incident kind it is labelled as."""
+        return TRIAL_KIND if self.role == "model_trial" else NEWCOMER_KIND
+
     def incident(self, n: int) -> Incident:
         """Its incident label (``labelled`` newcomers only)."""
         return Incident(
-            incident_id=f"new-{n:02d}-{NEWCOMER_KIND}",
-            kind=NEWCOMER_KIND,
+            incident_id=f"new-{n:02d}-{self.kind}",
+            kind=self.kind,
             use_case=self.use_case,
             shape="step",
             start=self.start + timedelta(minutes=self.start_minute),
@@ -123,22 +157,40 @@ def plan_newcomers(
     total_minutes: int,
     warmup_minutes: int = 120,
     tail_minutes: int = 15,
+    free: Callable[[str, int, int], bool] | None = None,
 ) -> list[Newcomer]:
-    """Place the three newcomers after the warm-up, each ending ``tail_minutes`` before
-    the run does (the evaluation's grace); none when the run is too short for them."""
+    """Place the newcomers after the warm-up, each ending ``tail_minutes`` before the
+    run does (the evaluation's grace); none when the run is too short for them.
+
+    ``free(use_case, first, end)`` says whether an existing use case may carry a
+    model trial in those minutes (no other incident on it, traffic in them); a
+    trial that finds no such window in 60 draws is left out.
+    """
     out = []
     for role, spec in ROLES.items():
         low, high = spec.minutes or (30, 30)
+        earliest = TRIAL_AFTER_MINUTES if role == "model_trial" else warmup_minutes
         latest = total_minutes - tail_minutes - low
-        if latest < warmup_minutes:
+        if latest < earliest:
+            if role == "model_trial":
+                continue  # a short run: the trial alone is left out
             return []
-        begin = rng.randint(warmup_minutes, latest)
-        if spec.minutes is None:
-            end = total_minutes
+        use_case, model = spec.use_case, spec.model
+        if role == "model_trial":
+            use_case = rng.choice(sorted(TRIAL_MODELS))
+            model = TRIAL_MODELS[use_case]
+        for _ in range(60):
+            begin = rng.randint(earliest, latest)
+            if spec.minutes is None:
+                end = total_minutes
+            else:
+                end = min(begin + rng.randint(low, high), total_minutes - tail_minutes)
+            if role != "model_trial" or free is None or free(use_case, begin, end):
+                break
         else:
-            end = min(begin + rng.randint(low, high), total_minutes - tail_minutes)
+            continue  # a model trial with no free window
         params = {
-            "model": spec.model,
+            "model": model,
             "calls_per_min": round(rng.uniform(*spec.calls_per_min), 2),
             "input_tokens": rng.randint(*spec.input_tokens),
             "output_tokens": rng.randint(*spec.output_tokens),
@@ -146,7 +198,7 @@ def plan_newcomers(
             "agent_id": spec.agent_id,
             "service": spec.service,
         }
-        out.append(Newcomer(role, spec.use_case, start, begin, end, params))
+        out.append(Newcomer(role, use_case, start, begin, end, params))
     return out
 
 

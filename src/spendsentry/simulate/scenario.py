@@ -143,7 +143,9 @@ class Scenario:
         #: labelled ones are incidents too, numbered after the others.
         self.newcomers: list[Newcomer] = []
         if not no_incidents and (incidents is None or any(k in NEWCOMER_KINDS for k in incidents)):
-            self.newcomers = plan_newcomers(self._rng("newcomers"), self.start, self.total_minutes)
+            self.newcomers = plan_newcomers(
+                self._rng("newcomers"), self.start, self.total_minutes, free=self._free
+            )
         labelled = [n for n in self.newcomers if n.labelled]
         self.incidents = sorted(
             [*self.incidents, *(n.incident(i) for i, n in enumerate(labelled, 1))],
@@ -186,6 +188,16 @@ class Scenario:
         given = [replace(i, params={**default_params(i), **i.params}) for i in given]
         return sorted(given, key=lambda i: (i.start, i.use_case))
 
+    def _free(self, use_case: str, first: int, end: int, gap: int = 30) -> bool:
+        """Whether ``use_case`` has traffic and no incident within ``gap`` of [first, end)."""
+        busy = any(
+            inc.use_case == use_case
+            and first < self._minute_of(inc.end) + gap
+            and end + gap > self._minute_of(inc.start)
+            for inc in self.incidents
+        )
+        return not busy and self._has_traffic(use_case, first, end)
+
     def _has_traffic(self, use_case: str, first: int, end: int) -> bool:
         """Whether the use case's diurnal curve is non-zero in every minute of [first, end).
 
@@ -211,7 +223,7 @@ class Scenario:
         tables: dict[str, dict[int, Effects]] = {s.name: {} for s in self.shapes}
         for inc in self.incidents:
             if inc.kind in NEWCOMER_KINDS:
-                continue  # a use case of its own (NewcomerTraffic), not an effect
+                continue  # traffic of its own (NewcomerTraffic), not an effect
             first = max(0, self._minute_of(inc.start))
             last = min(self.total_minutes, self._minute_of(inc.end - timedelta(microseconds=1)))
             for minute in range(first, last + 1):
