@@ -160,3 +160,10 @@ def test_the_fleet_share_floor_spares_a_small_newcomer_in_a_big_fleet(tmp_path: 
     )
     assert 5.0 < _spent(small) / 2 < 0.02 * _spent(big) / 3
     assert not _firing(_run(policies, big + small), "unowned_spend")
+
+
+def test_the_example_policy_owns_the_pilot(fleet: list[UsageEvent]) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "policies"
+    policies = PolicySet.load(example)
+    assert policies.for_use_case("shadow-ai-pilot").explicit
+    assert not _firing(_run(policies, fleet), "unowned_spend")
