@@ -101,7 +101,7 @@ class UnownedSpend(Kind):
                 self.state = DONE  # its one incident ends; resolves after quiet minutes
             return None
         self.state = REPORTING
-        return self._finding(signals, hourly, self._share(hourly, spent, ctx), paced)
+        return self._finding(signals, spent, pace, hourly, self._share(hourly, spent, ctx))
 
     def _share(self, hourly: float, spent: float, ctx: UseCaseContext) -> float:
         """``hourly`` over the fleet's last hour with this use case's at ``hourly``.
@@ -126,31 +126,34 @@ class UnownedSpend(Kind):
         for model, m in s.models.items():
             _count(self.models, model, m.cost)
 
-    def _finding(self, s: MinuteSignals, spent: float, share: float, paced: bool) -> Finding:
+    def _finding(
+        self, s: MinuteSignals, spent: float, pace: float, hourly: float, share: float
+    ) -> Finding:
         callers = _top(self.callers)
         models = _top(self.models)
         by = "; ".join(callers) or "no caller named"
         on = ", ".join(models) or "no model named"
-        rate = "spends at" if paced else "spent"
         summary = (
-            f"{s.use_case}: no policy names this use case and it {rate} ${spent:,.2f} an hour "
-            f"({share:.0%} of all AI spend), on {on}; called by {by}. Ask them for an owner "
-            f"and write its policy (owner, budget, tier)."
+            f"{s.use_case}: no policy names this use case and it spent ${spent:,.2f} in the "
+            f"last hour, at ${pace:,.2f} an hour over the last 5 minutes ({share:.0%} of all AI "
+            f"spend), on {on}; called by {by}. Ask them for an owner and write its policy "
+            f"(owner, budget, tier)."
         )
         return Finding(
             kind=self.kind,
             severity="warning",
-            score=spent / self.min_usd if self.min_usd > 0 else spent,
+            score=hourly / self.min_usd if self.min_usd > 0 else hourly,
             metric="cost_per_hour_usd",
             baseline=self.min_usd,
-            observed=spent,
+            observed=hourly,
             window_s=3600.0,
             summary=summary,
             unit="usd",
             example_model=models[0] if models else None,
             details={
                 "policy": "none: [defaults] applies",
-                "measured_as": "pace of the last 5 minutes" if paced else "spend of the last hour",
+                "cost_last_hour_usd": round(spent, 4),
+                "pace_per_hour_usd": round(pace, 4),
                 "fleet_share": round(share, 4),
                 "min_cost_per_hour_usd": self.min_usd,
                 "min_fleet_share": self.min_share,
