@@ -17,10 +17,12 @@ backfill        ``search-reindex-backfill``: a team's batch job on gpt-4o-mini,
 benign_feature  ``release-notes-helper``: gpt-4o-mini, a call every 1-3 minutes,
                 from its start to the end of the run (cents an hour): labelled
                 as a newcomer, not an incident, so any alert on it is false
-model_trial     an existing, always-on use case (support_chat, claims_triage,
-                code_assistant or kb_search_rag) sends 2-5 calls a minute to a
-                model it never used (:data:`TRIAL_MODELS`), for 40-90 minutes,
-                at least 4 hours into the run; labelled ``new_model``
+model_trial     an existing use case with no other incident in the run
+                (:data:`TRIAL_MODELS`: its added calls would shift the baselines
+                other incidents are judged against) sends 2-5 calls a minute to
+                a model it never used, for 40-90 minutes, at least 4 hours into
+                the run; labelled ``new_model`` (none when every candidate has
+                an incident)
 ==============  ==============================================================
 
 >>> from datetime import UTC, datetime
@@ -37,7 +39,7 @@ model_trial     an existing, always-on use case (support_chat, claims_triage,
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,12 +61,13 @@ __all__ = [
 NEWCOMER_KIND = "unowned_spend"
 #: The incident kind of a model trial.
 TRIAL_KIND = "new_model"
-#: Always-on use cases that may try a model, and the model (one they never call).
+#: Use cases that may try a model, and the model (one they never call).
 TRIAL_MODELS: dict[str, str] = {
     "claims_triage": "gpt-4o",
     "code_assistant": "o3",
     "kb_search_rag": "claude-sonnet-4-0",
     "support_chat": "gpt-4.1",
+    "translation": "gpt-4.1",
 }
 #: A trial starts this far into the run: the use case's models are its own by then.
 TRIAL_AFTER_MINUTES = 240
@@ -158,13 +161,15 @@ def plan_newcomers(
     warmup_minutes: int = 120,
     tail_minutes: int = 15,
     free: Callable[[str, int, int], bool] | None = None,
+    busy: Collection[str] = (),
 ) -> list[Newcomer]:
     """Place the newcomers after the warm-up, each ending ``tail_minutes`` before the
     run does (the evaluation's grace); none when the run is too short for them.
 
     ``free(use_case, first, end)`` says whether an existing use case may carry a
-    model trial in those minutes (no other incident on it, traffic in them); a
-    trial that finds no such window in 60 draws is left out.
+    model trial in those minutes (traffic in them; ``None``: always); a trial
+    goes to one of the :data:`TRIAL_MODELS` use cases not in ``busy`` (those
+    with incidents), and is left out when there is none or no window in 60 draws.
     """
     out = []
     for role, spec in ROLES.items():
@@ -177,7 +182,10 @@ def plan_newcomers(
             return []
         use_case, model = spec.use_case, spec.model
         if role == "model_trial":
-            use_case = rng.choice(sorted(TRIAL_MODELS))
+            candidates = sorted(u for u in TRIAL_MODELS if u not in busy)
+            if not candidates:
+                continue
+            use_case = rng.choice(candidates)
             model = TRIAL_MODELS[use_case]
         for _ in range(60):
             begin = rng.randint(earliest, latest)

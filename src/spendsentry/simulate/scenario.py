@@ -144,7 +144,11 @@ class Scenario:
         self.newcomers: list[Newcomer] = []
         if not no_incidents and (incidents is None or any(k in NEWCOMER_KINDS for k in incidents)):
             self.newcomers = plan_newcomers(
-                self._rng("newcomers"), self.start, self.total_minutes, free=self._free
+                self._rng("newcomers"),
+                self.start,
+                self.total_minutes,
+                free=self._has_traffic,
+                busy={i.use_case for i in self.incidents},
             )
         labelled = [n for n in self.newcomers if n.labelled]
         self.incidents = sorted(
@@ -187,16 +191,6 @@ class Scenario:
         # Record the effect sizes actually used, defaults included, in the labels.
         given = [replace(i, params={**default_params(i), **i.params}) for i in given]
         return sorted(given, key=lambda i: (i.start, i.use_case))
-
-    def _free(self, use_case: str, first: int, end: int, gap: int = 30) -> bool:
-        """Whether ``use_case`` has traffic and no incident within ``gap`` of [first, end)."""
-        busy = any(
-            inc.use_case == use_case
-            and first < self._minute_of(inc.end) + gap
-            and end + gap > self._minute_of(inc.start)
-            for inc in self.incidents
-        )
-        return not busy and self._has_traffic(use_case, first, end)
 
     def _has_traffic(self, use_case: str, first: int, end: int) -> bool:
         """Whether the use case's diurnal curve is non-zero in every minute of [first, end).

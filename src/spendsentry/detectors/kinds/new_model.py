@@ -1,6 +1,7 @@
 """new_model: a use case starts calling a model it never used, at a cost that shows in the bill.
 
-During its first :data:`WARMUP_MINUTES` minutes with calls a use case's models
+During its first :data:`WARMUP_MINUTES` minutes (from its first event, idle
+minutes included: a sparse use case is not young for days) a use case's models
 are learned as its own. After that, the first call to a model it never used
 starts a watch of :data:`WATCH_MINUTES` minutes: its calls, and what they cost
 against the same calls at the use case's usual cost per call (a decayed
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from spendsentry.policy import Policy
     from spendsentry.pricing import PriceBook
 
-#: Minutes with calls whose models are the use case's own.
+#: Minutes from its first event whose models are the use case's own.
 WARMUP_MINUTES = 120
 #: Minutes a new model is watched from its first call.
 WATCH_MINUTES = 10
@@ -77,8 +78,7 @@ class NewModel(Kind):
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         models = signals.models
-        if signals.llm_calls:
-            self.minutes += 1
+        self.minutes += 1
         decay = 0.5 ** (1.0 / HALF_LIFE)
         self.usual_cost *= decay
         self.usual_calls *= decay
