@@ -21,6 +21,7 @@ the engine it is given.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,21 +63,27 @@ def close_minute(engine: Engine, minute: int, out: EngineOutput) -> bool:
     stats = engine.stats
     use_cases = engine.use_cases
     dormant_after = engine.config.dormant_after_minutes
-    busy = False
+    closed = []
     for name in sorted(use_cases):
         state = use_cases[name]
         if not state.due(minute, dormant_after):
             continue
-        busy = True
         sessions_evicted = state.sessions.evicted
         signals = state.close(minute, engine.shared_content)
         stats.evicted_sessions += state.sessions.evicted - sessions_evicted
         out.closed.append(signals)
+        closed.append((state, signals))
+    # Every use case closes the minute before any is judged, so each sees the
+    # same fleet total (what ``unowned_spend`` compares a use case's share with),
+    # whatever its name sorts as. Judging keeps the name order of the alerts.
+    fleet = math.fsum(state.ctx.last_1h.cost for state in use_cases.values())  # exact: any order
+    for state, signals in closed:
+        state.ctx.fleet_cost_1h = fleet
         for alert in state.detect(signals, engine.planner, out):
             if alert.status == "firing":
                 stats.alerts[alert.kind] = stats.alerts.get(alert.kind, 0) + 1
     engine.forget_event_ids(minute)
-    return busy
+    return bool(closed)
 
 
 def evict_idle(use_cases: dict[str, UseCaseState], horizon: int) -> int:

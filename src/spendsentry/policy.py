@@ -54,6 +54,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicySet",
+    "UnownedFloors",
 ]
 
 #: Environment variable with the auto_throttle mode of use cases without a policy.
@@ -107,6 +108,22 @@ class DetectorSetting:
 
 
 _DEFAULT_DETECTOR = DetectorSetting()
+
+
+@dataclass(frozen=True, slots=True)
+class UnownedFloors:
+    """When spend that no policy names is worth a person's attention (``unowned_spend``).
+
+    Both floors must be reached by the use case's spend over the last hour:
+    dollars, so a new feature spending cents is left alone, and a share of
+    what every use case spent, so a large fleet is not told about small
+    change. $5 an hour is about $3,600 a month: a budget line somebody should
+    own. Read from ``[defaults.unowned_spend]``; only the defaults' floors
+    count (a use case with a policy of its own is owned).
+    """
+
+    min_cost_per_hour_usd: float = 5.0
+    min_fleet_share: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +244,8 @@ class Policy:
     cooldown_s: float = 600.0
     max_duration_s: float = 3600.0
     explicit: bool = False
+    #: The floors of ``unowned_spend`` (set in ``[defaults]``; see :class:`UnownedFloors`).
+    unowned: UnownedFloors = UnownedFloors()
 
     def __post_init__(self) -> None:
         where = f"use case {self.use_case!r}"
@@ -608,6 +627,7 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
     tpm = budgets.get("tokens_per_minute")
     outcome = table.get("cost_per_outcome", {})
     target = outcome.get("target_usd")
+    unowned = table.get("unowned_spend", {})
     detectors = {
         kind: DetectorSetting(
             enabled=bool(setting.get("enabled", True)),
@@ -637,6 +657,10 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
         cooldown_s=float(table.get("cooldown_s", 600.0)),
         max_duration_s=float(table.get("max_duration_s", 3600.0)),
         explicit=explicit,
+        unowned=UnownedFloors(
+            min_cost_per_hour_usd=float(unowned.get("min_cost_per_hour_usd", 5.0)),
+            min_fleet_share=float(unowned.get("min_fleet_share", 0.01)),
+        ),
     )
 
 

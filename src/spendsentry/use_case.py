@@ -148,6 +148,7 @@ class UseCaseState:
             max_session_id=top_id,
             session_call_counts=counts,
             ended_session_calls=ended,
+            callers=_callers(bucket),
         )
         ctx = self.ctx
         ctx.last_1m.push(signals)
@@ -247,6 +248,12 @@ def _outcome_driver(alert: Alert, state: UseCaseState) -> str | None:
         )
     details["driver"] = "cost_per_call_rose"
     return f"Each call costs more: ${per_call_now:.4f} against ${per_call:.4f} usual"
+
+
+def _callers(bucket: MinuteBucket) -> tuple[tuple[str | None, str | None, str | None, int], ...]:
+    """The bucket's callers as sorted rows (names that are absent sort first)."""
+    rows = [(*caller, n) for caller, n in bucket.callers.items()]
+    return tuple(sorted(rows, key=lambda r: tuple(v or "" for v in r[:3])))
 
 
 def _baseline(state: UseCaseState) -> Baseline | None:

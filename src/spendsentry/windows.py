@@ -55,6 +55,14 @@ SMALL_INPUT_TOKENS = 500
 SMALL_OUTPUT_TOKENS = 150
 
 
+#: Distinct callers (team, agent, service) a bucket counts; further ones count
+#: under :data:`OTHER_CALLER`. Who calls a use case is evidence for a person to
+#: read (``unowned_spend``), not a statistic: a few names are enough, and event
+#: fields must not grow memory without bound.
+MAX_CALLERS = 8
+#: Where callers beyond :data:`MAX_CALLERS` in one minute are counted.
+OTHER_CALLER: tuple[str | None, str | None, str | None] = ("(other)", None, None)
+
 #: Memo of :func:`_log_micro` (prompt sizes repeat; the hot path reads it directly).
 _LOG_MICRO: dict[int, int] = {}
 
@@ -110,6 +118,7 @@ class MinuteBucket:
 
     __slots__ = (
         "cached_input_tokens",
+        "callers",
         "cost",
         "embed_hashes",
         "embedding_cost",
@@ -163,6 +172,8 @@ class MinuteBucket:
         self.spend: dict[SpendKey, int] = {}
         #: Cost (nano-USD) by (extra field, value) for the fields in TAG_FIELDS.
         self.tag_spend: dict[tuple[str, str], int] = {}
+        #: Calls per (team, agent_id, service): who calls the use case.
+        self.callers: dict[tuple[str | None, str | None, str | None], int] = {}
 
     def add_usage(self, e: UsageEvent) -> None:
         """Add one usage event (see :meth:`add_usages`)."""
@@ -183,7 +194,7 @@ output_tokens=0, cost_nano=500000000)
         >>> b.llm_calls, b.tool_calls, b.unpriced, b.models["unknown"].calls
         (1, 1, 1, 1)
         """
-        # Complexity 14 on purpose: one loop over the run with every kind's
+        # Complexity 16 on purpose: one loop over the run with every kind's
         # branch inline. A helper call per event costs measurable throughput
         # (~100k events/s; benchmarks/bench_replay.py); what is once per run
         # (the calls by kind) is a function.
@@ -194,8 +205,18 @@ output_tokens=0, cost_nano=500000000)
         models = self.models
         sessions = self.session_calls
         spend = self.spend
+        callers = self.callers
         log_micro = _LOG_MICRO.get
         for e in events:
+            extra = e.extra
+            caller = (e.team, e.agent_id, extra.get("service") if extra else None)
+            seen = callers.get(caller)
+            if seen is not None:
+                callers[caller] = seen + 1
+            elif len(callers) < MAX_CALLERS:
+                callers[caller] = 1
+            else:
+                callers[OTHER_CALLER] = callers.get(OTHER_CALLER, 0) + 1
             usd = e.cost_usd
             if usd is None:
                 cost = 0  # adds nothing to its model's cost
@@ -351,6 +372,8 @@ class MinuteSignals:
     session_call_counts: tuple[int, ...] = ()
     #: Sessions that went idle (ended) this minute, with their total calls.
     ended_session_calls: tuple[int, ...] = ()
+    #: Who called: (team, agent_id, service, calls), sorted (see MAX_CALLERS).
+    callers: tuple[tuple[str | None, str | None, str | None, int], ...] = ()
 
     @property
     def start(self) -> float:

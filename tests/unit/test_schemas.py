@@ -660,6 +660,8 @@ def test_bases_are_valid() -> None:
     ("schema_name", "pointer", "constant"),
     [
         ("alert", ["properties", "kind", "enum"], contracts.ALERT_KINDS),
+        # Any kind can be an incident's cause (a kind added later was once missed here).
+        ("alert", ["properties", "root_cause", "enum"], contracts.ALERT_KINDS),
         ("alert", ["properties", "severity", "enum"], contracts.SEVERITIES),
         ("throttle-command", ["properties", "action", "enum"], contracts.THROTTLE_ACTIONS),
         ("dead-letter", ["properties", "reason", "enum"], contracts.DEAD_LETTER_REASONS),

@@ -18,10 +18,12 @@ from spendsentry.simulate import KINDS, Incident, Scenario, TraceProfile, plan_i
 from spendsentry.simulate.incidents import (
     BIG_MODELS,
     ELIGIBLE,
+    NEWCOMER_KINDS,
     NORMAL,
     default_params,
     incident_effects,
 )
+from spendsentry.simulate.newcomers import TRIAL_MODELS
 from spendsentry.simulate.profile import QuantileSampler
 from spendsentry.simulate.traffic import USE_CASES
 
@@ -315,9 +317,22 @@ def test_cost_per_outcome_outcome_drop(run_b: list[dict[str, Any]]) -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_default_plan(seed: int) -> None:
     start = datetime(2026, 11, 2, tzinfo=UTC)
-    plan = Scenario(seed=seed, start=start, hours=24).incidents
-    assert sorted(i.kind for i in plan) == sorted(KINDS)
+    everything = Scenario(seed=seed, start=start, hours=24).incidents
+    # Newcomers (simulate/newcomers.py) are traffic of their own: two use cases no
+    # policy names and a model trial on a use case that is free then.
+    newcomers = [i for i in everything if i.kind in NEWCOMER_KINDS]
+    assert sorted(i.kind for i in newcomers) == ["new_model", "unowned_spend", "unowned_spend"]
+    plan = [i for i in everything if i.kind not in NEWCOMER_KINDS]
+    assert sorted(i.kind for i in plan) == sorted(set(KINDS) - set(NEWCOMER_KINDS))
     assert len({i.use_case for i in plan}) >= 6  # spread over use cases
+    for inc in newcomers:
+        assert start + timedelta(hours=2) <= inc.start < inc.end
+        assert inc.end <= start + timedelta(hours=24) - timedelta(minutes=15)
+        if inc.kind == "new_model":
+            assert (
+                inc.use_case in TRIAL_MODELS and inc.params["model"] == TRIAL_MODELS[inc.use_case]
+            )
+            assert not [o for o in plan if o.use_case == inc.use_case]  # its only incident
     for inc in plan:
         assert inc.use_case in ELIGIBLE[inc.kind]
         assert inc.start >= start + timedelta(hours=2)
@@ -354,7 +369,7 @@ def test_plan_skips_kinds_that_do_not_fit() -> None:
     assert short and all(i.end - i.start <= timedelta(minutes=45) for i in short)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in NEWCOMER_KINDS])
 def test_incidents_without_params_use_defaults(kind: str) -> None:
     use_case = ELIGIBLE[kind][0]
     bare = Incident("bare", kind, use_case, "step", at(120), at(150))

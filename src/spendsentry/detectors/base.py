@@ -62,6 +62,11 @@ class UseCaseContext:
     #: The daily shape of its spend (one per use case: cost spikes divide it
     #: out, budgets project the rest of the day with it).
     daily: DailyProfile = field(default_factory=DailyProfile)
+    #: What every use case of the engine (this one included) spent over the
+    #: last hour, as of this minute; 0 when nobody told it (a lone monitor).
+    #: Set by the engine before each minute is judged (``minutes.close_minute``):
+    #: derived from the use cases' own windows, so a snapshot need not hold it.
+    fleet_cost_1h: float = 0.0
 
 
 class Monitor(Protocol):

@@ -40,6 +40,8 @@ KINDS: tuple[str, ...] = (
     "model_oversizing",
     "cache_regression",
     "shared_embedding_duplication",
+    "unowned_spend",
+    "new_model",
 )
 
 #: The order a use case's monitors see each closed minute, which is the order
@@ -57,6 +59,8 @@ EVALUATION_ORDER: tuple[str, ...] = (
     "cost_spike",
     "agent_chatter",
     "budget_burn",
+    "new_model",
+    "unowned_spend",
 )
 
 

@@ -37,6 +37,7 @@ from spendsentry.simulate.calendar import (
     load_table,
 )
 from spendsentry.simulate.incidents import (
+    NEWCOMER_KINDS,
     NORMAL,
     Effects,
     Incident,
@@ -47,6 +48,7 @@ from spendsentry.simulate.incidents import (
     plan_incidents,
     rfc3339,
 )
+from spendsentry.simulate.newcomers import Newcomer, NewcomerTraffic, plan_newcomers
 from spendsentry.simulate.profile import TraceProfile
 from spendsentry.simulate.traffic import (
     DEFAULT_USE_CASES,
@@ -137,6 +139,22 @@ class Scenario:
         self.bursts: list[BenignBurst] = plan_bursts(
             self._rng("bursts"), self.total_minutes, windows, shapes=self.shapes
         )
+        #: Use cases that appear mid-run with no policy (:mod:`.newcomers`); the
+        #: labelled ones are incidents too, numbered after the others.
+        self.newcomers: list[Newcomer] = []
+        if not no_incidents and (incidents is None or any(k in NEWCOMER_KINDS for k in incidents)):
+            self.newcomers = plan_newcomers(
+                self._rng("newcomers"),
+                self.start,
+                self.total_minutes,
+                free=self._has_traffic,
+                busy={i.use_case for i in self.incidents},
+            )
+        labelled = [n for n in self.newcomers if n.labelled]
+        self.incidents = sorted(
+            [*self.incidents, *(n.incident(i) for i, n in enumerate(labelled, 1))],
+            key=lambda i: (i.start, i.use_case),
+        )
 
     def _rng(self, stream: str) -> random.Random:
         # A string seed is hashed with SHA-512: stable across processes and versions.
@@ -198,6 +216,8 @@ class Scenario:
         """Per use case: run minute -> effects, only for minutes inside an incident."""
         tables: dict[str, dict[int, Effects]] = {s.name: {} for s in self.shapes}
         for inc in self.incidents:
+            if inc.kind in NEWCOMER_KINDS:
+                continue  # traffic of its own (NewcomerTraffic), not an effect
             first = max(0, self._minute_of(inc.start))
             last = min(self.total_minutes, self._minute_of(inc.end - timedelta(microseconds=1)))
             for minute in range(first, last + 1):
@@ -235,6 +255,9 @@ class Scenario:
             )
             for shape in self.shapes
         ]
+        newcomers = [
+            NewcomerTraffic(n, self._rng(f"newcomer:{n.use_case}"), emit) for n in self.newcomers
+        ]
         start_ms = round(self.start.timestamp() * 1000)
         prefixes: dict[int, str] = {}
         seq = 0
@@ -243,6 +266,8 @@ class Scenario:
         for minute in range(self.total_minutes):
             for generator in generators:
                 generator.generate_minute(minute)
+            for newcomer in newcomers:
+                newcomer.generate_minute(minute)
             batch = buckets.pop(minute, [])
             batch.sort(key=by_time)  # stable: same-ms events keep generation order
             for ms, event in batch:
@@ -276,6 +301,8 @@ class Scenario:
                 for b in self.bursts
             ],
         }
+        if self.newcomers:
+            labels["newcomers"] = [n.to_label() for n in self.newcomers]
         if self.calendar is not None:
             labels["calendar"] = {s.name: self.calendar[s.name].to_label() for s in self.shapes}
         return labels

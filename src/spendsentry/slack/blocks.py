@@ -119,6 +119,16 @@ CHECKLISTS: dict[str, tuple[str, ...]] = {
         "Read their embeddings from one shared store instead of embedding again",
         "Not urgent: this is a recommendation; the saving is the projected amount",
     ),
+    "unowned_spend": (
+        "Ask the callers in the evidence (team, agent, service) who owns this use case",
+        "Experiment, production or a mistake? Throttle or revoke a key if it is a mistake",
+        "Write its policy (owner, budget, tier): docs/ownership.md shows how",
+    ),
+    "new_model": (
+        "Was the switch meant? Check routing and model settings deployed at the start",
+        "Compare the new model's answers and cost per call with the usual one",
+        "Not urgent: the cost difference a month is at the pace of its first calls",
+    ),
 }
 _DEFAULT_CHECKLIST = (
     "Open the example session in the evidence",

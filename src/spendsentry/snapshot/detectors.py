@@ -34,8 +34,10 @@ from spendsentry.detectors.kinds.budget_burn import BudgetBurn
 from spendsentry.detectors.kinds.cache_regression import CacheRegression
 from spendsentry.detectors.kinds.cost_per_outcome import OutcomeDrop, OutcomeTarget
 from spendsentry.detectors.kinds.cost_spike import CostSpike
+from spendsentry.detectors.kinds.new_model import NewModel
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.kinds.shared_embedding_duplication import SharedEmbeddingDuplication
+from spendsentry.detectors.kinds.unowned_spend import UnownedSpend
 from spendsentry.detectors.outcomes import OutcomeDropDetector
 from spendsentry.detectors.seasonal import DailyProfile
 from spendsentry.detectors.sessions import SessionLengthDetector
@@ -149,6 +151,42 @@ def added(codec: tuple[Dump, Load]) -> tuple[Dump, Load]:
     return _Added((dump, loader))
 
 
+def _counts(value: tuple[type, ...]) -> tuple[Dump, Load]:
+    """A ``{name: number}`` map (calls per caller, USD per model)."""
+
+    def load(_: Any, f: Fields, name: str) -> Any:
+        return f.map(name, str, value)
+
+    return (lambda v: dict(v)), load
+
+
+def _rows_by_name(width: int) -> tuple[Dump, Load]:
+    """A ``{name: [number] * width}`` map (a kind's watched models)."""
+
+    def load(_: Any, f: Fields, name: str) -> Any:
+        rows = f.map(name, str, list)
+        for key, row in rows.items():
+            if len(row) != width or not all(isinstance(v, NUMBER) for v in row):
+                raise f.fail(f"{name}[{key!r}]", f"expected {width} numbers")
+        return {key: [float(v) for v in row] for key, row in rows.items()}
+
+    return (lambda v: {k: list(row) for k, row in v.items()}), load
+
+
+def _named_rows() -> tuple[Dump, Load]:
+    """A list of ``[name, number, number or nil]`` (new models for the status page)."""
+
+    def load(_: Any, f: Fields, name: str) -> Any:
+        rows = f.list(name, list)
+        for i, row in enumerate(rows):
+            ok = len(row) == 3 and isinstance(row[0], str) and isinstance(row[1], NUMBER)
+            if not ok or not (row[2] is None or isinstance(row[2], NUMBER)):
+                raise f.fail(f"{name}[{i}]", "expected [name, number, number or nil]")
+        return [list(row) for row in rows]
+
+    return (lambda v: [list(row) for row in v]), load
+
+
 def _floats() -> tuple[Dump, Load]:
     def load(_: Any, f: Fields, name: str) -> Any:
         return [float(x) for x in f.list(name, NUMBER)]
@@ -220,6 +258,23 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
     CacheRegression: {**_RATIO_KIND, "_recent": _ring_of_counts()},
     SharedEmbeddingDuplication: {**_RATIO_KIND, "_recent": _ring(1, NUMBER)},
     AgentChatter: {"detector": _nested(), "persistence": _nested()},
+    # The models it knows, the usual cost per call, and new models watched.
+    NewModel: {
+        "known": added(_counts((int,))),
+        "minutes": added(INT),
+        "usual_cost": added(FLOAT),
+        "usual_calls": added(FLOAT),
+        "watch": added(_rows_by_name(4)),
+        "recent": added(_named_rows()),
+    },
+    # The latch (once per use case) and the evidence of who calls it.
+    UnownedSpend: {
+        "state": added(INT),
+        "pace": added(_nested()),
+        "callers": added(_counts((int,))),
+        "models": added(_counts(NUMBER)),
+        "first_seen": added(OPTIONAL_FLOAT),
+    },
     BudgetBurn: {"detector": _nested(), "persistence": _nested()},
     CostSpike: {
         "detector": _nested(),

@@ -92,13 +92,15 @@ class _Engine(Engine):
 
 
 class _MinuteBucket(MinuteBucket):
-    """An open minute pickled before embeddings' cost was kept apart: 0 (unknown)."""
+    """An open minute pickled before embeddings' cost was kept apart: 0 (unknown),
+    and before callers were counted: none."""
 
     __slots__ = ()
 
     def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
         _, slots = state
         self.embedding_cost = 0
+        self.callers = {}
         for name, value in slots.items():
             setattr(self, name, value)
 

@@ -68,6 +68,7 @@ def dump_bucket(b: MinuteBucket) -> dict[str, Any]:
     # (getattr: a bucket unpickled from a version-2 snapshot has neither.)
     out["spend"] = [[*key, cost] for key, cost in getattr(b, "spend", {}).items()]
     out["tag_spend"] = [[n, v, cost] for (n, v), cost in getattr(b, "tag_spend", {}).items()]
+    out["callers"] = [[*caller, n] for caller, n in b.callers.items()]
     return out
 
 
@@ -89,6 +90,8 @@ def load_bucket(f: Fields) -> MinuteBucket:
         b.spend[(key[0], key[1], key[2], key[3], key[4], key[5])] = cost
     for name, value, cost in f.rows("tag_spend", str, str, int, default=[]):
         b.tag_spend[name, value] = cost
+    if "callers" in f.data:  # added after version 3 was first written
+        b.callers = {(t, a, svc): n for t, a, svc, n in _caller_rows(f, "callers")}
     return b
 
 
@@ -118,6 +121,17 @@ def load_drivers(d: SpendDrivers, f: Fields) -> None:
         # Most recent spend first: a smaller capacity keeps the heaviest.
         for value, fast, slow in sorted(rows, key=lambda r: -r[1])[: d.capacity]:
             h.rates[value] = [float(fast), float(slow)]
+
+
+def _caller_rows(f: Fields, name: str) -> list[tuple[str | None, str | None, str | None, int]]:
+    """Rows of (team, agent_id, service, calls), checked."""
+    rows = []
+    for i, row in enumerate(f.list(name, list)):
+        ok = len(row) == 4 and all(v is None or isinstance(v, str) for v in row[:3])
+        if not ok or type(row[3]) is not int:
+            raise f.fail(f"{name}[{i}]", "expected [team, agent_id, service, calls]")
+        rows.append((row[0], row[1], row[2], row[3]))
+    return rows
 
 
 def dump_sessions(t: SessionTracker) -> dict[str, Any]:
@@ -205,6 +219,8 @@ def dump_signals(s: MinuteSignals | None) -> dict[str, Any] | None:
             value = {m: [getattr(v, a) for a in _MODEL] for m, v in value.items()}
         elif name in _SIGNAL_TUPLES or name == "shared_with":
             value = list(value)
+        elif name == "callers":
+            value = [list(row) for row in value]
         out[name] = value
     return out
 
@@ -223,6 +239,8 @@ def load_signals(f: Fields | None) -> MinuteSignals | None:
             value = tuple(f.list(name, int))
         elif name == "shared_with":
             value = tuple(f.list(name, str))
+        elif name == "callers":
+            value = tuple(_caller_rows(f, name))
         values[name] = value
     try:
         return MinuteSignals(**values)

@@ -193,6 +193,9 @@ def build_snapshot(
                 "cost_total": totals.cost_usd if totals else 0.0,
                 "tokens_total": (totals.input_tokens + totals.output_tokens) if totals else 0,
                 "firing": firing_by_uc.get(name, 0),
+                # Owned or not, and the models it started calling (issue 20).
+                "named": state.policy.explicit,
+                "new_models": new_models(state),
             }
         )
     rows.sort(key=lambda r: (-r["firing"], -r["cost_last_hour"], r["name"]))
@@ -223,6 +226,19 @@ def build_snapshot(
         "recent": list(reversed(board.recent)),
         "throttles": throttles,
     }
+
+
+def new_models(state: Any) -> list[dict[str, Any]]:
+    """The models a use case started calling after learning its own (its ``new_model``
+    monitor's list, newest last): model, first seen, extra USD a month (None while watched).
+    """
+    for monitor in state.monitors:
+        if monitor.kind == "new_model":
+            return [
+                {"model": model, "since": since, "monthly_usd": monthly}
+                for model, since, monthly in monitor.recent
+            ]
+    return []
 
 
 def _alert_order(doc: Mapping[str, Any]) -> tuple[int, str, str]:
@@ -447,6 +463,15 @@ def _use_case_row(row: Mapping[str, Any]) -> str:
     firing = int(_num(row.get("firing")) or 0)
     tier = row.get("tier")
     note = f" <small>{_e(tier)}</small>" if tier and tier != "production" else ""
+    if row.get("named") is False:
+        note += ' <small class="over">no policy</small>'
+    for new in row.get("new_models") or []:
+        monthly = _num(new.get("monthly_usd"))
+        extra = f", {usd(monthly)}/month more" if monthly is not None and monthly > 0 else ""
+        note += (
+            f" <small>new model {_e(new.get('model', '?'))} since "
+            f"{_e(_when(new.get('since')))}{extra}</small>"
+        )
     hot = ' class="hot"' if firing else ""
     return (
         f"<tr{hot}>"
