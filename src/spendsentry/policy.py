@@ -123,7 +123,10 @@ class UnownedFloors:
     """
 
     min_cost_per_hour_usd: float = 5.0
-    min_fleet_share: float = 0.01
+    #: Off by default: a worker judges the fleet of its own input partitions, so a
+    #: share makes the alert depend on how use cases fall on partitions (replay, one
+    #: engine, and a worker of N partitions would differ: docs/ownership.md).
+    min_fleet_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,7 +662,7 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
         explicit=explicit,
         unowned=UnownedFloors(
             min_cost_per_hour_usd=float(unowned.get("min_cost_per_hour_usd", 5.0)),
-            min_fleet_share=float(unowned.get("min_fleet_share", 0.01)),
+            min_fleet_share=float(unowned.get("min_fleet_share", 0.0)),
         ),
     )
 

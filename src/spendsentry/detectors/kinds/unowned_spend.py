@@ -62,7 +62,7 @@ class UnownedSpend(Kind):
     True
     >>> m = UnownedSpend.build(Policy("pilot"), PriceBook())
     >>> m.min_usd, m.min_share
-    (5.0, 0.01)
+    (5.0, 0.0)
     """
 
     kind = "unowned_spend"
@@ -101,7 +101,8 @@ class UnownedSpend(Kind):
                 self.state = DONE  # its one incident ends; resolves after quiet minutes
             return None
         self.state = REPORTING
-        return self._finding(signals, spent, pace, hourly, self._share(hourly, spent, ctx))
+        share = self._share(hourly, spent, ctx) if self.min_share > 0 else None
+        return self._finding(signals, spent, pace, hourly, share)
 
     def _share(self, hourly: float, spent: float, ctx: UseCaseContext) -> float:
         """``hourly`` over the fleet's last hour with this use case's at ``hourly``.
@@ -112,10 +113,12 @@ class UnownedSpend(Kind):
         return hourly / fleet if fleet > 0 else 0.0
 
     def _over(self, hourly: float, spent: float, ctx: UseCaseContext) -> bool:
+        # Without a share floor the fleet is not consulted: the alert is then
+        # the same whatever partitions the use cases fall on (replay = worker).
         return (
             hourly > 0
             and hourly >= self.min_usd
-            and self._share(hourly, spent, ctx) >= self.min_share
+            and (self.min_share <= 0 or self._share(hourly, spent, ctx) >= self.min_share)
         )
 
     def _remember(self, s: MinuteSignals) -> None:
@@ -127,7 +130,7 @@ class UnownedSpend(Kind):
             _count(self.models, model, m.cost)
 
     def _finding(
-        self, s: MinuteSignals, spent: float, pace: float, hourly: float, share: float
+        self, s: MinuteSignals, spent: float, pace: float, hourly: float, share: float | None
     ) -> Finding:
         callers = _top(self.callers)
         models = _top(self.models)
@@ -135,8 +138,9 @@ class UnownedSpend(Kind):
         on = ", ".join(models) or "no model named"
         summary = (
             f"{s.use_case}: no policy names this use case and it spent ${spent:,.2f} in the "
-            f"last hour, at ${pace:,.2f} an hour over the last 5 minutes ({share:.0%} of all AI "
-            f"spend), on {on}; called by {by}. Ask them for an owner and write its policy "
+            f"last hour, at ${pace:,.2f} an hour over the last 5 minutes"
+            + ("" if share is None else f" ({share:.0%} of all AI spend)")
+            + f", on {on}; called by {by}. Ask them for an owner and write its policy "
             f"(owner, budget, tier)."
         )
         return Finding(
@@ -154,7 +158,7 @@ class UnownedSpend(Kind):
                 "policy": "none: [defaults] applies",
                 "cost_last_hour_usd": round(spent, 4),
                 "pace_per_hour_usd": round(pace, 4),
-                "fleet_share": round(share, 4),
+                "fleet_share": None if share is None else round(share, 4),
                 "min_cost_per_hour_usd": self.min_usd,
                 "min_fleet_share": self.min_share,
                 "callers": callers,
