@@ -82,6 +82,10 @@ class ThrottleCommand:
     dry_run: bool = False
     #: Not part of the message: which incident owns the command (planner bookkeeping).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: A test command (``spendsentry throttle test``): enforced like any other,
+    #: marked so a gateway can say a decision came from a test. Last, so the
+    #: positional fields (snapshots build commands with them) stay as they were.
+    test: bool = False
 
     @classmethod
     def build(
@@ -95,6 +99,7 @@ class ThrottleCommand:
         expires_at: float,
         reason: CommandReason,
         dry_run: bool = False,
+        test: bool = False,
     ) -> ThrottleCommand:
         if action not in THROTTLE_ACTIONS:
             raise ValueError(f"unknown throttle action {action!r}")
@@ -113,6 +118,7 @@ class ThrottleCommand:
             expires_at,
             version,
             dry_run,
+            test=test,
         )
 
     @property
@@ -125,7 +131,7 @@ class ThrottleCommand:
 
     def body(self) -> dict[str, Any]:
         """The message without ``signature`` (what is signed)."""
-        return {
+        out: dict[str, Any] = {
             "schema_version": 1,
             "command_id": self.command_id,
             "scope": self.scope.to_dict(),
@@ -138,6 +144,10 @@ class ThrottleCommand:
             "version": self.version,
             "dry_run": self.dry_run,
         }
+        if self.test:
+            # Written only when set: other commands, their signatures and ids stay as they were.
+            out["test"] = True
+        return out
 
     def to_dict(self, keys: ThrottleKeys | None = None) -> dict[str, Any]:
         """The message, signed with ``keys``' signing key (``""`` without one)."""
