@@ -140,3 +140,32 @@ def test_a_scope_held_by_a_real_command_is_not_tested(
         held = guard.active()
         assert held["billing_bot"]["command_id"] == real.command_id
         assert held["billing_bot/agent=planner"]["test"] is True
+
+
+@pytest.mark.timeout(120)
+def test_a_session_scope_is_tested_listed_and_released_from_the_command_line(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    topics = tmp_path / "topics.toml"
+    names = write_topics_file(topics, unique_name("trial"))
+    asyncio.run(ensure_topics(broker.bootstrap, topic_specs(names)))
+    guard = ThrottleGuard(broker.bootstrap, ThrottleKeys.of(KEY), topic=names["throttle"])
+    key = "research/agent=planner/session=run%2F7"
+    with guard:
+        assert asyncio.run(guard.wait_synced(20))
+        done = throttle(broker.bootstrap, topics, "test", key, "--duration", "600")
+        assert done.returncode == 0, done.stderr
+
+        def stopped() -> bool:
+            return not guard.check("research", agent_id="planner", session_id="run/7").allowed
+
+        wait_until(stopped, 20, "the guard to stop the session")
+        assert guard.check("research", agent_id="planner", session_id="run/8").allowed
+        assert guard.check("research", agent_id="planner").allowed
+        listing = throttle(broker.bootstrap, topics, "list", "--json")
+        assert listing.returncode == 0, listing.stderr
+        [row] = [orjson.loads(line) for line in listing.stdout.splitlines()]
+        assert row["scope_key"] == key and row["scope"]["session_id"] == "run/7"
+        done = throttle(broker.bootstrap, topics, "release", key)
+        assert done.returncode == 0 and f"{key}: released" in done.stdout, done.stderr
+        wait_until(lambda: not stopped(), 20, "the release")

@@ -163,3 +163,10 @@ def test_the_cli_needs_a_signing_key_and_a_sane_duration() -> None:
 def test_control_messages_without_the_mark_are_no_tests() -> None:
     plain = ControlAction("ack", None, "u", None, None, None, "U1", NOW).to_dict()
     assert "test" not in plain and ControlAction.parse(plain).test is False
+
+
+def test_a_command_pickled_before_tests_existed_restores_as_no_test() -> None:
+    cmd = command(test=False)
+    old = ThrottleCommand.__new__(ThrottleCommand)
+    old.__setstate__(tuple(cmd.__getstate__())[:-1])  # type: ignore[attr-defined]
+    assert old == cmd and old.test is False and "test" not in old.to_dict(KEYS)

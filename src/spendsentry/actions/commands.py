@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -87,6 +87,11 @@ class ThrottleCommand:
     #: positional fields (snapshots build commands with them) stay as they were.
     test: bool = False
 
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        # Engines pickled before ``test`` existed hold one value fewer: no test.
+        for name, value in zip(_COMMAND_FIELDS, (*state, False), strict=False):
+            object.__setattr__(self, name, value)
+
     @classmethod
     def build(
         cls,
@@ -156,6 +161,10 @@ class ThrottleCommand:
         return out
 
 
+#: The fields of a command in pickling order (see ``ThrottleCommand.__setstate__``).
+_COMMAND_FIELDS = tuple(f.name for f in fields(ThrottleCommand))
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """Why one record on ai.throttle is not a command to act on."""
@@ -203,6 +212,9 @@ def trusted_command(
     if problems:
         return Rejection("invalid", problems[0][:300], shown)
     scope = doc["scope"]
-    if doc["scope_key"] != scope_key(scope["use_case"], scope.get("model"), scope.get("agent_id")):
+    key = scope_key(
+        scope["use_case"], scope.get("model"), scope.get("agent_id"), scope.get("session_id")
+    )
+    if doc["scope_key"] != key:
         return Rejection("invalid", "scope_key is not the key of scope", shown)
     return doc

@@ -306,9 +306,10 @@ class ThrottleGuard:
         input_tokens: int | None = None,
         *,
         agent_id: str | None = None,
+        session_id: str | None = None,
         now: float | None = None,
     ) -> Decision:
-        """Decide one call of ``use_case`` (to ``model``, by ``agent_id``).
+        """Decide one call of ``use_case`` (to ``model``, by ``agent_id``, in ``session_id``).
 
         Rate limits take one request and ``input_tokens`` tokens from the
         scope's buckets when the call is allowed.
@@ -324,7 +325,7 @@ class ThrottleGuard:
                 retry_after_s=self.retry_after_unavailable_s,
                 reason="throttle commands unavailable (fail closed)",
             )
-        keys = scope_keys_of_call(use_case, model, agent_id)
+        keys = scope_keys_of_call(use_case, model, agent_id, session_id)
         with self._lock:
             enforced: list[tuple[str, _Held]] = []
             dry: list[tuple[str, _Held]] = []
