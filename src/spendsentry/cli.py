@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("spendsentry.commands.simulate", "write labelled synthetic traffic"),
     "evaluate": ("spendsentry.commands.evaluate", "score alerts against incident labels"),
     "worker": ("spendsentry.commands.worker", "run the stream processor on Kafka"),
-    "throttle": ("spendsentry.commands.throttle", "list or release throttle commands"),
+    "throttle": ("spendsentry.commands.throttle", "list, release or test throttle commands"),
     "demo": ("spendsentry.commands.demo", "broker, worker and simulated incidents, live"),
     "produce": ("spendsentry.commands.produce", "publish JSON Lines events to Kafka"),
     "notify": ("spendsentry.commands.notify", "post alerts from Kafka to Slack"),

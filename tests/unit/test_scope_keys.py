@@ -19,7 +19,13 @@ names = st.text(min_size=1, max_size=200)
 #: Names made mostly of the reserved characters, where collisions hide.
 tricky = st.text(alphabet="%/=2FD3abm", min_size=1, max_size=30)
 components = st.one_of(names, tricky)
-scopes = st.builds(Scope, components, st.none() | components, st.none() | components)
+scopes = st.builds(
+    Scope,
+    components,
+    st.none() | components,
+    st.none() | components,
+    st.none() | components,  # session_id (issue 15)
+)
 
 
 @given(scopes)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -82,6 +82,15 @@ class ThrottleCommand:
     dry_run: bool = False
     #: Not part of the message: which incident owns the command (planner bookkeeping).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: A test command (``spendsentry throttle test``): enforced like any other,
+    #: marked so a gateway can say a decision came from a test. Last, so the
+    #: positional fields (snapshots build commands with them) stay as they were.
+    test: bool = False
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        # Engines pickled before ``test`` existed hold one value fewer: no test.
+        for name, value in zip(_COMMAND_FIELDS, (*state, False), strict=False):
+            object.__setattr__(self, name, value)
 
     @classmethod
     def build(
@@ -95,6 +104,7 @@ class ThrottleCommand:
         expires_at: float,
         reason: CommandReason,
         dry_run: bool = False,
+        test: bool = False,
     ) -> ThrottleCommand:
         if action not in THROTTLE_ACTIONS:
             raise ValueError(f"unknown throttle action {action!r}")
@@ -113,6 +123,7 @@ class ThrottleCommand:
             expires_at,
             version,
             dry_run,
+            test=test,
         )
 
     @property
@@ -125,7 +136,7 @@ class ThrottleCommand:
 
     def body(self) -> dict[str, Any]:
         """The message without ``signature`` (what is signed)."""
-        return {
+        out: dict[str, Any] = {
             "schema_version": 1,
             "command_id": self.command_id,
             "scope": self.scope.to_dict(),
@@ -138,12 +149,20 @@ class ThrottleCommand:
             "version": self.version,
             "dry_run": self.dry_run,
         }
+        if self.test:
+            # Written only when set: other commands, their signatures and ids stay as they were.
+            out["test"] = True
+        return out
 
     def to_dict(self, keys: ThrottleKeys | None = None) -> dict[str, Any]:
         """The message, signed with ``keys``' signing key (``""`` without one)."""
         out = self.body()
         out["signature"] = keys.sign(out) if keys is not None else ""
         return out
+
+
+#: The fields of a command in pickling order (see ``ThrottleCommand.__setstate__``).
+_COMMAND_FIELDS = tuple(f.name for f in fields(ThrottleCommand))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +212,9 @@ def trusted_command(
     if problems:
         return Rejection("invalid", problems[0][:300], shown)
     scope = doc["scope"]
-    if doc["scope_key"] != scope_key(scope["use_case"], scope.get("model"), scope.get("agent_id")):
+    key = scope_key(
+        scope["use_case"], scope.get("model"), scope.get("agent_id"), scope.get("session_id")
+    )
+    if doc["scope_key"] != key:
         return Rejection("invalid", "scope_key is not the key of scope", shown)
     return doc

@@ -267,6 +267,9 @@ class ThrottlePlanner:
             # remember its version so the next command here is newer. Only for
             # a scope this planner knows (it issued or saw a verified command
             # there), and only a plausible step ahead: ai.control is not signed.
+            if action.test:
+                self._test_version(scope.key, state, action.version)
+                return []
             if state is None or not _plausible(action.version, state.version):
                 self.ignored_versions += 1
                 return []
@@ -291,6 +294,26 @@ class ThrottlePlanner:
             severity=-1,
         )
         return [] if cmd is None else [cmd]
+
+    def _test_version(self, key: str, state: _ScopeState | None, version: int) -> None:
+        """Record the version of a test command (``spendsentry throttle test``).
+
+        Only the version moves on: a test is no release and no incident, so the
+        command in force, the cooldown and the choices stay. A test may be the
+        first command on a scope, so an unknown scope is learnt, but only while
+        there is room (ai.control is not signed: a flood of made-up scopes must
+        not push real ones out) and with no cooldown time, so made-up scopes are
+        the first forgotten.
+        """
+        known = 0 if state is None else state.version
+        if not _plausible(version, known) or (
+            state is None and len(self._scopes) >= self.max_scopes
+        ):
+            self.ignored_versions += 1
+            return
+        if state is None:
+            state = self._new_scope(key)
+        state.version = max(state.version, version)
 
     def observe_version(self, scope_key: str, version: int) -> None:
         """A verified command with ``version`` exists on ai.throttle (seen at start-up).

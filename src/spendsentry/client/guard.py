@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from spendsentry.actions.commands import Rejection, scope_keys_of_call, trusted_command
@@ -58,7 +58,8 @@ class Decision:
     ``max_input_tokens`` are refused; ``allowed`` says whether this one fits).
     ``dry_run_action`` is what a dry-run command would have done (log it; it
     is not enforced). ``scope_key`` and ``command_id`` name the command that
-    decided.
+    decided; ``test`` is True when that command is a test
+    (``spendsentry throttle test``).
     """
 
     action: str = "allow"
@@ -70,6 +71,7 @@ class Decision:
     command_id: str | None = None
     dry_run_action: str | None = None
     reason: str = ""
+    test: bool = False
 
 
 _ALLOW = Decision()
@@ -304,9 +306,10 @@ class ThrottleGuard:
         input_tokens: int | None = None,
         *,
         agent_id: str | None = None,
+        session_id: str | None = None,
         now: float | None = None,
     ) -> Decision:
-        """Decide one call of ``use_case`` (to ``model``, by ``agent_id``).
+        """Decide one call of ``use_case`` (to ``model``, by ``agent_id``, in ``session_id``).
 
         Rate limits take one request and ``input_tokens`` tokens from the
         scope's buckets when the call is allowed.
@@ -322,7 +325,7 @@ class ThrottleGuard:
                 retry_after_s=self.retry_after_unavailable_s,
                 reason="throttle commands unavailable (fail closed)",
             )
-        keys = scope_keys_of_call(use_case, model, agent_id)
+        keys = scope_keys_of_call(use_case, model, agent_id, session_id)
         with self._lock:
             enforced: list[tuple[str, _Held]] = []
             dry: list[tuple[str, _Held]] = []
@@ -353,7 +356,16 @@ class ThrottleGuard:
                             command_id=would.command_id,
                             reason=f"dry run: {would.reason}",
                         )
+            return self._marked(decision)
+
+    def _marked(self, decision: Decision) -> Decision:
+        """``decision`` marked as a test's when the command that decided is one."""
+        held = self._held.get(decision.scope_key or "")
+        if held is None or held.doc["command_id"] != decision.command_id:
             return decision
+        if not held.doc.get("test"):
+            return decision
+        return replace(decision, test=True, reason=f"{decision.reason} (test command)")
 
     def _decide(
         self,

@@ -7,7 +7,8 @@ replace a real command). ``release SCOPE`` publishes a signed ``release``
 (version = latest verified + 1) and tells the worker on ``ai.control``, so its
 next command is newer still. Both need a key (``SPENDSENTRY_THROTTLE_KEY``,
 ``SPENDSENTRY_THROTTLE_KEYS`` or ``SPENDSENTRY_THROTTLE_KEY_FILE``); ``release``
-needs the signing one.
+needs the signing one. ``test SCOPE --action ...`` publishes a signed,
+short-lived command marked as a test (:mod:`spendsentry.commands.throttle_trial`).
 
 SCOPE is a scope key (``support_chat/model=gpt-4o``, reserved characters in
 names escaped) or a use case's name as it is (``team/a=b``); when it could be
@@ -27,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from spendsentry.commands import throttle_trial
 from spendsentry.kafka import security as kafka_security
 
 
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, help_text in (
         ("list", "show the latest command per scope"),
         ("release", "lift the throttle on a scope (signed)"),
+        ("test", "publish a short-lived test command on a scope (signed)"),
     ):
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument(
@@ -56,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar="SECONDS",
             help="give up on an unreachable broker after this long",
         )
-        if name == "list":
+        if name == "test":
+            throttle_trial.add_arguments(cmd)
+        elif name == "list":
             cmd.add_argument(
                 "scope", metavar="SCOPE", nargs="?", help="only this scope key or use case"
             )
@@ -82,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.throttle_command == "list":
             return asyncio.run(_list(args))
+        if args.throttle_command == "test":
+            return asyncio.run(throttle_trial.publish_test(args, *_names(args)))
         return asyncio.run(_release(args))
     except (SpendSentryError, ValueError) as exc:  # a bad key, scope or topics file
         print(f"spendsentry throttle: {exc}", file=sys.stderr)
@@ -166,7 +173,8 @@ async def _list(args: argparse.Namespace) -> int:
         print(
             f"{scope_key}\tv{doc['version']}\t{doc['action']}"
             f"{' (' + params + ')' if params else ''}"
-            f"{' DRY RUN' if doc['dry_run'] else ''}\t"
+            f"{' DRY RUN' if doc['dry_run'] else ''}"
+            f"{' TEST' if doc.get('test') else ''}\t"
             f"{_left(left)}\tverified\t{doc['reason']['summary']}"
         )
     if not shown and not args.json:

@@ -53,6 +53,9 @@ class ControlAction:
     #: Set by ``spendsentry throttle release``: the version of the release it
     #: already published, so the engine records it instead of publishing another.
     version: int | None = None
+    #: Set by ``spendsentry throttle test`` with ``version``: the command at that
+    #: version is a test, so the engine only records the version.
+    test: bool = False
 
     @property
     def scope(self) -> Scope:
@@ -105,6 +108,7 @@ class ControlAction:
             user=doc["user"],
             at=parse_ts(doc["at"]),
             version=doc.get("version"),
+            test=doc.get("test") is True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,4 +125,6 @@ class ControlAction:
         }
         if self.version is not None:
             out["version"] = self.version
+        if self.test:
+            out["test"] = True
         return out

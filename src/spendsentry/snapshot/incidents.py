@@ -123,7 +123,8 @@ def dump_command(c: ThrottleCommand | None) -> dict[str, Any] | None:
     s = c.scope
     return {
         "command_id": c.command_id,
-        "scope": [s.use_case, s.model, s.agent_id],
+        # The session only when set: snapshots without one stay byte-identical.
+        "scope": [s.use_case, s.model, s.agent_id, *([s.session_id] if s.session_id else [])],
         "action": c.action,
         "params": c.params,
         "reason": [c.reason.alert_id, c.reason.kind, c.reason.summary],
@@ -137,8 +138,11 @@ def dump_command(c: ThrottleCommand | None) -> dict[str, Any] | None:
 
 def load_command(f: Fields) -> ThrottleCommand:
     scope, reason = f.list("scope", (str, type(None))), f.list("reason", (str, type(None)))
-    if len(scope) != 3 or len(reason) != 3 or scope[0] is None or reason[2] is None:
-        raise f.fail("scope", "expected [use_case, model, agent_id] and [alert_id, kind, summary]")
+    if len(scope) not in (3, 4) or len(reason) != 3 or scope[0] is None or reason[2] is None:
+        raise f.fail(
+            "scope",
+            "expected [use_case, model, agent_id(, session_id)] and [alert_id, kind, summary]",
+        )
     return ThrottleCommand(
         f.str("command_id"),
         Scope(*scope),
