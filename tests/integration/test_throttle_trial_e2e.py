@@ -10,11 +10,12 @@ command is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -39,6 +40,25 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.fixture
+def trial_topics(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+) -> tuple[Path, dict[str, str]]:
+    """A topics file of fresh names, and the names, with the topics created."""
+    topics = tmp_path / "topics.toml"
+    names = write_topics_file(topics, unique_name("trial"))
+    asyncio.run(ensure_topics(broker.bootstrap, topic_specs(names)))
+    return topics, names
+
+
+@contextlib.contextmanager
+def synced_guard(bootstrap: str, names: dict[str, str]) -> Iterator[ThrottleGuard]:
+    """A running guard on the test's throttle topic that has read it to the end."""
+    with ThrottleGuard(bootstrap, ThrottleKeys.of(KEY), topic=names["throttle"]) as guard:
+        assert asyncio.run(guard.wait_synced(20))
+        yield guard
+
+
 def throttle(bootstrap: str, topics: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "spendsentry", "throttle", *argv, "--broker", bootstrap,
@@ -50,14 +70,10 @@ def throttle(bootstrap: str, topics: Path, *argv: str) -> subprocess.CompletedPr
 
 @pytest.mark.timeout(180)
 def test_a_test_throttle_denies_its_scope_until_it_expires_or_is_released(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+    broker: EmbeddedBroker, trial_topics: tuple[Path, dict[str, str]]
 ) -> None:
-    topics = tmp_path / "topics.toml"
-    names = write_topics_file(topics, unique_name("trial"))
-    asyncio.run(ensure_topics(broker.bootstrap, topic_specs(names)))
-    guard = ThrottleGuard(broker.bootstrap, ThrottleKeys.of(KEY), topic=names["throttle"])
-    with guard:
-        assert asyncio.run(guard.wait_synced(20))
+    topics, names = trial_topics
+    with synced_guard(broker.bootstrap, names) as guard:
         assert guard.check("support_chat").allowed
 
         # A block for 15 s on the use case: denied, marked, then back by itself.
@@ -108,11 +124,9 @@ def test_a_test_throttle_denies_its_scope_until_it_expires_or_is_released(
 
 @pytest.mark.timeout(120)
 def test_a_scope_held_by_a_real_command_is_not_tested(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+    broker: EmbeddedBroker, trial_topics: tuple[Path, dict[str, str]]
 ) -> None:
-    topics = tmp_path / "topics.toml"
-    names = write_topics_file(topics, unique_name("trial"))
-    asyncio.run(ensure_topics(broker.bootstrap, topic_specs(names)))
+    topics, names = trial_topics
     now = time.time()
     real = ThrottleCommand.build(
         Scope("billing_bot"), "block", {}, version=4, issued_at=now, expires_at=now + 600,
@@ -134,9 +148,7 @@ def test_a_scope_held_by_a_real_command_is_not_tested(
     # Another scope of the same use case is fine, and continues from no version.
     done = throttle(broker.bootstrap, topics, "test", "billing_bot/agent=planner")
     assert done.returncode == 0 and "(version 1," in done.stdout, done.stderr
-    guard = ThrottleGuard(broker.bootstrap, ThrottleKeys.of(KEY), topic=names["throttle"])
-    with guard:
-        assert asyncio.run(guard.wait_synced(20))
+    with synced_guard(broker.bootstrap, names) as guard:
         held = guard.active()
         assert held["billing_bot"]["command_id"] == real.command_id
         assert held["billing_bot/agent=planner"]["test"] is True
@@ -144,15 +156,11 @@ def test_a_scope_held_by_a_real_command_is_not_tested(
 
 @pytest.mark.timeout(120)
 def test_a_session_scope_is_tested_listed_and_released_from_the_command_line(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+    broker: EmbeddedBroker, trial_topics: tuple[Path, dict[str, str]]
 ) -> None:
-    topics = tmp_path / "topics.toml"
-    names = write_topics_file(topics, unique_name("trial"))
-    asyncio.run(ensure_topics(broker.bootstrap, topic_specs(names)))
-    guard = ThrottleGuard(broker.bootstrap, ThrottleKeys.of(KEY), topic=names["throttle"])
+    topics, names = trial_topics
     key = "research/agent=planner/session=run%2F7"
-    with guard:
-        assert asyncio.run(guard.wait_synced(20))
+    with synced_guard(broker.bootstrap, names) as guard:
         done = throttle(broker.bootstrap, topics, "test", key, "--duration", "600")
         assert done.returncode == 0, done.stderr
 

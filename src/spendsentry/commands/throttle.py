@@ -29,7 +29,6 @@ from typing import Any
 import orjson
 
 from spendsentry.commands import throttle_trial
-from spendsentry.kafka import security as kafka_security
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,11 +189,10 @@ def _left(seconds: float) -> str:
 
 
 async def _release(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaProducer
-
     from spendsentry.actions import ThrottleCommand, ThrottleKeys
     from spendsentry.actions.commands import MAX_VERSION, CommandReason
     from spendsentry.client import read_commands
+    from spendsentry.commands.throttle_publish import publish_command
     from spendsentry.messages.control import ControlAction
     from spendsentry.timeutil import parse_ts
 
@@ -264,20 +262,16 @@ async def _release(args: argparse.Namespace) -> int:
         at=now,
         version=command.version,
     ).to_dict()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.broker,
-        acks="all",
-        enable_idempotence=False,
-        **kafka_security.client_kwargs(),
+    await publish_command(
+        args.broker,
+        args.timeout,
+        throttle_topic=throttle,
+        control_topic=control,
+        scope_key=scope.key,
+        use_case=scope.use_case,
+        command=command.to_dict(keys),
+        control=message,
     )
-    await asyncio.wait_for(producer.start(), args.timeout)
-    try:
-        await producer.send_and_wait(
-            throttle, orjson.dumps(command.to_dict(keys)), key=scope.key.encode()
-        )
-        await producer.send_and_wait(control, orjson.dumps(message), key=scope.use_case.encode())
-    finally:
-        await producer.stop()
     print(f"{scope.key}: released (version {command.version}, {command.command_id})")
     return 0
 

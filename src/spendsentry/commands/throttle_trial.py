@@ -16,14 +16,9 @@ expires.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from typing import Any
-
-import orjson
-
-from spendsentry.kafka import security as kafka_security
 
 #: The longest a test command may last: it is a test, not a way around the worker.
 MAX_TEST_S = 3600.0
@@ -84,12 +79,11 @@ def trial_scope(text: str, *, use_case: bool) -> Any:
 
 async def publish_test(args: argparse.Namespace, throttle: str, control: str) -> int:
     """Build, check, sign and publish the test command; tell the worker its version."""
-    from aiokafka import AIOKafkaProducer
-
     from spendsentry.actions import ThrottleCommand, ThrottleKeys
     from spendsentry.actions.commands import MAX_VERSION, CommandReason
     from spendsentry.client import read_commands
     from spendsentry.commands.throttle import _login, _report_rejected
+    from spendsentry.commands.throttle_publish import publish_command
     from spendsentry.contracts import validate
     from spendsentry.messages.control import ControlAction
     from spendsentry.timeutil import parse_ts
@@ -162,18 +156,16 @@ async def publish_test(args: argparse.Namespace, throttle: str, control: str) ->
         version=version,
         test=True,
     ).to_dict()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.broker,
-        acks="all",
-        enable_idempotence=False,
-        **kafka_security.client_kwargs(),
+    await publish_command(
+        args.broker,
+        args.timeout,
+        throttle_topic=throttle,
+        control_topic=control,
+        scope_key=scope.key,
+        use_case=scope.use_case,
+        command=doc,
+        control=message,
     )
-    await asyncio.wait_for(producer.start(), args.timeout)
-    try:
-        await producer.send_and_wait(throttle, orjson.dumps(doc), key=scope.key.encode())
-        await producer.send_and_wait(control, orjson.dumps(message), key=scope.use_case.encode())
-    finally:
-        await producer.stop()
     print(
         f"{scope.key}: test {args.action} for {args.duration:g}s "
         f"(version {version}, {command.command_id})"
