@@ -1,7 +1,8 @@
 """One engine's share of the worker's batch-shaped hot path, without any I/O.
 
 A :class:`Pipeline` decodes its records with the
-:class:`~spendsentry.ingest.Decoder` and feeds the
+:class:`~spendsentry.ingest.Decoder` (the batch loop is
+:func:`~spendsentry.worker.intake.decode_records`) and feeds the
 :class:`~spendsentry.engine.Engine` in one ``process`` call (:meth:`Pipeline.ingest`),
 then closes the minutes event time has passed (:meth:`Pipeline.advance`), and
 collects what must be published. The worker runs one pipeline per input
