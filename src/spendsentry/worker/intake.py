@@ -4,8 +4,9 @@
 <spendsentry.worker.pipeline.Pipeline.ingest>`: it skips records the state
 already reflects, takes the msgspec fast path where it can and the checking
 path (which names a bad record's reason) otherwise, and gathers each input
-partition's event timestamps for its event clock. It changes the pipeline's
-offsets and ``behind`` map in place and nothing else.
+partition's event timestamps for its event clock. Of the pipeline's state it
+changes only the offsets and the ``behind`` map (in place); dead letters go to
+the batch's output list.
 """
 
 from __future__ import annotations
