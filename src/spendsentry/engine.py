@@ -204,7 +204,7 @@ class Engine:
         self.stats.evicted_dedupe_ids += self._seen_ids.evicted - evicted_before
         return out
 
-    def _ingest(
+    def _ingest(  # noqa: C901 - the per-event hot loop, inline for speed (see below)
         self,
         events: Sequence[Event],
         sources: Sequence[SourcePosition] | None,

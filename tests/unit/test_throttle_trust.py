@@ -190,10 +190,10 @@ def test_a_snapshot_holding_a_forged_version_restores_without_it() -> None:
     engine = Engine(PolicySet([POLICY]))
     planner = engine.planner
     planner.plan(alert(), POLICY)
-    planner._scopes["victim"].version = 2**64  # what an unfixed worker saved
+    planner.scopes.states["victim"].version = 2**64  # what an unfixed worker saved
     # ... in a pickle (version 2), or in a document: both restore without it.
     saved = pickle.dumps({"version": 2, "state": {"engine": engine}})
-    planner._scopes["victim"].version = MAX_VERSION + 1  # 2**64 is not even msgpack
+    planner.scopes.states["victim"].version = MAX_VERSION + 1  # 2**64 is not even msgpack
     for payload in (saved, encode_state(Pipeline(engine).snapshot_state())):
         pipeline = Pipeline(Engine(PolicySet([POLICY])))
         pipeline.restore_state(decode_state(payload), now=0.0)

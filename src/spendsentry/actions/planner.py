@@ -46,7 +46,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spendsentry.actions.commands import MAX_VERSION, CommandReason, ThrottleCommand
+from spendsentry.actions.commands import CommandReason, ThrottleCommand
+from spendsentry.actions.scopes import (
+    MAX_COMMAND_S,
+    MAX_CONTROL_VERSION_STEP,
+    ScopeBook,
+    ScopeState,
+    plausible,
+)
 from spendsentry.actions.strictness import tightened
 from spendsentry.messages.control import ControlAction, ControlError
 from spendsentry.messages.scope import Scope
@@ -56,14 +63,17 @@ if TYPE_CHECKING:
     from spendsentry.alerts import Alert
     from spendsentry.policy import Policy
 
-__all__ = ["MAX_COMMAND_S", "Baseline", "ThrottlePlanner", "action_of"]
+__all__ = [
+    "MAX_COMMAND_S",
+    "MAX_CONTROL_VERSION_STEP",
+    "Baseline",
+    "ThrottlePlanner",
+    "action_of",
+]
 
-#: No command lasts longer than a day, whatever a policy says.
-MAX_COMMAND_S = 24 * 3600.0
-#: How far ahead of the version held a release from ``spendsentry throttle
-#: release`` may be (it publishes latest + 1): ai.control is not signed, and a
-#: forged version near :data:`MAX_VERSION` would end throttling on the scope.
-MAX_CONTROL_VERSION_STEP = 1000
+#: The per-scope state moved to :mod:`spendsentry.actions.scopes`; pickled
+#: snapshots (version 2) name it here.
+_ScopeState = ScopeState
 _SUMMARY_CHARS = 300
 
 
@@ -89,19 +99,6 @@ class Baseline:
         return out
 
 
-@dataclass(slots=True)
-class _ScopeState:
-    version: int = 0
-    #: issued_at of the last command (cooldown counts from here).
-    changed_at: float = -math.inf
-    #: The latest command (a release too); None after a release from the CLI.
-    current: ThrottleCommand | None = None
-    #: alert_id of the incident that set ``current`` (it may release it).
-    owner: str | None = None
-    #: Severity rank of that alert.
-    severity: int = -1
-
-
 def action_of(cmd: ThrottleCommand | None) -> dict[str, Any]:
     """The ``action`` object of an alert that issued (or points at) ``cmd``."""
     if cmd is None:
@@ -116,9 +113,11 @@ def action_of(cmd: ThrottleCommand | None) -> dict[str, Any]:
 class ThrottlePlanner:
     """Turns alerts and operator actions into throttle commands (see the module doc).
 
-    Versions stay within 1..:data:`MAX_VERSION`; at the bound a scope gets no
-    further command (counted in :attr:`ignored_versions`) rather than one
-    that cannot be serialized.
+    What it remembers per scope (versions, the command in force, who set it)
+    is its :class:`~spendsentry.actions.scopes.ScopeBook`, ``scopes``, which
+    also issues the commands: versions stay within 1..``MAX_VERSION``, and at
+    the bound a scope gets no further command (counted in
+    :attr:`ignored_versions`) rather than one that cannot be serialized.
 
     Parameters
     ----------
@@ -129,18 +128,14 @@ class ThrottlePlanner:
     def __init__(
         self, *, max_scopes: int = 50_000, max_snoozes: int = 10_000, max_acks: int = 10_000
     ) -> None:
-        self.max_scopes = max_scopes
         self.max_snoozes = max_snoozes
         self.max_acks = max_acks
-        self._scopes: dict[str, _ScopeState] = {}
+        #: Per scope: version, command in force, its owner (snapshotted).
+        self.scopes = ScopeBook(max_scopes)
         #: (use_case, kind or "*") -> snoozed until (epoch seconds).
         self.snoozes: dict[tuple[str, str], float] = {}
         #: alert_id -> who acknowledged it and when.
         self.acks: dict[str, dict[str, Any]] = {}
-        self.issued = 0
-        #: Versions not taken (out of range, implausible, unknown scope) and
-        #: commands not issued because the scope's version is at the bound.
-        self.ignored_versions = 0
         #: Escalations not issued because they would have loosened the
         #: enforced command in force (not in snapshots: a count since start).
         self.kept_stricter = 0
@@ -154,7 +149,7 @@ class ThrottlePlanner:
         alert.action = {"type": "none"}
         scope = Scope(alert.use_case)
         at = alert.detected_at
-        state = self._scopes.get(scope.key)
+        state = self.scopes.get(scope.key)
         if alert.status == "resolved":
             if (
                 state is not None
@@ -163,7 +158,7 @@ class ThrottlePlanner:
                 and state.current.active_at(at)
             ):
                 reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
-                cmd = self._issue(
+                cmd = self.scopes.issue(
                     state,
                     scope,
                     "release",
@@ -207,9 +202,9 @@ class ThrottlePlanner:
         else:
             action = step.action
         if state is None:
-            state = self._new_scope(scope.key)
+            state = self.scopes.new(scope.key)
         reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
-        cmd = self._issue(
+        cmd = self.scopes.issue(
             state,
             scope,
             action,
@@ -261,17 +256,17 @@ class ThrottlePlanner:
             scope = action.scope
         except ValueError as exc:
             raise ControlError(f"cannot release: {exc}") from None
-        state = self._scopes.get(scope.key)
+        state = self.scopes.get(scope.key)
         if action.version is not None:
             # The release is already on ai.throttle (the CLI published it):
             # remember its version so the next command here is newer. Only for
             # a scope this planner knows (it issued or saw a verified command
             # there), and only a plausible step ahead: ai.control is not signed.
             if action.test:
-                self._test_version(scope.key, state, action.version)
+                self.scopes.test_version(scope.key, state, action.version)
                 return []
-            if state is None or not _plausible(action.version, state.version):
-                self.ignored_versions += 1
+            if state is None or not plausible(action.version, state.version):
+                self.scopes.ignored_versions += 1
                 return []
             state.version = max(state.version, action.version)
             state.current, state.owner, state.severity = None, None, -1
@@ -281,7 +276,7 @@ class ThrottlePlanner:
             return []
         summary = _short(f"released by {action.user}")
         reason = CommandReason(action.alert_id, action.kind, summary)
-        cmd = self._issue(
+        cmd = self.scopes.issue(
             state,
             scope,
             "release",
@@ -295,76 +290,46 @@ class ThrottlePlanner:
         )
         return [] if cmd is None else [cmd]
 
-    def _test_version(self, key: str, state: _ScopeState | None, version: int) -> None:
-        """Record the version of a test command (``spendsentry throttle test``).
-
-        Only the version moves on: a test is no release and no incident, so the
-        command in force, the cooldown and the choices stay. A test may be the
-        first command on a scope, so an unknown scope is learnt, but only while
-        there is room (ai.control is not signed: a flood of made-up scopes must
-        not push real ones out) and with no cooldown time, so made-up scopes are
-        the first forgotten.
-        """
-        known = 0 if state is None else state.version
-        if not _plausible(version, known) or (
-            state is None and len(self._scopes) >= self.max_scopes
-        ):
-            self.ignored_versions += 1
-            return
-        if state is None:
-            state = self._new_scope(key)
-        state.version = max(state.version, version)
-
     def observe_version(self, scope_key: str, version: int) -> None:
         """A verified command with ``version`` exists on ai.throttle (seen at start-up).
 
-        Keeps versions monotonic when the engine starts without its snapshot.
-        The caller passes only commands that verify (see
-        :func:`~spendsentry.actions.commands.trusted_command`); a version
-        outside 1..:data:`MAX_VERSION` is ignored all the same.
+        See :meth:`spendsentry.actions.scopes.ScopeBook.observe_version`.
         """
-        if type(version) is not int or not 0 < version <= MAX_VERSION:
-            self.ignored_versions += 1
-            return
-        state = self._scopes.get(scope_key)
-        if state is None:
-            state = self._new_scope(scope_key)
-        state.version = max(state.version, version)
+        self.scopes.observe_version(scope_key, version)
 
-    # -- queries --------------------------------------------------------------
+    # -- queries (the scope book's) ---------------------------------------------
 
     def active(self, now: float) -> list[ThrottleCommand]:
         """Commands in force at ``now`` (not expired, not released), by scope key."""
-        return [
-            s.current
-            for _, s in sorted(self._scopes.items())
-            if s.current is not None and s.current.active_at(now)
-        ]
+        return self.scopes.active(now)
 
     def latest(self, scope_key: str) -> ThrottleCommand | None:
-        """The last command issued on ``scope_key`` (a release too); None if none
-        is held (unknown scope, or released from the command line)."""
-        state = self._scopes.get(scope_key)
-        return None if state is None else state.current
+        """The last command issued on ``scope_key`` (a release too), if held."""
+        return self.scopes.latest(scope_key)
 
     def recent(self, since: float) -> list[ThrottleCommand]:
         """The latest command of every scope changed at or after ``since``."""
-        return [
-            s.current
-            for _, s in sorted(self._scopes.items())
-            if s.current is not None and s.changed_at >= since
-        ]
+        return self.scopes.recent(since)
 
     def version(self, scope_key: str) -> int:
         """The last version issued (or seen) for ``scope_key``; 0 if none."""
-        state = self._scopes.get(scope_key)
-        return 0 if state is None else state.version
+        return self.scopes.version(scope_key)
+
+    @property
+    def issued(self) -> int:
+        """Commands issued (releases too)."""
+        return self.scopes.issued
+
+    @property
+    def ignored_versions(self) -> int:
+        """Versions not taken and commands not issued at the version bound."""
+        return self.scopes.ignored_versions
 
     # -- internals ------------------------------------------------------------
 
     def _replacing(
         self,
-        state: _ScopeState,
+        state: ScopeState,
         in_force: ThrottleCommand | None,
         wanted: tuple[str, dict[str, Any]],
         dry_run: bool,
@@ -386,49 +351,6 @@ class ThrottlePlanner:
             self.kept_stricter += 1
         return replacement
 
-    def _issue(
-        self,
-        state: _ScopeState,
-        scope: Scope,
-        action: str,
-        params: dict[str, Any],
-        at: float,
-        policy: Policy,
-        reason: CommandReason,
-        *,
-        dry_run: bool,
-        owner: str | None,
-        severity: int,
-    ) -> ThrottleCommand | None:
-        if state.version >= MAX_VERSION:
-            # No newer version can be written: gateways would ignore it.
-            self.ignored_versions += 1
-            return None
-        state.version += 1
-        duration = min(policy.max_duration_s, MAX_COMMAND_S)
-        cmd = ThrottleCommand.build(
-            scope,
-            action,
-            params,
-            version=state.version,
-            issued_at=at,
-            expires_at=at + duration,
-            reason=reason,
-            dry_run=dry_run,
-        )
-        state.current, state.owner, state.severity, state.changed_at = cmd, owner, severity, at
-        self.issued += 1
-        return cmd
-
-    def _new_scope(self, key: str) -> _ScopeState:
-        if len(self._scopes) >= self.max_scopes:
-            # Forget the scope changed longest ago; a version restarting from
-            # zero there is harmless once its last command has expired.
-            victim = min(self._scopes, key=lambda k: self._scopes[k].changed_at)
-            del self._scopes[victim]
-        state = self._scopes[key] = _ScopeState()
-        return state
-
 
 def _no_looser(
     in_force: ThrottleCommand, action: str, params: dict[str, Any], *, dry_run: bool
@@ -442,10 +364,6 @@ def _no_looser(
     if out is None or out == (in_force.action, in_force.params):
         return None
     return out
-
-
-def _plausible(version: int, held: int) -> bool:
-    return 0 < version <= min(MAX_VERSION, held + MAX_CONTROL_VERSION_STEP)
 
 
 def _short(text: str) -> str:

@@ -33,11 +33,10 @@ from spendsentry.ingest.deadletter import (
     SourcePosition,
     one_per_record,
 )
+from spendsentry.ingest.foreign import ForeignShapes
 from spendsentry.ingest.limits import IDENTIFIER_FIELDS, IngestLimits
-from spendsentry.ingest.litellm import LiteLLMMapping, is_litellm_payload, map_payload
-from spendsentry.ingest.otlp import MappingError, OtlpMapping, is_otlp_traces, map_traces
-from spendsentry.ingest.otlp_proto import ProtoError, decode_traces, looks_like_protobuf
-from spendsentry.ingest.otlp_proto import describe as describe_protobuf
+from spendsentry.ingest.litellm import LiteLLMMapping
+from spendsentry.ingest.otlp import OtlpMapping
 from spendsentry.ingest.validate import EventValidator, Reject, json_type
 from spendsentry.timeutil import MILLIS_THRESHOLD, parse_ts
 
@@ -146,6 +145,8 @@ class Decoder:
         self.fast_path = fast_path
         self._native = _native_decoder(self.limits)
         self._validator = EventValidator(self.limits)
+        #: OTLP and LiteLLM shapes, checked by the same validator.
+        self.foreign = ForeignShapes(self.otlp, self.litellm, self._validator.event_from_dict)
 
     def decode(
         self, raw: bytes, source: SourcePosition, *, now: float | None = None
@@ -174,7 +175,7 @@ class Decoder:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            self._decode_binary(raw, source, exc, clock, result)
+            self.foreign.decode_binary(raw, source, exc, clock, result)
             result.rejected = one_per_record(result.rejected, raw)
             return result
         if isinstance(doc, list):
@@ -264,40 +265,8 @@ class Decoder:
         """
         result = DecodeResult()
         clock = time.time() if now is None else now
-        self._decode_foreign(doc, source, None, None, clock, result)
+        self.foreign.decode(doc, source, None, None, clock, result)
         return result
-
-    def _decode_binary(
-        self,
-        raw: bytes,
-        source: SourcePosition,
-        error: orjson.JSONDecodeError,
-        now: float,
-        result: DecodeResult,
-    ) -> None:
-        """A record that is not JSON: an OTLP protobuf trace request, or a dead letter.
-
-        Tried only after JSON failed, so JSON records never pay for it. A
-        protobuf message of another kind gets a reason that says what it is.
-        """
-        try:
-            doc = decode_traces(raw)
-        except ProtoError as exc:
-            if looks_like_protobuf(raw):
-                result.rejected.append(
-                    DeadLetter(
-                        RejectReason.UNSUPPORTED_PROTOBUF,
-                        f"{describe_protobuf(raw)} ({exc})",
-                        source,
-                        raw,
-                    )
-                )
-            else:
-                result.rejected.append(
-                    DeadLetter(RejectReason.NOT_JSON, f"not JSON: {error}", source, raw)
-                )
-            return
-        self._decode_foreign(doc, source, None, raw, now, result)
 
     def _decode_object(
         self,
@@ -316,7 +285,7 @@ class Decoder:
                 )
             # Native events always carry event_id, foreign shapes never do: one
             # key check is all the native hot path pays for shape recognition.
-            if "event_id" not in doc and self._decode_foreign(doc, source, index, raw, now, result):
+            if "event_id" not in doc and self.foreign.decode(doc, source, index, raw, now, result):
                 return
             result.events.append(self.event_from_dict(doc, now))
         except Reject as rej:
@@ -337,95 +306,6 @@ class Decoder:
                     field=rej.field_name,
                 )
             )
-
-    def _decode_foreign(
-        self,
-        doc: dict[str, Any],
-        source: SourcePosition,
-        index: int | None,
-        raw: bytes | None,
-        now: float,
-        result: DecodeResult,
-    ) -> bool:
-        """Decode an OTLP batch or LiteLLM payload; False when ``doc`` is neither.
-
-        The adapters build contract-shaped dicts and the native validator
-        checks them, so every limit applies alike. A dead letter keeps the
-        foreign original: the span (``index`` counts spans across the batch)
-        or the payload.
-        """
-        if is_otlp_traces(doc):
-            try:
-                traces = map_traces(doc, self.otlp)
-            except MappingError as exc:
-                self._reject_foreign(exc, doc, source, index, raw, result)
-                return True
-            result.skipped += traces.skipped
-            for item in traces.items:
-                self._append_foreign(
-                    item.event, item.error, "otlp", item.span, source, item.index, None, now, result
-                )
-            return True
-        if is_litellm_payload(doc):
-            try:
-                event = map_payload(doc, self.litellm)
-            except MappingError as exc:
-                self._reject_foreign(exc, doc, source, index, raw, result)
-                return True
-            if event is None:
-                result.skipped += 1
-            else:
-                self._append_foreign(event, None, "litellm", doc, source, index, raw, now, result)
-            return True
-        return False
-
-    def _append_foreign(
-        self,
-        event: dict[str, Any] | None,
-        error: MappingError | None,
-        source_format: str,
-        original: Any,
-        source: SourcePosition,
-        index: int | None,
-        raw: bytes | None,
-        now: float,
-        result: DecodeResult,
-    ) -> None:
-        if error is not None or event is None:
-            problem = error or MappingError(RejectReason.INVALID_VALUE, "not an event")
-            self._reject_foreign(problem, original, source, index, raw, result)
-            return
-        try:
-            built = self.event_from_dict(event, now)
-        except Reject as rej:
-            self._reject_foreign(rej, original, source, index, raw, result, event)
-            return
-        built.source_format = source_format
-        result.events.append(built)
-
-    @staticmethod
-    def _reject_foreign(
-        exc: MappingError | Reject,
-        original: Any,
-        source: SourcePosition,
-        index: int | None,
-        raw: bytes | None,
-        result: DecodeResult,
-        event: dict[str, Any] | None = None,
-    ) -> None:
-        event = event or {}
-        result.rejected.append(
-            DeadLetter(
-                exc.reason,
-                exc.message,
-                source,
-                raw if raw is not None else orjson.dumps(original),
-                index=index,
-                event_id=event.get("event_id"),
-                use_case=event.get("use_case"),
-                field=exc.field_name,
-            )
-        )
 
     def event_from_dict(self, doc: dict[str, Any], now: float) -> Event:
         """Validate one JSON object and build its event (raises ``Reject``)."""

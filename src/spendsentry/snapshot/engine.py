@@ -226,6 +226,18 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     u = UseCaseState(
         name, policy, engine.monitor_factory(name, policy, engine.prices), engine.config
     )
+    _load_spend(u, f)
+    _load_detection(u, f)
+    u.last_active_minute = f.int("last_active_minute")
+    u.last_data_minute = f.optional_int("last_data_minute")
+    u.observing = f.bool("observing")
+    last = f.raw("last_signals")
+    u.last_signals = load_signals(None if last is None else f.child("last_signals"))
+    return u
+
+
+def _load_spend(u: UseCaseState, f: Fields) -> None:
+    """What a use case's minutes hold: open buckets, sessions, content, windows, periods."""
     for bucket in (load_bucket(b) for b in f.children("open")):
         u.open[bucket.minute] = bucket
     load_sessions(u.sessions, f.child("sessions"))
@@ -238,6 +250,10 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     u.ctx.periods = load_periods(f.child("periods"))
     if f.raw("daily", None) is not None:
         load_running(u.ctx.daily, f.child("daily"))
+
+
+def _load_detection(u: UseCaseState, f: Fields) -> None:
+    """What a use case's monitors learned, its trackers, drivers and open incident."""
     learned: dict[str, Fields] = {}
     for m in f.children("monitors"):
         learned[m.str("kind")] = m
@@ -254,12 +270,6 @@ def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
         group_from_trackers(u.incidents, u.trackers)
     elif f.raw("incident_group") is not None:
         load_group(u.incidents, f.child("incident_group"), u.trackers)
-    u.last_active_minute = f.int("last_active_minute")
-    u.last_data_minute = f.optional_int("last_data_minute")
-    u.observing = f.bool("observing")
-    last = f.raw("last_signals")
-    u.last_signals = load_signals(None if last is None else f.child("last_signals"))
-    return u
 
 
 def dump_engine(e: Engine) -> dict[str, Any]:

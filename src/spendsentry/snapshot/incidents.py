@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spendsentry.actions.commands import CommandReason, ThrottleCommand
-from spendsentry.actions.planner import MAX_VERSION, ThrottlePlanner, _ScopeState
+from spendsentry.actions.commands import MAX_VERSION, CommandReason, ThrottleCommand
+from spendsentry.actions.planner import ThrottlePlanner
+from spendsentry.actions.scopes import ScopeState
 from spendsentry.alerts import Finding, IncidentTracker, _Open
 from spendsentry.incidents import IncidentGroup, OpenIncident, make_incident_id
 from spendsentry.messages.scope import Scope
@@ -168,7 +169,7 @@ def dump_planner(p: ThrottlePlanner) -> dict[str, Any]:
                 "owner": s.owner,
                 "severity": s.severity,
             }
-            for key, s in p._scopes.items()
+            for key, s in p.scopes.states.items()
         },
         "snoozes": [[use_case, kind, until] for (use_case, kind), until in p.snoozes.items()],
         "acks": p.acks,
@@ -189,13 +190,13 @@ def load_planner(p: ThrottlePlanner, f: Fields) -> None:
             ignored += 1
             continue
         current = None if s.raw("current") is None else load_command(s.child("current"))
-        p._scopes[key] = _ScopeState(
+        p.scopes.states[key] = ScopeState(
             version, s.float("changed_at"), current, s.optional_str("owner"), s.int("severity")
         )
     p.snoozes = {(u, k): until for u, k, until in f.rows("snoozes", str, str, NUMBER)}
     p.acks = f.map("acks", str, dict)
-    p.issued = f.int("issued")
-    p.ignored_versions = f.int("ignored_versions", 0) + ignored
+    p.scopes.issued = f.int("issued")
+    p.scopes.ignored_versions = f.int("ignored_versions", 0) + ignored
 
 
 __all__ = [

@@ -31,6 +31,7 @@ from typing import Any
 
 from spendsentry.actions.commands import MAX_VERSION
 from spendsentry.actions.planner import ThrottlePlanner
+from spendsentry.actions.scopes import ScopeBook
 from spendsentry.clock import EventClock
 from spendsentry.dedupe import EventIdIndex
 from spendsentry.detectors.base import Persistence
@@ -185,13 +186,20 @@ class _ThrottlePlanner(ThrottlePlanner):
     """A planner from before versions were bounded may hold a forged version
     (2^64 made the next command unserializable): the scope is forgotten."""
 
-    ignored_versions = 0
-
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "scopes" not in state:
+            # Version-2 planners held their scopes themselves; a ScopeBook does now.
+            book = ScopeBook(state.pop("max_scopes", 50_000))
+            book.states = state.pop("_scopes", {})
+            book.issued = state.pop("issued", 0)
+            book.ignored_versions = state.pop("ignored_versions", 0)
+            state["scopes"] = book
         self.__dict__.update(state)
-        for key in [k for k, s in self._scopes.items() if not 0 <= s.version <= MAX_VERSION]:
-            del self._scopes[key]
-            self.ignored_versions += 1
+        book = self.scopes
+        for key in [k for k, s in book.states.items() if not 0 <= s.version <= MAX_VERSION]:
+            del book.states[key]
+            book.ignored_versions += 1
 
 
 class _CostSpike(CostSpike):

@@ -1,7 +1,8 @@
 """One engine's share of the worker's batch-shaped hot path, without any I/O.
 
 A :class:`Pipeline` decodes its records with the
-:class:`~spendsentry.ingest.Decoder` and feeds the
+:class:`~spendsentry.ingest.Decoder` (the batch loop is
+:func:`~spendsentry.worker.intake.decode_records`) and feeds the
 :class:`~spendsentry.engine.Engine` in one ``process`` call (:meth:`Pipeline.ingest`),
 then closes the minutes event time has passed (:meth:`Pipeline.advance`), and
 collects what must be published. The worker runs one pipeline per input
@@ -15,11 +16,10 @@ unit-testable and deterministic. A pipeline is also the unit of a state snapshot
 from __future__ import annotations
 
 import math
-import operator
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from spendsentry.actions import ControlError, ThrottleCommand
 from spendsentry.actions.planner import MAX_COMMAND_S
@@ -30,28 +30,13 @@ from spendsentry.events import Event
 from spendsentry.focus import FocusLedger, closed_hours
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
-from spendsentry.worker.accounting import (
-    PartitionAccounting,
-    count_input,
-    count_unattributed,
-    count_unpriced,
-)
+from spendsentry.worker.accounting import PartitionAccounting, count_input, count_unpriced
+from spendsentry.worker.intake import TP, RecordLike, decode_records
 from spendsentry.worker.metrics import PartitionCounters, WorkerMetrics
 from spendsentry.worker.published import PublishedKeys
 
-#: A partition as the pipeline sees it: (topic, partition).
-TP = tuple[str, int]
-
-_RECORD_ORDER = operator.attrgetter("topic", "partition", "offset")
-
-
-class RecordLike(Protocol):
-    """The fields of an aiokafka ``ConsumerRecord`` the pipeline reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
+#: ``TP`` and ``RecordLike`` live in :mod:`spendsentry.worker.intake`; still importable here.
+__all__ = ["TP", "BatchOutput", "Pipeline", "RecordLike", "alerts_offsets_of"]
 
 
 @dataclass(slots=True)
@@ -120,7 +105,7 @@ class Pipeline:
         self.control_offsets: dict[int, int] = {}
         #: Dedupe keys of alerts already published (bounded).
         self.published = PublishedKeys()
-        #: Whether the engine has closed a minute yet (see :meth:`_process`).
+        #: Input records this state reflects (snapshotted, shown as a counter).
         self.records = 0
         #: Whether the state changed since the last snapshot.
         self.dirty = False
@@ -148,67 +133,28 @@ class Pipeline:
         Returns the accepted-or-not events.
         """
         letters_before = len(out.dead_letters)
-        events: list[Event] = []
-        sources: list[SourcePosition] = []
-        decode = self.decoder.decode
-        decode_native = self.decoder.decode_native
-        max_bytes = self.decoder.limits.max_record_bytes
         metrics = self.metrics
-        default_use_case = self.decoder.otlp.default_use_case
-        # Partition order, then offset order: the same batch always feeds the
-        # engine in the same order, whatever order the fetcher returned it in.
-        records.sort(key=_RECORD_ORDER)
-        stamps: dict[TP, list[float]] = {}
-        offsets = self.offsets
-        taken = 0
-        formats: dict[str, int] = {}
-        skipped = 0
-        for r in records:
-            tp = (r.topic, r.partition)
-            if r.offset < offsets.get(tp, -1):
-                # Already reflected in this state (a consumer that went back to
-                # its committed offset after a seek): processing it again
-                # would count it twice.
-                self.behind[tp] = offsets[tp]
-                continue
-            taken += 1
-            source = SourcePosition(r.topic, None, r.partition, r.offset)
-            value = r.value or b""
-            # The C fast path takes well-formed native records; anything else
-            # (and anything over the size limit) goes through decode(), which
-            # names the reason. The events are the same either way.
-            got = decode_native(value, now=now) if len(value) <= max_bytes else None
-            if got is not None:
-                formats["native"] = formats.get("native", 0) + len(got)
-            else:
-                decoded = decode(value, source, now=now)
-                out.dead_letters.extend(decoded.rejected)
-                got = decoded.events
-                if got and metrics is not None:
-                    # Only foreign or marked events take this path and can be defaulted.
-                    count_unattributed(metrics, got, default_use_case)
-                skipped += decoded.skipped
-                for e in got:
-                    formats[e.source_format] = formats.get(e.source_format, 0) + 1
-            if got:
-                events.extend(got)
-                sources.extend([source] * len(got))
-                run = stamps.get(tp)
-                if run is None:
-                    run = stamps[tp] = []
-                run.extend([e.ts for e in got])
-            self.offsets[tp] = r.offset + 1
-        self.records += taken
-        if taken:
+        batch = decode_records(
+            records,
+            self.decoder,
+            self.offsets,
+            self.behind,
+            out.dead_letters,
+            now=now,
+            metrics=metrics,
+        )
+        events = batch.events
+        self.records += batch.taken
+        if batch.taken:
             self.dirty = True
-        for tp, run in stamps.items():
+        for tp, run in batch.stamps.items():
             self.watermarks.observe(tp, run, now=now)
             if metrics is not None:
                 metrics.processing_lag.observe(max(0.0, now - max(run)))
         if metrics is not None:
-            count_input(metrics, formats, skipped)
+            count_input(metrics, batch.formats, batch.skipped)
         if events:
-            self._process(events, sources, out)
+            self._process(events, batch.sources, out)
         self.accounting.count_rejected(out.dead_letters[letters_before:])
         return events
 
