@@ -193,6 +193,11 @@ class SpendDrivers:
                         "value": value,
                         "excess_cost_per_hour_usd": round(value_excess * 60.0, 4),
                         "share": round(min(1.0, share), 3),
+                        # Its part of the spend at the learned level: what a
+                        # throttle of this value alone may keep (actions.cause).
+                        "usual_share": round(min(1.0, value_learned / learned), 3)
+                        if learned > 0.0
+                        else 0.0,
                     }
                 )
         found.sort(key=lambda d: (-d["share"], d["dimension"] != PAIR, d["dimension"]))

@@ -46,6 +46,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from spendsentry.actions.cause import cause_scope, cause_usual_share
 from spendsentry.actions.commands import CommandReason, ThrottleCommand
 from spendsentry.actions.scopes import (
     MAX_COMMAND_S,
@@ -90,6 +91,23 @@ class Baseline:
     calls_per_minute: float
     tokens_per_minute: float
 
+    def scaled(self, share: float) -> Baseline:
+        """The normal rate of a part of the scope that usually carries ``share`` of it.
+
+        At least one usual call a minute (and its tokens): a part that was
+        not there before (a runaway session) is slowed to a crawl, not left
+        without a limit.
+
+        >>> Baseline(40.0, 80_000.0).scaled(0.25).limits()
+        {'requests_per_minute': 10, 'tokens_per_minute': 20000}
+        >>> Baseline(40.0, 80_000.0).scaled(0.0).limits()
+        {'requests_per_minute': 1, 'tokens_per_minute': 2000}
+        """
+        if self.calls_per_minute <= 0:
+            return self
+        share = min(1.0, max(share, 1.0 / self.calls_per_minute))
+        return Baseline(self.calls_per_minute * share, self.tokens_per_minute * share)
+
     def limits(self) -> dict[str, int]:
         out: dict[str, int] = {}
         if self.calls_per_minute > 0:
@@ -97,6 +115,29 @@ class Baseline:
             if self.tokens_per_minute > 0:
                 out["tokens_per_minute"] = max(1, math.ceil(self.tokens_per_minute))
         return out
+
+
+def scale_limits(params: dict[str, Any], share: float, calls_per_minute: float) -> dict[str, Any]:
+    """A rate limit's numbers for a part of the scope that usually has ``share`` of it.
+
+    Never under one usual call a minute (``calls_per_minute`` is the whole
+    scope's usual rate, 0 when unknown) and never under 1.
+
+    >>> scale_limits({"requests_per_minute": 120, "tokens_per_minute": 240_000}, 0.1, 40.0)
+    {'requests_per_minute': 12, 'tokens_per_minute': 24000}
+    >>> scale_limits({"requests_per_minute": 120}, 0.0, 40.0)
+    {'requests_per_minute': 3}
+    """
+    floor = 1.0 / calls_per_minute if calls_per_minute > 0 else 0.0
+    share = min(1.0, max(share, floor))
+    return {
+        name: max(1, math.ceil(value * share)) if name in _RATE_LIMITS else value
+        for name, value in params.items()
+    }
+
+
+#: The parameters of ``limit_rate`` that are rates (scaled for a narrowed scope).
+_RATE_LIMITS = frozenset({"requests_per_minute", "tokens_per_minute"})
 
 
 def action_of(cmd: ThrottleCommand | None) -> dict[str, Any]:
@@ -147,37 +188,15 @@ class ThrottlePlanner:
     ) -> ThrottleCommand | None:
         """The command ``alert`` causes, if any; sets ``alert.action`` either way."""
         alert.action = {"type": "none"}
-        scope = Scope(alert.use_case)
         at = alert.detected_at
+        scope = self._scope_for(alert)
         state = self.scopes.get(scope.key)
         if alert.status == "resolved":
-            if (
-                state is not None
-                and state.current is not None
-                and state.owner == alert.alert_id
-                and state.current.active_at(at)
-            ):
-                reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
-                cmd = self.scopes.issue(
-                    state,
-                    scope,
-                    "release",
-                    {},
-                    at,
-                    policy,
-                    reason,
-                    dry_run=state.current.dry_run,
-                    owner=None,
-                    severity=-1,
-                )
-                alert.action = action_of(cmd)
-                return cmd
-            return None
+            return self._release(alert, scope, state, policy)
         if policy.tier == "experiment" or policy.auto_throttle == "off":
             return None
         if alert.role == "symptom":
-            in_force = state.current if state is not None else None
-            alert.action = action_of(in_force if in_force and in_force.active_at(at) else None)
+            alert.action = action_of(self._in_force_on(alert.use_case, at))
             return None
         if self.snoozed(alert.use_case, alert.kind, at):
             return None
@@ -185,8 +204,8 @@ class ThrottlePlanner:
         if step is None or not step.throttles:
             return None
         params = step.params()
-        if step.action == "limit_rate" and not params:
-            params = baseline.limits() if baseline is not None else {}
+        if step.action == "limit_rate":
+            params = self._limits(alert, scope, params, baseline)
             if not params:
                 return None  # no traffic learned yet: no defensible number
         dry_run = policy.auto_throttle == "dry_run"
@@ -218,6 +237,94 @@ class ThrottlePlanner:
         )
         alert.action = action_of(cmd)
         return cmd
+
+    def _scope_for(self, alert: Alert) -> Scope:
+        """Where ``alert`` acts: the scope its incident already holds (an escalation
+        or a resolution acts where its firing did), else the narrowest that holds
+        the cause (:func:`~spendsentry.actions.cause.cause_scope`)."""
+        if alert.status == "firing":
+            return cause_scope(alert)
+        return self._owned(alert) or Scope(alert.use_case)
+
+    def _release(
+        self, alert: Alert, scope: Scope, state: ScopeState | None, policy: Policy
+    ) -> ThrottleCommand | None:
+        """The release of the command in force that ``alert``'s incident set, if any."""
+        at = alert.detected_at
+        if (
+            state is None
+            or state.current is None
+            or state.owner != alert.alert_id
+            or not state.current.active_at(at)
+        ):
+            return None
+        reason = CommandReason(alert.alert_id, alert.kind, _short(alert.summary))
+        cmd = self.scopes.issue(
+            state,
+            scope,
+            "release",
+            {},
+            at,
+            policy,
+            reason,
+            dry_run=state.current.dry_run,
+            owner=None,
+            severity=-1,
+        )
+        alert.action = action_of(cmd)
+        return cmd
+
+    @staticmethod
+    def _limits(
+        alert: Alert, scope: Scope, params: dict[str, Any], baseline: Baseline | None
+    ) -> dict[str, Any]:
+        """A rate limit's numbers on ``scope``: the step's, or the usual rate when it
+        has none; on a narrowed scope, its usual part of the use case's
+        (:func:`~spendsentry.actions.cause.cause_usual_share`): the ladder's numbers
+        are the use case's allowance, and a runaway session within it gets its share."""
+        share = cause_usual_share(alert) if scope.key != Scope(alert.use_case).key else None
+        if not params:
+            if baseline is None:
+                return {}
+            return (baseline if share is None else baseline.scaled(share)).limits()
+        if share is None:
+            return params
+        calls = baseline.calls_per_minute if baseline is not None else 0.0
+        return scale_limits(params, share, calls)
+
+    def _owned(self, alert: Alert) -> Scope | None:
+        """The scope whose command in force ``alert``'s incident set, if any."""
+        state = self.scopes.get(Scope(alert.use_case).key)
+        if state is not None and state.owner == alert.alert_id:
+            return Scope(alert.use_case)
+        # A narrowed scope (actions.cause): look among the use case's own.
+        # Escalations and resolutions are rare next to minutes, and the
+        # books are bounded, so a scan keeps the snapshot free of an index.
+        for state in self.scopes.states.values():
+            cmd = state.current
+            if (
+                state.owner == alert.alert_id
+                and cmd is not None
+                and cmd.scope.use_case == alert.use_case
+            ):
+                return cmd.scope
+        return None
+
+    def _in_force_on(self, use_case: str, at: float) -> ThrottleCommand | None:
+        """The command in force on ``use_case`` or the narrowest of its scopes (a symptom
+        points at it); the use case's own first."""
+        state = self.scopes.get(Scope(use_case).key)
+        if state is not None and state.current is not None and state.current.active_at(at):
+            return state.current
+        held = [
+            s.current
+            for s in self.scopes.states.values()
+            if s.current is not None
+            and s.current.scope.use_case == use_case
+            and s.current.action != "release"
+            and s.current.active_at(at)
+        ]
+        return max(held, key=lambda c: (c.issued_at, c.scope.key), default=None)
 
     def snoozed(self, use_case: str, kind: str, at: float) -> bool:
         """Whether alerts of (``use_case``, ``kind``) are snoozed at ``at``."""
