@@ -266,6 +266,20 @@ class IncidentTracker:
             current.peak = finding
         return []
 
+    def resolve(self, at: float, summary: str, **details: object) -> Alert | None:
+        """Resolve the open incident now (operator feedback), saying why; None if none.
+
+        ``details`` go into the resolution's ``evidence.details`` (e.g.
+        ``resolution="expected_change"``).
+        """
+        current = self._open
+        if current is None:
+            return None
+        self._open = None
+        alert = self._alert(current, "resolved", at, current.peak, summary=summary, resolved_at=at)
+        alert.evidence["details"] = {**(alert.evidence.get("details") or {}), **details}
+        return alert
+
     def _alert(
         self,
         inc: _Open,
