@@ -232,13 +232,19 @@ class UseCaseState:
             if index is not None:
                 self._retune(index, rebuild)
             return
+        tracker = self.trackers.get(kind)
+        if action.alert_id is not None and (
+            tracker is None or tracker.open_alert_id != action.alert_id
+        ):
+            # A click on an older alert's message: what the level was then is
+            # not what it is now, so only the verdict is counted.
+            return
         if index is not None:
             accept = getattr(self.monitors[index], "accept_level", None)
             if callable(accept):
                 accept(self.ctx)
-        tracker = self.trackers.get(kind)
         resolved = None
-        if tracker is not None and (action.alert_id in (None, tracker.open_alert_id)):
+        if tracker is not None:
             resolved = tracker.resolve(
                 at,
                 f"Resolved: {self.use_case} {kind.replace('_', ' ')} is an expected change "

@@ -30,8 +30,9 @@ month), what spendsentry did (the alert's ``action``), what to check first
 ':red_circle: CRITICAL · prompt_inflation · support_chat'
 >>> [f["text"] for f in msg.blocks[2]["fields"][:2]]
 ['*Baseline*\\n1,840 tokens', '*Now*\\n5,890 tokens (3.2x)']
->>> [e["action_id"] for e in msg.blocks[-1]["elements"]]
-['spendsentry_ack', 'spendsentry_release', 'spendsentry_snooze', 'spendsentry_expected_change', 'spendsentry_false_alarm']
+>>> [e["action_id"] for e in msg.blocks[-1]["elements"]]  # doctest: +NORMALIZE_WHITESPACE
+['spendsentry_ack', 'spendsentry_release', 'spendsentry_snooze',
+ 'spendsentry_expected_change', 'spendsentry_false_alarm']
 """
 
 from __future__ import annotations
