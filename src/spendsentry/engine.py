@@ -424,14 +424,17 @@ class Engine:
             state = self.use_cases.get(action.use_case)
             if state is None:
                 continue  # evicted since: nothing left to teach
-            use_case = state.use_case
             state.apply_feedback(
-                action,
-                float(minute * MINUTE),
-                lambda policy, name=use_case: self.monitor_factory(name, policy, self.prices),
-                self.planner,
-                out,
+                action, float(minute * MINUTE), self._monitors_of(state.use_case), self.planner, out
             )
+
+    def _monitors_of(self, use_case: str) -> Callable[[Policy], list[Monitor]]:
+        """Build ``use_case``'s monitors for a (tuned) policy with this engine's factory."""
+
+        def build(policy: Policy) -> list[Monitor]:
+            return self.monitor_factory(use_case, policy, self.prices)
+
+        return build
 
     def sensitivities(self) -> dict[tuple[str, str], float]:
         """(use case, kind) -> sensitivity, for every kind operators' false alarms tuned."""

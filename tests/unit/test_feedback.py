@@ -231,3 +231,80 @@ def test_a_snapshot_without_feedback_restores_with_none() -> None:
     restored = load_engine(fresh, plain(doc))
     assert not restored.use_cases[USE_CASE].feedback
     assert restored.pending_feedback == [] and restored.sensitivities() == {}
+
+
+def test_replay_and_evaluate_take_the_control_records(tmp_path, capsys) -> None:
+    """``replay --control`` applies feedback at its event time, as the worker does;
+    ``evaluate --control`` reports it per use case and kind with the verdicts."""
+    import json
+
+    from spendsentry.cli import main
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(json.dumps(e.to_dict()) + "\n" for batch in minutes(330) for e in batch)
+    )
+    first = tmp_path / "alerts-first.jsonl"
+    assert main(["replay", str(events), "--alerts-out", str(first), "--quiet"]) == 0
+    fired = [json.loads(line) for line in first.read_text().splitlines()]
+    alert_id = next(a["alert_id"] for a in fired if a["kind"] == "prompt_inflation")
+    control = tmp_path / "control.jsonl"
+    named = ControlAction(**{**_fields(feedback("expected_change", 260)), "alert_id": alert_id})
+    control.write_text(
+        json.dumps(named.to_dict()) + "\n" + json.dumps(feedback("false_alarm", 300).to_dict())
+    )
+    taught = tmp_path / "alerts.jsonl"
+    args = ["replay", str(events), "--alerts-out", str(taught), "--quiet", "--control"]
+    assert main([*args, str(control)]) == 0
+    records = [json.loads(line) for line in taught.read_text().splitlines()]
+    resolved = [r for r in records if r["status"] == "resolved"]
+    assert [r["alert_id"] for r in resolved] == [alert_id]
+    assert resolved[0]["evidence"]["details"]["resolution"] == "expected_change"
+    assert resolved[0]["resolved_at"] == "2026-11-02T04:20:00.000Z"  # minute 260, event time
+
+    labels = tmp_path / "labels.json"
+    start = "2026-11-02T00:00:00Z"
+    labels.write_text(
+        json.dumps(
+            {
+                "start": start,
+                "hours": 5.5,
+                "use_cases": [USE_CASE],
+                "incidents": [
+                    {
+                        "incident_id": "i1",
+                        "kind": "prompt_inflation",
+                        "use_case": USE_CASE,
+                        "start": "2026-11-02T04:00:00Z",
+                        "end": "2026-11-02T05:30:00Z",
+                    }
+                ],
+            }
+        )
+    )
+    capsys.readouterr()
+    report = tmp_path / "report.json"
+    evaluate = ["evaluate", str(labels), str(taught), "--control", str(control)]
+    assert main([*evaluate, "--json", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "operator feedback" in text and "expected_change: 1 diagnosis" in text
+    rows = json.loads(report.read_text())["feedback"]
+    assert rows == [
+        {
+            "use_case": USE_CASE,
+            "kind": "prompt_inflation",
+            "expected_change": 1,
+            "false_alarm": 1,
+            "sensitivity": 0.8,
+            "on_verdict": {"expected_change": {"diagnosis": 1}},
+        }
+    ]
+
+
+def test_the_floor_is_read_from_the_policy_files() -> None:
+    from spendsentry.setup import default_policies_dir
+
+    policies = PolicySet.load(default_policies_dir())
+    setting = policies.for_use_case("support_chat").detector("prompt_inflation")
+    assert (setting.sensitivity, setting.min_sensitivity, setting.floor) == (1.25, 0.8, 0.8)
+    assert policies.for_use_case("support_chat").detector("cost_spike").floor == 0.5
