@@ -308,3 +308,25 @@ def test_the_floor_is_read_from_the_policy_files() -> None:
     setting = policies.for_use_case("support_chat").detector("prompt_inflation")
     assert (setting.sensitivity, setting.min_sensitivity, setting.floor) == (1.25, 0.8, 0.8)
     assert policies.for_use_case("support_chat").detector("cost_spike").floor == 0.5
+
+
+def test_an_accepted_episode_opens_no_incident_until_it_has_been_quiet() -> None:
+    """A kind whose bar is not learned (a budget, a first call, runaway sessions) goes on
+    finding what the operator called expected: no new incident until it is over."""
+    from spendsentry.alerts import Finding, IncidentTracker
+    from spendsentry.snapshot.incidents import dump_tracker, load_tracker
+
+    f = Finding("agent_chatter", "warning", 5.0, "calls", 10.0, 50.0, 60, "u: a loop.")
+    t = IncidentTracker("u", "agent_chatter", resolve_after=3)
+    assert [a.status for a in t.observe(f, 60.0)] == ["firing"]
+    resolved = t.resolve(120.0, "expected", resolution="expected_change")
+    assert resolved is not None and resolved.status == "resolved"
+    assert resolved.evidence["details"] == {"resolution": "expected_change"}
+    assert t.resolve(130.0, "again") is None  # nothing open
+    steps = [f, None, f, None, None]  # a gap shorter than resolve_after: the same episode
+    assert [t.observe(x, 180.0 + 60 * i) for i, x in enumerate(steps)] == [[]] * 5
+    restored = IncidentTracker("u", "agent_chatter", resolve_after=3)
+    load_tracker(restored, plain(dump_tracker(t)))
+    assert restored.accepted == t.accepted == 2
+    assert restored.observe(None, 500.0) == [] and restored.accepted is None  # over
+    assert [a.status for a in restored.observe(f, 560.0)] == ["firing"]  # a new one
