@@ -205,12 +205,19 @@ class IncidentTracker:
     ([], ['resolved'])
     """
 
+    #: Default for trackers pickled before feedback existed.
+    accepted: int | None = None
+
     def __init__(self, use_case: str, kind: str, *, resolve_after: int = 10) -> None:
         self.use_case = use_case
         self.kind = kind
         self.resolve_after = resolve_after
         self._open: _Open | None = None
         self._seq = 0
+        #: An operator said the current episode is an expected change: its
+        #: quiet minutes so far (None: no such episode). Its findings open no
+        #: incident until it has been quiet as long as an incident takes to resolve.
+        self.accepted: int | None = None
 
     @property
     def firing(self) -> bool:
@@ -224,6 +231,17 @@ class IncidentTracker:
         self, finding: Finding | None, at: float, *, started_at: float | None = None
     ) -> list[Alert]:
         """Feed one closed minute's verdict (None = normal); return alerts to publish."""
+        if self.accepted is not None:
+            # The episode an operator called expected goes on (a kind whose bar
+            # is not learned: a budget, a first call, runaway sessions) until it
+            # is quiet as long as the incident would have needed to resolve.
+            if finding is not None:
+                self.accepted = 0
+                return []
+            self.accepted += 1
+            if self.accepted >= self.resolve_after:
+                self.accepted = None
+            return []
         current = self._open
         if finding is None:
             if current is None:
@@ -265,6 +283,24 @@ class IncidentTracker:
         if finding.score > current.peak.score and finding.severity == current.severity:
             current.peak = finding
         return []
+
+    def resolve(self, at: float, summary: str, **details: object) -> Alert | None:
+        """Resolve the open incident now (operator feedback), saying why; None if none.
+
+        The episode is *accepted*: findings that go on open no new incident
+        until it has been quiet for ``resolve_after`` minutes.
+
+        ``details`` go into the resolution's ``evidence.details`` (e.g.
+        ``resolution="expected_change"``).
+        """
+        current = self._open
+        if current is None:
+            return None
+        self._open = None
+        self.accepted = current.quiet_minutes
+        alert = self._alert(current, "resolved", at, current.peak, summary=summary, resolved_at=at)
+        alert.evidence["details"] = {**(alert.evidence.get("details") or {}), **details}
+        return alert
 
     def _alert(
         self,

@@ -52,6 +52,11 @@ if TYPE_CHECKING:
     from spendsentry.policy import Policy, PolicySet
 
 
+#: Feedback actions waiting for their event time at most (``ai.control`` is not
+#: signed: a flood of actions dated far ahead cannot grow the engine without bound).
+MAX_PENDING = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Tuning knobs of the engine; the defaults suit production traffic."""
@@ -103,12 +108,16 @@ class EngineOutput:
     closed: list[MinuteSignals] = field(default_factory=list)
     #: Throttle commands, unsigned: the shell signs them (keys stay out of snapshots).
     commands: list[ThrottleCommand] = field(default_factory=list)
+    #: Operator feedback taken for a use case this engine holds (counted once,
+    #: by the engine that holds it: ``spendsentry_feedback_total``).
+    feedback: list[ControlAction] = field(default_factory=list)
 
     def extend(self, other: EngineOutput) -> EngineOutput:
         self.alerts.extend(other.alerts)
         self.rejected.extend(other.rejected)
         self.closed.extend(other.closed)
         self.commands.extend(other.commands)
+        self.feedback.extend(other.feedback)
         return self
 
 
@@ -168,6 +177,9 @@ class Engine:
         self.shared_content = SharedContentIndex(max_hashes=self.config.max_shared_content_hashes)
         #: The action ladder, operator actions and command versions.
         self.planner = ThrottlePlanner()
+        #: Operator feedback waiting for its point in event time, in arrival order
+        #: (:meth:`apply_feedback_due`).
+        self.pending_feedback: list[ControlAction] = []
 
     # -- ingest -------------------------------------------------------------
 
@@ -377,8 +389,60 @@ class Engine:
         """
         if not isinstance(action, ControlAction):
             action = ControlAction.parse(action)
+        if action.is_feedback:
+            return self._take_feedback(action)
         policy = self.policies.for_use_case(action.use_case)
         return EngineOutput(commands=self.planner.apply_control(action, policy))
+
+    def _take_feedback(self, action: ControlAction) -> EngineOutput:
+        """Queue feedback for a use case this engine holds (others: not ours).
+
+        It is applied at event time, not now (:meth:`apply_feedback_due`): the
+        worker reads ``ai.control`` between batches, at no fixed point of the
+        stream, and a replay given the same actions must do the same.
+        """
+        if action.use_case not in self.use_cases or len(self.pending_feedback) >= MAX_PENDING:
+            return EngineOutput()
+        self.pending_feedback.append(action)
+        return EngineOutput(feedback=[action])
+
+    def apply_feedback_due(self, minute: int, out: EngineOutput) -> None:
+        """Apply the queued feedback due before closing ``minute``: each action whose
+        ``at`` is before the minute's end, at the minute's start (arrival order).
+
+        Feedback that arrives after its ``at`` was closed applies before the next
+        minute closes.
+        """
+        if not self.pending_feedback:
+            return
+        end = (minute + 1) * MINUTE
+        due = [a for a in self.pending_feedback if a.at < end]
+        if not due:
+            return
+        self.pending_feedback = [a for a in self.pending_feedback if a.at >= end]
+        for action in due:
+            state = self.use_cases.get(action.use_case)
+            if state is None:
+                continue  # evicted since: nothing left to teach
+            state.apply_feedback(
+                action, float(minute * MINUTE), self._monitors_of(state.use_case), self.planner, out
+            )
+
+    def _monitors_of(self, use_case: str) -> Callable[[Policy], list[Monitor]]:
+        """Build ``use_case``'s monitors for a (tuned) policy with this engine's factory."""
+
+        def build(policy: Policy) -> list[Monitor]:
+            return self.monitor_factory(use_case, policy, self.prices)
+
+        return build
+
+    def sensitivities(self) -> dict[tuple[str, str], float]:
+        """(use case, kind) -> sensitivity, for every kind operators' false alarms tuned."""
+        return {
+            (name, kind): state.sensitivity(kind)
+            for name, state in sorted(self.use_cases.items())
+            for kind in sorted(state.feedback.false_alarms)
+        }
 
     # -- introspection ------------------------------------------------------
 

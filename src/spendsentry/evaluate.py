@@ -64,7 +64,9 @@ from typing import Any
 import orjson
 
 from spendsentry.events import UsageEvent
+from spendsentry.feedback import sensitivity as feedback_sensitivity
 from spendsentry.messages.alert import AlertView
+from spendsentry.messages.control import ControlAction
 from spendsentry.policy import PolicySet
 from spendsentry.pricing import PriceBook
 from spendsentry.simulate.incidents import KINDS, Incident, parse_rfc3339, rfc3339
@@ -180,12 +182,30 @@ class Score:
 
 
 @dataclass(slots=True)
+class FeedbackRow:
+    """Operator feedback on one use case's kind (``--control``), and what it did."""
+
+    use_case: str
+    kind: str
+    expected_change: int = 0
+    false_alarm: int = 0
+    #: The kind's sensitivity after the false alarms (the policy's, floor included).
+    sensitivity: float = 1.0
+    #: Feedback that names an alert, by that alert's verdict against the labels
+    #: ("false_alarm on a false alert" is an operator agreeing with the labels;
+    #: on a diagnosis, the feedback silenced a real incident).
+    on_verdict: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class EvaluationReport:
     engine: Score
     baseline: Score | None = None
     #: Per use case: the baseline threshold (USD per rolling hour) and its source.
     baseline_thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped_alert_records: int = 0
+    #: Operator feedback per (use case, kind), when control records were given.
+    feedback: list[FeedbackRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -588,6 +608,41 @@ def static_threshold_alerts(
 # -- the whole evaluation ------------------------------------------------------
 
 
+def feedback_rows(
+    actions: Iterable[ControlAction], policies: PolicySet, verdicts: Sequence[AlertVerdict] = ()
+) -> list[FeedbackRow]:
+    """Feedback counted per (use case, kind), with the sensitivity it leaves.
+
+    >>> from spendsentry.policy import PolicySet
+    >>> a = ControlAction("false_alarm", "a1", "chat", "cost_spike", None, None, "U1", 0.0)
+    >>> v = AlertVerdict("a1", "cost_spike", "chat", "2026-11-02T09:00:00Z", "false")
+    >>> row, = feedback_rows([a, a], PolicySet.empty(), [v])
+    >>> row.false_alarm, round(row.sensitivity, 2), row.on_verdict
+    (2, 0.64, {'false_alarm': {'false': 2}})
+    """
+    verdict_of = {v.alert_id: v.verdict for v in verdicts}
+    rows: dict[tuple[str, str], FeedbackRow] = {}
+    for action in actions:
+        if not action.is_feedback or action.kind is None:
+            continue
+        key = (action.use_case, action.kind)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = FeedbackRow(action.use_case, action.kind)
+        if action.action == "false_alarm":
+            row.false_alarm += 1
+        else:
+            row.expected_change += 1
+        verdict = verdict_of.get(action.alert_id or "")
+        if verdict is not None:
+            counts = row.on_verdict.setdefault(action.action, {})
+            counts[verdict] = counts.get(verdict, 0) + 1
+    for row in rows.values():
+        setting = policies.for_use_case(row.use_case).detector(row.kind)
+        row.sensitivity = feedback_sensitivity(setting, row.false_alarm)
+    return [rows[k] for k in sorted(rows)]
+
+
 def evaluate(
     labels_path: str | Path,
     alerts_path: str | Path,
@@ -596,6 +651,7 @@ def evaluate(
     *,
     k: float = 1.0,
     prices: PriceBook | None = None,
+    controls_path: str | None = None,
 ) -> EvaluationReport:
     """Score the alerts file against the labels; add the baseline when events are given.
 
@@ -611,6 +667,13 @@ def evaluate(
         baseline_alerts, thresholds = static_threshold_alerts(costs, labels, budgets, k)
         report.baseline = score(labels, baseline_alerts, names_kind=False, detector=BASELINE_NAME)
         report.baseline_thresholds = thresholds
+    if controls_path is not None:
+        from spendsentry.replay import read_controls
+
+        policies = PolicySet.load(policies_dir) if policies_dir is not None else PolicySet.empty()
+        report.feedback = feedback_rows(
+            read_controls(controls_path), policies, report.engine.alerts
+        )
     return report
 
 
@@ -666,4 +729,20 @@ def format_report(report: EvaluationReport) -> str:
         for use_case, t in report.baseline_thresholds.items():
             note = f"  [{t['note']}]" if "note" in t else ""
             parts.append(f"  {use_case:22s} {t['usd_per_hour']:10.4f}  {t['source']}{note}")
+    if report.feedback:
+        parts.append("")
+        parts.append("operator feedback (from the control records):")
+        parts.append(
+            f"  {'use case':22s} {'kind':26s} {'expected':>8s} {'false alarm':>11s} "
+            f"{'sensitivity':>11s}  on alerts judged"
+        )
+        for row in report.feedback:
+            judged = "; ".join(
+                f"{action}: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+                for action, counts in sorted(row.on_verdict.items())
+            )
+            parts.append(
+                f"  {row.use_case:22s} {row.kind:26s} {row.expected_change:8d} "
+                f"{row.false_alarm:11d} {row.sensitivity:11.2f}  {judged or '-'}"
+            )
     return "\n".join(parts)

@@ -59,6 +59,8 @@ def skip_idle(engine: Engine, target: int) -> None:
 
 def close_minute(engine: Engine, minute: int, out: EngineOutput) -> bool:
     """Close ``minute`` for every live use case; False if none needed it."""
+    # Operator feedback due by the end of the minute applies first (event time).
+    engine.apply_feedback_due(minute, out)
     _evict_idle(engine, minute)
     stats = engine.stats
     use_cases = engine.use_cases

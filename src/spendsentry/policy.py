@@ -101,10 +101,24 @@ class DetectorSetting:
     """Tuning of one detector for one use case.
 
     ``sensitivity`` above 1 makes the detector fire more readily, below 1 less.
+    ``min_sensitivity`` is the floor operator feedback may lower it to (each
+    ``false_alarm`` on ``ai.control`` takes it one step down, see
+    :mod:`spendsentry.feedback`); a sensitivity already below it is its own floor.
+
+    >>> DetectorSetting(sensitivity=0.4).floor
+    0.4
+    >>> DetectorSetting().floor
+    0.5
     """
 
     enabled: bool = True
     sensitivity: float = 1.0
+    min_sensitivity: float = 0.5
+
+    @property
+    def floor(self) -> float:
+        """The lowest sensitivity feedback may set."""
+        return min(self.sensitivity, self.min_sensitivity)
 
 
 _DEFAULT_DETECTOR = DetectorSetting()
@@ -635,6 +649,7 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
         kind: DetectorSetting(
             enabled=bool(setting.get("enabled", True)),
             sensitivity=float(setting.get("sensitivity", 1.0)),
+            min_sensitivity=float(setting.get("min_sensitivity", 0.5)),
         )
         for kind, setting in table.get("detectors", {}).items()
     }

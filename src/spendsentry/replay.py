@@ -9,16 +9,17 @@ from __future__ import annotations
 import gzip
 import heapq
 import io
+import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from spendsentry.actions import ThrottleKeys
+from spendsentry.actions import ControlAction, ControlError, ThrottleKeys
 from spendsentry.engine import Engine, EngineOutput
 from spendsentry.errors import InputFileError
 from spendsentry.events import Event
@@ -195,8 +196,14 @@ def replay(
     decoder: Decoder | None = None,
     progress: Progress | None = None,
     keys: ThrottleKeys | None = None,
+    controls: Sequence[ControlAction] = (),
 ) -> ReplayResult:
     """Run ``paths`` through ``engine`` in event-time order, writing to ``sinks``.
+
+    ``controls`` are operator actions (``ai.control`` messages, e.g. feedback),
+    handed to the engine in order of ``at`` once the events have reached it,
+    before the minutes around it close: the engine applies feedback at its
+    event time, as a live worker that read the action in time does.
 
     Several files are merged by event time (each file is expected to be in
     rough event-time order, as logs are); within a file, disorder up to the
@@ -220,8 +227,17 @@ def replay(
     events: list[Event] = []
     sources: list[SourcePosition] = []
 
+    waiting = sorted(controls, key=lambda a: a.at)
+
+    def take_controls(until: float) -> EngineOutput:
+        out = EngineOutput()
+        while waiting and waiting[0].at <= until:
+            out.extend(engine.apply_control(waiting.pop(0)))
+        return out
+
     def run_batch() -> None:
         out = engine.process(events, sources)
+        out.extend(take_controls(engine.max_ts))
         out.extend(engine.advance())
         _emit(out, rejected, result, sinks, keys)
         events.clear()
@@ -235,11 +251,31 @@ def replay(
         if len(events) >= BATCH_SIZE:
             run_batch()
     run_batch()
-    _emit(engine.flush(), rejected, result, sinks, keys)
+    _emit(take_controls(math.inf).extend(engine.flush()), rejected, result, sinks, keys)
     result.elapsed_s = time.perf_counter() - started
     if progress is not None:
         progress.done()
     return result
+
+
+def read_controls(path: str) -> list[ControlAction]:
+    """A JSON Lines file of ``ai.control`` messages (blank lines skipped).
+
+    Raises
+    ------
+    spendsentry.actions.ControlError
+        A line that is not a valid control action (the message names the line).
+    """
+    actions = []
+    with open_input(path) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                actions.append(ControlAction.parse(line))
+            except ControlError as exc:
+                raise ControlError(f"{path}:{number}: {exc}") from None
+    return actions
 
 
 def _emit(

@@ -6,12 +6,15 @@ Pickled inside worker snapshots under its old home, ``spendsentry.engine``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from spendsentry.actions import Baseline, ThrottlePlanner
 from spendsentry.alerts import Alert, IncidentTracker, severity_rank
 from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext
 from spendsentry.drivers import SpendDrivers, headline
+from spendsentry.feedback import Feedback, tuned_policy
+from spendsentry.feedback import sensitivity as tuned_sensitivity
 from spendsentry.incidents import IncidentGroup
 from spendsentry.windows import (
     NANO,
@@ -24,6 +27,7 @@ from spendsentry.windows import (
 )
 
 if TYPE_CHECKING:
+    from spendsentry.actions import ControlAction
     from spendsentry.engine import EngineConfig, EngineOutput
     from spendsentry.policy import Policy
     from spendsentry.shared_content import SharedContentIndex
@@ -66,6 +70,8 @@ class UseCaseState:
         self.observing = False
         #: The last minute that closed with data in it (None: none yet).
         self.last_data_minute: int | None = None
+        #: What operators said about its alerts (false alarms tune its kinds down).
+        self.feedback = Feedback()
 
     def due(self, minute: int, dormant_after: int) -> bool:
         """Whether closing ``minute`` shows it to the monitors (starts observing if so)."""
@@ -182,6 +188,12 @@ class UseCaseState:
                 if alert.status != "resolved" and planner.snoozed(alert.use_case, alert.kind, at):
                     continue  # an operator snoozed it: no alert, no throttle
                 added.append(alert)
+        self._publish(added, planner, out)
+        return added
+
+    def _publish(self, added: list[Alert], planner: ThrottlePlanner, out: EngineOutput) -> None:
+        """Group the minute's alerts into the incident, explain them, plan commands."""
+        policy = self.policy
         # The minute's alerts join their incident together, so kinds that fire in
         # one minute agree on the cause before any command is planned.
         self.incidents.assign(added)
@@ -192,7 +204,79 @@ class UseCaseState:
             if command is not None:
                 out.commands.append(command)
             out.alerts.append(alert)
-        return added
+
+    # -- operator feedback (spendsentry.feedback) ------------------------------
+
+    def apply_feedback(
+        self,
+        action: ControlAction,
+        at: float,
+        rebuild: Callable[[Policy], list[Monitor]],
+        planner: ThrottlePlanner,
+        out: EngineOutput,
+    ) -> None:
+        """Apply one feedback action at event time ``at`` (a minute's start).
+
+        ``rebuild(policy)`` builds the use case's monitors for a tuned policy
+        (the engine's monitor factory). An expected change rebases the kind and
+        resolves its open incident (the resolution goes to ``out`` like any
+        other, so the incident closes and a throttle it caused is released); a
+        false alarm rebuilds the kind at its lowered sensitivity, keeping what
+        it learned.
+        """
+        kind = action.kind
+        assert kind is not None  # ControlAction.parse checks it
+        self.feedback.count(action.action, kind)
+        index = next((i for i, m in enumerate(self.monitors) if m.kind == kind), None)
+        if action.action == "false_alarm":
+            if index is not None:
+                self._retune(index, rebuild)
+            return
+        tracker = self.trackers.get(kind)
+        if action.alert_id is not None and (
+            tracker is None or tracker.open_alert_id != action.alert_id
+        ):
+            # A click on an older alert's message: what the level was then is
+            # not what it is now, so only the verdict is counted.
+            return
+        if index is not None:
+            accept = getattr(self.monitors[index], "accept_level", None)
+            if callable(accept):
+                accept(self.ctx)
+        resolved = None
+        if tracker is not None:
+            resolved = tracker.resolve(
+                at,
+                f"Resolved: {self.use_case} {kind.replace('_', ' ')} is an expected change "
+                f"(said {action.user}); its new level is the baseline now.",
+                resolution="expected_change",
+                resolved_by=action.user,
+            )
+        if resolved is not None:
+            resolved.owner = self.policy.owner
+            resolved.tier = self.policy.tier
+            self._publish([resolved], planner, out)
+
+    def sensitivity(self, kind: str) -> float:
+        """The kind's sensitivity for this use case, after operators' false alarms."""
+        setting = self.policy.detector(kind)
+        return tuned_sensitivity(setting, self.feedback.false_alarms.get(kind, 0))
+
+    def _retune(self, index: int, rebuild: Callable[[Policy], list[Monitor]]) -> None:
+        """Rebuild monitor ``index`` from the tuned policy; it keeps what it learned."""
+        # Imported here: the snapshot package imports the engine's modules.
+        from spendsentry.snapshot.detectors import dump_monitor, load_monitor
+        from spendsentry.snapshot.fields import Fields
+
+        old = self.monitors[index]
+        fresh = next(
+            (m for m in rebuild(tuned_policy(self.policy, self.feedback)) if m.kind == old.kind),
+            None,
+        )
+        if fresh is None:
+            return
+        load_monitor(fresh, Fields(dump_monitor(old), "$"))
+        self.monitors[index] = fresh
 
 
 def evict_least_active(use_cases: dict[str, UseCaseState], n: int) -> int:

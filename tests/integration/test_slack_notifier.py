@@ -267,6 +267,8 @@ def test_bot_mode_threads_updates_and_survives_a_restart_without_duplicates(
     assert {e["action_id"] for e in parent["blocks"][-1]["elements"]} == {
         "spendsentry_ack",
         "spendsentry_snooze",
+        "spendsentry_expected_change",
+        "spendsentry_false_alarm",
     }
     escalation, resolution = posts[1], posts[2]
     thread_ts = slack.ts_of[parent["text"]]

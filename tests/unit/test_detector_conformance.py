@@ -21,7 +21,7 @@ import pytest
 from _monitors import context, feed
 from _snapshots import plain
 
-from spendsentry.alerts import ALERT_KINDS, SEVERITIES, Finding
+from spendsentry.alerts import ALERT_KINDS, SEVERITIES, Finding, IncidentTracker
 from spendsentry.detectors import (
     BurnRateDetector,
     LogRateShiftDetector,
@@ -469,3 +469,46 @@ def test_a_kind_catches_its_simulated_incident(kind: str, simulated: _Run) -> No
             m for k, u, m in simulated.fired if k == kind and u == use_case and start <= m <= end
         ]
         assert caught, (kind, use_case, start, end)
+
+
+def _firing_after_feedback(kind: str, run: _Run, use_case: str, at: int | None) -> list[int]:
+    """Minutes of firing alerts of the kind on a use case (its monitor and incident
+    tracker), told at minute ``at`` (None: never) that the change is expected: the
+    ``expected_change`` feedback (``Kind.accept_level``, ``IncidentTracker.resolve``)."""
+    policy = run.policies.for_use_case(use_case)
+    monitor = _build(kind, policy)
+    tracker = IncidentTracker(use_case, kind)
+    ctx = context(use_case, policy)
+    fired = []
+    for s in run.minutes[use_case]:
+        if s.minute == at:
+            monitor.accept_level(ctx)
+            tracker.resolve(s.minute * 60.0, "expected")
+            # What it holds after the rebase is still plain, restorable state.
+            clone = _build(kind, policy)
+            load_monitor(clone, plain(dump_monitor(monitor)))
+            assert dump_monitor(clone) == dump_monitor(monitor)
+        found = dict(feed(monitor, [s], ctx))
+        alerts = tracker.observe(found.get(s.minute), s.end)
+        fired += [s.minute for a in alerts if a.status == "firing"]
+    return fired
+
+
+def test_after_an_expected_change_the_rest_of_the_incident_pages_nobody(
+    kind: str, simulated: _Run
+) -> None:
+    """Told, five minutes into its simulated incident, that the change is expected (the
+    Slack button), a kind opens no new incident for the rest of it: kinds that learn a
+    level take the new one as their baseline; for the others (a budget spent, a first
+    call, a runaway session) the tracker holds the episode as accepted until it ends."""
+    told_any = False
+    for _, use_case, start, end in (i for i in simulated.incidents if i[0] == kind):
+        plain_run = _firing_after_feedback(kind, simulated, use_case, None)
+        first = next((m for m in plain_run if start <= m <= end), None)
+        if first is None:
+            continue
+        told = _firing_after_feedback(kind, simulated, use_case, first + 5)
+        assert [m for m in told if first + 5 <= m <= end + 15] == [], use_case
+        assert [m for m in told if m < first + 5] == [m for m in plain_run if m < first + 5]
+        told_any = True
+    assert told_any or kind == "new_model", kind

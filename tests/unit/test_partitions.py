@@ -221,3 +221,37 @@ def test_merged_view_sums_the_engines() -> None:
     assert view.firing() == []
     assert s.records == 2
     assert unpack_state(pack_state(s.pipelines[0].snapshot_state()))["partition"] == 0
+
+
+def test_feedback_is_taken_by_the_engine_holding_the_use_case_and_shows_in_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from spendsentry.worker.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    s = PartitionSet(engine, WorkerMetrics.create(registry), inputs=INPUTS, idle_after_s=10.0)
+    for p in (0, 1):
+        s.fresh(p).watermarks.assign([("u", p)], now=NOW)
+    feed = traffic(60)
+    run(s, feed)
+    false_alarm = {**SNOOZE, "action": "false_alarm", "until": None, "at": "2024-01-01T00:00:00Z"}
+    out = s.handle({}, now=NOW)
+    s.apply_control([control(0, false_alarm), control(1, false_alarm)], out)
+    # "a" is partition 0's: its engine alone queues it; both engines saw the records.
+    assert len(s.pipelines[0].engine.pending_feedback) == 2
+    assert s.pipelines[1].engine.pending_feedback == []
+    assert s.control_start(0) == 2
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    labels = {"use_case": "a", "kind": "cost_spike", "verdict": "false_alarm"}
+    assert value("spendsentry_feedback_total", **labels) == 2.0
+    feed_more = {("u", 0): [Rec("u", 0, 10_000, usage(99_999, NOW, "a"))]}
+    s.handle(feed_more, now=NOW + 300)
+    s.tick(now=NOW + 600)  # a minute closes: the feedback (dated long ago) applies
+    assert s.pipelines[0].engine.pending_feedback == []
+    tuned = value("spendsentry_detector_sensitivity", use_case="a", detector="cost_spike")
+    assert tuned == pytest.approx(0.64)
+    # The tuned state goes with the snapshot (the control offsets are past it).
+    assert s.pipelines[0].engine.use_cases["a"].feedback.false_alarms == {"cost_spike": 2}

@@ -235,6 +235,8 @@ VALID: list[tuple[str, str, Callable[[], Any]]] = [
         "snooze",
         lambda: changed(CONTROL, action="snooze", until="2026-11-02T13:00:00Z"),
     ),
+    ("control-action", "expected change", lambda: changed(CONTROL, action="expected_change")),
+    ("control-action", "false alarm", lambda: changed(CONTROL, action="false_alarm")),
     ("throttle-command", "block", lambda: changed(COMMAND, action="block", params={})),
     (
         "throttle-command",
@@ -444,6 +446,12 @@ INVALID: list[tuple[str, str, Callable[[], Any], str]] = [
     # control-action
     ("control-action", "unknown action", lambda: changed(CONTROL, action="mute"), "$.action"),
     ("control-action", "user missing", lambda: changed(CONTROL, user=DROP), "$.user"),
+    (
+        "control-action",
+        "feedback names no kind",
+        lambda: changed(CONTROL, action="false_alarm", kind=None),
+        "$.kind",
+    ),
     ("control-action", "at not RFC 3339", lambda: changed(CONTROL, at="now"), "$.at"),
     ("control-action", "unknown kind", lambda: changed(CONTROL, kind="spend"), "$.kind"),
     ("control-action", "version 0", lambda: changed(CONTROL, version=0), "$.version"),

@@ -98,7 +98,14 @@ def test_every_kind_has_its_own_checklist(kind: str) -> None:
 
 def test_buttons_carry_what_the_control_action_needs_and_release_only_with_a_throttle() -> None:
     none = _buttons(render_alert(_alert()).blocks)
-    assert set(none) == {"spendsentry_ack", "spendsentry_snooze"}
+    assert set(none) == {
+        "spendsentry_ack",
+        "spendsentry_snooze",
+        "spendsentry_expected_change",
+        "spendsentry_false_alarm",
+    }
+    # Feedback buttons carry the same value: the control action names the kind it teaches.
+    assert none["spendsentry_false_alarm"]["value"] == none["spendsentry_ack"]["value"]
     dry = _buttons(render_alert(_alert(action={"type": "dry_run"})).blocks)
     assert set(dry) == set(ACTION_IDS)
     assert "confirm" in dry["spendsentry_release"]  # releasing costs money: confirm first

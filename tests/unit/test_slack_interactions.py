@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from spendsentry.broker import TopicSpec, ensure_topics
 from spendsentry.contracts import SCHEMA_NAMES, validate
+from spendsentry.messages.control import ControlAction
 from spendsentry.slack.blocks import button_value
 from spendsentry.slack.interactions import (
     MAX_BODY_BYTES,
@@ -101,6 +102,8 @@ def run(scenario: Scenario, *, fail_publish: bool = False) -> list[tuple[bytes, 
         ("spendsentry_ack", "ack"),
         ("spendsentry_release", "release"),
         ("spendsentry_snooze", "snooze"),
+        ("spendsentry_expected_change", "expected_change"),
+        ("spendsentry_false_alarm", "false_alarm"),
     ],
 )
 def test_a_signed_click_publishes_one_control_action(action_id: str, action: str) -> None:
@@ -125,6 +128,22 @@ def test_a_signed_click_publishes_one_control_action(action_id: str, action: str
     }
     if "control-action" in SCHEMA_NAMES:  # the engine side's contract
         assert validate("control-action", msg) == []
+
+
+@pytest.mark.parametrize("action_id", ["spendsentry_expected_change", "spendsentry_false_alarm"])
+def test_a_feedback_click_needs_the_signature_like_any_other(action_id: str) -> None:
+    async def scenario(client: TestClient, published: list[Any]) -> None:
+        body = click(action_id)
+        forged = signed(body, secret="not-the-secret")
+        assert (await client.post(PATH, data=body, headers=forged)).status == 401
+        assert (await client.post(PATH, data=body)).status == 401
+        resp = await client.post(PATH, data=body, headers=signed(body))
+        assert resp.status == 200, await resp.text()
+
+    published = run(scenario)
+    assert len(published) == 1  # only the signed click
+    action = ControlAction.parse(published[0][1])
+    assert action.is_feedback and action.kind == "cost_spike"
 
 
 def _rejected(make: Callable[[bytes], tuple[bytes, dict[str, str]]], status: int) -> None:

@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="price overrides TOML, as given to replay (default: streams/prices.toml if present)",
     )
     parser.add_argument(
+        "--control",
+        metavar="FILE",
+        help="operator actions (ai.control messages, JSON Lines) given to the replay: adds "
+        "the feedback per use case and kind, the sensitivity it leaves (with --policies' "
+        "floors) and the verdict of the alerts it named (default: no feedback section)",
+    )
+    parser.add_argument(
         "--json", metavar="PATH", help="also write the full report as JSON (default: not written)"
     )
 
@@ -50,7 +57,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         prices = load_prices(args.prices) if args.events else None
         report = evaluate(
-            args.labels, args.alerts, args.events, policies, k=args.baseline_k, prices=prices
+            args.labels,
+            args.alerts,
+            args.events,
+            policies,
+            k=args.baseline_k,
+            prices=prices,
+            controls_path=args.control,
         )
     except (OSError, ValueError, SpendSentryError) as exc:
         print(f"spendsentry evaluate: {exc}", file=sys.stderr)

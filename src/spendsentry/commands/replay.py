@@ -63,13 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="records larger than this are dead-lettered (default 1 MiB)",
     )
+    parser.add_argument(
+        "--control",
+        metavar="FILE",
+        help="operator actions as JSON Lines of ai.control messages (e.g. expected_change, "
+        "false_alarm feedback), applied at their event time (default: none)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress, no summary line")
 
 
 def run(args: argparse.Namespace) -> int:
     from spendsentry.actions import ThrottleKeys
     from spendsentry.ingest import Decoder, IngestLimits
-    from spendsentry.replay import Progress, Sinks, replay, summary
+    from spendsentry.replay import Progress, Sinks, read_controls, replay, summary
     from spendsentry.setup import build_engine
 
     try:
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 decoder=decoder,
                 progress=progress,
                 keys=ThrottleKeys.from_env(),
+                controls=read_controls(args.control) if args.control else (),
             )
         finally:
             sinks.close()

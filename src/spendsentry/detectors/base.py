@@ -99,6 +99,12 @@ class Persistence:
         self.onset: float | None = None
         self.active = False
 
+    def rebase(self) -> None:
+        """Operator feedback (expected change): forget the streak."""
+        self.streak = 0
+        self.onset = None
+        self.active = False
+
     def update(self, anomalous: bool, minute_start: float) -> bool:
         if not anomalous:
             self.streak = 0

@@ -117,6 +117,17 @@ class BurnRateDetector:
         bar = max(self._ratio() * max(self.typical, 1e-9), self.peak_ratio * self._peak_rate())
         return (sum(ring) / len(ring)) / bar if bar > 0 and math.isfinite(bar) else 0.0
 
+    def rebase(self) -> None:
+        """Operator feedback (expected change): the current rate is typical now."""
+        if not self._ring:
+            return
+        rate = sum(self._ring) / len(self._ring)
+        self._typical = stats.EWMean(fading_factor=self._typical.fading_factor)
+        self._typical.update(rate)
+        self._peak.update(rate)
+        self._pending.clear()
+        self._streak = 0
+
     def learn_one(self, cost: float) -> None:
         """Take one minute's cost: update the rate, the streak and (if normal) the baselines."""
         self._ring.append(cost)

@@ -98,6 +98,11 @@ class OutcomeDropDetector:
         #: Minutes since the CUSUM last stood at zero.
         self.minutes = 0
 
+    def rebase(self) -> None:
+        """Operator feedback (expected change): the drop so far is normal; the CUSUM restarts."""
+        self.cusum = self.observed = self.expected = 0.0
+        self.minutes = 0
+
     def expect(self, calls: float) -> float:
         """Outcomes expected in a minute of ``calls`` calls; pure."""
         level = self._outcomes.get()

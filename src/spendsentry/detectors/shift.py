@@ -185,6 +185,17 @@ class RatioShiftDetector:
         self._var_unit += (sq - self._var_unit) * weight / self._w
         self._learned += den
 
+    def rebase(self) -> None:
+        """Operator feedback (expected change): the last window's ratio is the baseline now.
+
+        The noise estimate is kept; the window of the change now reads as normal.
+        """
+        recent = list(self._ring)[-self.window :]
+        den = sum(i[1] for i in recent)
+        if den > 0:
+            self._mean = sum(i[0] for i in recent) / den
+        self._carry = 0.0
+
     def score_one(self, num: float, den: float) -> float:
         """z-score of the window ending with this step (0 when not judgeable); pure."""
         shift = self._measure(num, den)
@@ -355,6 +366,21 @@ class RateSpikeDetector:
         while self._pending and self._pending[0][0] <= self._n - self.defer:
             self._learn(self._pending.popleft()[1])
 
+    def rebase(self) -> None:
+        """Operator feedback (expected change): the current rate is the level now.
+
+        The level restarts at the window's (trimmed) rate, which also counts as a
+        usual peak; rises held back for later are dropped.
+        """
+        if not self._ring:
+            return
+        observed = _trimmed_mean(self._ring)
+        self._level = stats.EWMean(fading_factor=self.level_fading)
+        self._level.update(observed)
+        self._peak.update(observed)
+        self._pending.clear()
+        self._spiking = 0
+
     def _learn(self, observed: float) -> None:
         level = self._level.get() or 0.0
         # The level learns a rise clipped: it follows growth and daily ramps,
@@ -491,6 +517,13 @@ class LogRateShiftDetector:
         if len(self._ring) == self.window:
             mean = sum(self._ring) / self.window
             self._noise.update((mean - level) ** 2)
+
+    def rebase(self) -> None:
+        """Operator feedback (expected change): the window's geometric mean is the level now."""
+        if not self._ring:
+            return
+        self._level = stats.EWMean(fading_factor=self.fading)
+        self._level.update(sum(self._ring) / len(self._ring))
 
     def score_one(self, x: float) -> float:
         """min(z / z_threshold, log ratio / log min_ratio): 1.0 or more is a shift; pure."""

@@ -13,8 +13,19 @@ message with :meth:`ControlAction.to_dict`; the engine reads it with
 >>> try:
 ...     ControlAction.parse({**a.to_dict(), "action": "pause", "until": None})
 ... except ControlError as exc:
+...     print(exc)  # doctest: +ELLIPSIS
+invalid control action: $.action: 'pause' is not one of ['ack', 'release', 'snooze', ...]
+
+Operator feedback on an alert names its use case and kind (the detector it teaches):
+
+>>> f = ControlAction.parse({**a.to_dict(), "action": "false_alarm", "until": None})
+>>> f.action, f.is_feedback
+('false_alarm', True)
+>>> try:
+...     ControlAction.parse({**f.to_dict(), "kind": None})
+... except ControlError as exc:
 ...     print(exc)
-invalid control action: $.action: 'pause' is not one of ['ack', 'release', 'snooze']
+invalid control action: $.kind: None is not of type 'string'
 """
 
 from __future__ import annotations
@@ -29,9 +40,15 @@ from spendsentry.errors import SpendSentryError
 from spendsentry.messages.scope import Scope
 from spendsentry.timeutil import format_ts, parse_ts
 
-__all__ = ["CONTROL_ACTIONS", "ControlAction", "ControlError"]
+__all__ = ["CONTROL_ACTIONS", "FEEDBACK_ACTIONS", "ControlAction", "ControlError"]
 
-CONTROL_ACTIONS: tuple[str, ...] = ("ack", "release", "snooze")
+#: Operator feedback that teaches the detectors: ``expected_change`` (the new
+#: level is the baseline from now on; the incident resolves) and
+#: ``false_alarm`` (counted; the kind gets less sensitive for the use case,
+#: within the policy's floor). Applied by the engine at event time.
+FEEDBACK_ACTIONS: tuple[str, ...] = ("expected_change", "false_alarm")
+
+CONTROL_ACTIONS: tuple[str, ...] = ("ack", "release", "snooze", *FEEDBACK_ACTIONS)
 
 
 class ControlError(SpendSentryError, ValueError):
@@ -56,6 +73,11 @@ class ControlAction:
     #: Set by ``spendsentry throttle test`` with ``version``: the command at that
     #: version is a test, so the engine only records the version.
     test: bool = False
+
+    @property
+    def is_feedback(self) -> bool:
+        """Whether this is feedback on a detector (:data:`FEEDBACK_ACTIONS`)."""
+        return self.action in FEEDBACK_ACTIONS
 
     @property
     def scope(self) -> Scope:

@@ -30,8 +30,9 @@ month), what spendsentry did (the alert's ``action``), what to check first
 ':red_circle: CRITICAL · prompt_inflation · support_chat'
 >>> [f["text"] for f in msg.blocks[2]["fields"][:2]]
 ['*Baseline*\\n1,840 tokens', '*Now*\\n5,890 tokens (3.2x)']
->>> [e["action_id"] for e in msg.blocks[-1]["elements"]]
-['spendsentry_ack', 'spendsentry_release', 'spendsentry_snooze']
+>>> [e["action_id"] for e in msg.blocks[-1]["elements"]]  # doctest: +NORMALIZE_WHITESPACE
+['spendsentry_ack', 'spendsentry_release', 'spendsentry_snooze',
+ 'spendsentry_expected_change', 'spendsentry_false_alarm']
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ ACTION_IDS: dict[str, str] = {
     "spendsentry_ack": "ack",
     "spendsentry_release": "release",
     "spendsentry_snooze": "snooze",
+    # Feedback that teaches the detector (applied by the engine at event time).
+    "spendsentry_expected_change": "expected_change",
+    "spendsentry_false_alarm": "false_alarm",
 }
 
 #: What to look at first, per alert kind: three lines an on-call can act on.
@@ -352,6 +356,11 @@ def _buttons(alert: Mapping[str, Any]) -> dict[str, Any] | None:
         }
         elements.append(release)
     elements.append(_button("spendsentry_snooze", "Snooze 1 h", value))
+    # Feedback: the new level is normal (it becomes the baseline and the
+    # incident resolves), or the alert was wrong (the kind gets less sensitive
+    # for this use case, within the policy's floor).
+    elements.append(_button("spendsentry_expected_change", "Expected change", value))
+    elements.append(_button("spendsentry_false_alarm", "False alarm", value))
     return {"type": "actions", "block_id": "spendsentry_actions", "elements": elements}
 
 

@@ -29,9 +29,9 @@ publish that failed (the failed request is forgotten, so a retry can succeed).
 
 The control message (``schemas/control-action.json``)::
 
-    {"action": "ack" | "release" | "snooze", "alert_id": str, "use_case": str,
-     "kind": str, "scope_key": str | null, "until": RFC 3339 | null,
-     "user": str, "at": RFC 3339}
+    {"action": "ack" | "release" | "snooze" | "expected_change" | "false_alarm",
+     "alert_id": str, "use_case": str, "kind": str, "scope_key": str | null,
+     "until": RFC 3339 | null, "user": str, "at": RFC 3339}
 
 ``until`` is set for snooze only: one hour after the click.
 

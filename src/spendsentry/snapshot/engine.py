@@ -28,6 +28,8 @@ from typing import Any
 from spendsentry.clock import EventClock
 from spendsentry.dedupe import EventIdIndex
 from spendsentry.engine import Engine, EngineStats, UseCaseState, UseCaseTotals
+from spendsentry.feedback import Feedback, tuned_policy
+from spendsentry.messages.control import ControlAction, ControlError
 from spendsentry.shared_content import SharedContentIndex
 from spendsentry.snapshot.detectors import dump_monitor, dump_running, load_monitor, load_running
 from spendsentry.snapshot.fields import NUMBER, Fields
@@ -217,15 +219,35 @@ def dump_use_case(u: UseCaseState) -> dict[str, Any]:
         # pickles), the incident is rebuilt from the open alerts.
         **({"incident_group": dump_group(u.incidents)} if hasattr(u, "incidents") else {}),
         **({"drivers": dump_drivers(u.drivers)} if hasattr(u, "drivers") else {}),
+        # Added within version 3, only when operators gave feedback: absent, none.
+        **({"feedback": dump_feedback(u.feedback)} if getattr(u, "feedback", None) else {}),
     }
+
+
+def dump_feedback(f: Feedback) -> dict[str, Any]:
+    """Operators' verdicts per kind (the tuned sensitivities follow from them)."""
+    return {"false_alarm": dict(f.false_alarms), "expected_change": dict(f.expected_changes)}
+
+
+def load_feedback(f: Fields) -> Feedback:
+    """:func:`dump_feedback` output; absent (an older snapshot), no feedback."""
+    if f.raw("feedback", None) is None:
+        return Feedback()
+    child = f.child("feedback")
+    return Feedback(
+        false_alarms=dict(child.map("false_alarm", str, int)),
+        expected_changes=dict(child.map("expected_change", str, int)),
+    )
 
 
 def load_use_case(engine: Engine, name: str, f: Fields) -> UseCaseState:
     """Build ``name``'s state from the current policy, then load what it learned."""
     policy = engine.policies.for_use_case(name)
-    u = UseCaseState(
-        name, policy, engine.monitor_factory(name, policy, engine.prices), engine.config
-    )
+    # Operators' false alarms tune the kinds: built tuned, then loaded.
+    feedback = load_feedback(f)
+    monitors = engine.monitor_factory(name, tuned_policy(policy, feedback), engine.prices)
+    u = UseCaseState(name, policy, monitors, engine.config)
+    u.feedback = feedback
     _load_spend(u, f)
     _load_detection(u, f)
     u.last_active_minute = f.int("last_active_minute")
@@ -283,6 +305,13 @@ def dump_engine(e: Engine) -> dict[str, Any]:
         "planner": dump_planner(e.planner),
         "shared_content": dump_shared_content(e.shared_content),
         "use_cases": {name: dump_use_case(u) for name, u in e.use_cases.items()},
+        # Added within version 3: feedback waiting for its event time (the
+        # control offsets committed with this snapshot are past it).
+        **(
+            {"pending_feedback": [a.to_dict() for a in e.pending_feedback]}
+            if getattr(e, "pending_feedback", None)
+            else {}
+        ),
     }
 
 
@@ -301,4 +330,10 @@ def load_engine(e: Engine, f: Fields) -> Engine:
     use_cases = f.child("use_cases")
     for name in use_cases.data:
         e.use_cases[name] = load_use_case(e, name, use_cases.child(name))
+    e.pending_feedback = []
+    for i, doc in enumerate(f.list("pending_feedback", dict, default=[])):
+        try:
+            e.pending_feedback.append(ControlAction.parse(doc))
+        except ControlError as exc:
+            raise f.fail(f"pending_feedback[{i}]", str(exc)) from None
     return e

@@ -54,11 +54,15 @@ def dump_tracker(t: IncidentTracker) -> dict[str, Any]:
             "peak": dump_finding(o.peak),
             "seq": o.seq,
         },
+        # Added within version 3, only while an expected change is accepted
+        # (its quiet minutes so far).
+        **({"accepted": t.accepted} if getattr(t, "accepted", None) is not None else {}),
     }
 
 
 def load_tracker(t: IncidentTracker, f: Fields) -> None:
     t._seq = f.int("seq")
+    t.accepted = f.optional_int("accepted", None)
     if f.raw("open") is None:
         t._open = None
         return

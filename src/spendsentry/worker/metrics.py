@@ -348,6 +348,11 @@ class WorkerMetrics:
     unpriced: Counter
     dead_letters: Counter
     use_cases: UseCaseLabels
+    #: Operator feedback (expected_change, false_alarm) the engine holding the
+    #: use case took, by use case, kind and verdict (this process's count).
+    feedback: Counter
+    #: Sensitivity of a kind for a use case after operators' false alarms.
+    detector_sensitivity: Gauge
     #: Events an adapter gave the default use case, by source (this process's reads).
     unattributed: Counter
     #: POST /v1/traces: spans by outcome, requests by HTTP status.
@@ -502,6 +507,22 @@ class WorkerMetrics:
                 ["reason", "use_case"],
                 registry=r,
             ),
+            feedback=Counter(
+                "spendsentry_feedback",
+                "Operator feedback on alerts taken by the engine that holds the use case, by "
+                "use case, kind and verdict (expected_change: rebaselined and resolved; "
+                "false_alarm: the kind's sensitivity lowered one step within the policy's "
+                "floor); counted by this process",
+                ["use_case", "kind", "verdict"],
+                registry=r,
+            ),
+            detector_sensitivity=Gauge(
+                "spendsentry_detector_sensitivity",
+                "Sensitivity of a detector for a use case after operators' false alarms "
+                "(only kinds that had one; the policy's sensitivity otherwise)",
+                ["use_case", "detector"],
+                registry=r,
+            ),
             use_cases=UseCaseLabels(use_case_limit),
             models=UseCaseLabels(MODEL_LABELS),
             use_case_limit=use_case_limit,
@@ -527,6 +548,15 @@ class WorkerMetrics:
     def set_score(self, use_case: str, detector: str, score: float) -> None:
         """Record a detector's latest score for a use case (first ``limit`` names labelled)."""
         self.detector_score.labels(self.use_cases.label(use_case), detector).set(score)
+
+    def count_feedback(self, use_case: str, kind: str, verdict: str) -> None:
+        """Count one feedback action (the use case label is capped like the others)."""
+        self.feedback.labels(self.use_cases.label(use_case), kind, verdict).inc()
+
+    def set_sensitivities(self, tuned: Mapping[tuple[str, str], float]) -> None:
+        """Set ``(use case, kind) -> sensitivity`` gauges."""
+        for (use_case, kind), value in tuned.items():
+            self.detector_sensitivity.labels(self.use_cases.label(use_case), kind).set(value)
 
     def set_consumer_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
         """Set ``(topic, partition, lag)`` gauges."""

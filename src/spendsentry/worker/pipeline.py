@@ -204,6 +204,10 @@ class Pipeline:
                     )
                 continue
             out.commands.extend(result.commands)
+            if self.metrics is not None:
+                for taken in result.feedback:
+                    assert taken.kind is not None  # feedback names its kind
+                    self.metrics.count_feedback(taken.use_case, taken.kind, taken.action)
         self.accounting.count_rejected(out.dead_letters[letters_before:])
         return applied
 
@@ -219,7 +223,10 @@ class Pipeline:
         if self.watermark == -math.inf or engine.closed_until is None:
             return
         before = engine.closed_until
+        feedback_waiting = bool(engine.pending_feedback)
         result = engine.advance(self.watermark)
+        if feedback_waiting and self.metrics is not None:
+            self.metrics.set_sensitivities(engine.sensitivities())
         if engine.closed_until != before:
             self.dirty = True
         out.dead_letters.extend(result.rejected)

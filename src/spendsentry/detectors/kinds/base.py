@@ -106,6 +106,26 @@ class Kind(ABC):
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         """Learn from one closed minute; return a Finding when it is anomalous."""
 
+    def accept_level(self, ctx: UseCaseContext) -> None:
+        """Operator feedback (``expected_change``): the current level is normal now.
+
+        By default every statistic the kind holds that can (``rebase()``: its
+        detectors, its :class:`~spendsentry.detectors.base.Persistence`) takes the
+        last window as its baseline and forgets its streak. A kind whose bar is
+        not learned (a budget, a target, a one-off finding) keeps it: the
+        incident still resolves, and fires again only on a new finding.
+        """
+        rebase_all(self)
+
+
+def rebase_all(obj: object) -> None:
+    """Call ``rebase()`` on each attribute of ``obj`` that has one (lenses: their own
+    :meth:`Kind.accept_level`, or the same default)."""
+    for value in list(getattr(obj, "__dict__", {}).values()):
+        rebase = getattr(value, "rebase", None)
+        if callable(rebase):
+            rebase()
+
 
 class Composite(Kind):
     """A kind judged through several lenses; the strongest finding of the minute wins.
@@ -115,6 +135,14 @@ class Composite(Kind):
 
     def __init__(self, lenses: Sequence[Monitor]) -> None:
         self.monitors = list(lenses)
+
+    def accept_level(self, ctx: UseCaseContext) -> None:
+        for lens in self.monitors:
+            accept = getattr(lens, "accept_level", None)
+            if callable(accept):
+                accept(ctx)
+            else:
+                rebase_all(lens)
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         found = [f for m in self.monitors if (f := m.observe(signals, ctx)) is not None]
