@@ -2,7 +2,8 @@
 
 :class:`ThrottlePlanner` is pure and deterministic (event time only, no I/O):
 the engine owns one (snapshotted by :mod:`spendsentry.snapshot.incidents`),
-and replay gets the same commands as the worker. Rules, per scope (the alert's use case):
+and replay gets the same commands as the worker. Rules, per scope (the alert's use case,
+or the session, agent or model that drives its excess: :mod:`spendsentry.actions.cause`):
 
 * Nothing when the use case is an experiment, its ``auto_throttle`` is "off",
   its ladder step for the alert's severity is "none" or missing, or the alert's
