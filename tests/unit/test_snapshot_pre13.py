@@ -81,11 +81,14 @@ _DRIVER = re.compile(r" (\d+% of the excess is |No single model, agent, tool or 
 
 def _old_kinds(alerts: list[dict]) -> list[dict]:
     """The fixture's kinds, without what drives the spend: a pickle from before it
-    learned that has none to restore, so it learns it afresh from the restore on."""
+    learned that has none to restore, so it learns it afresh from the restore on (and
+    the scope a throttle takes follows the drivers: the action's kind is compared, not
+    its command's id)."""
     return [
         {
             **{k: v for k, v in a.items() if k != "drivers"},
             "summary": _DRIVER.sub("", a["summary"]),
+            "action": {k: v for k, v in (a.get("action") or {}).items() if k != "command_id"},
         }
         for a in alerts
         if a["kind"] in snap.FIXTURE_KINDS
