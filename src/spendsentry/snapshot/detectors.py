@@ -14,7 +14,7 @@ appears in a snapshot.
 >>> spike = kind_class("cost_spike").build(Policy("chat"), PriceBook())
 >>> state = dump_monitor(spike)
 >>> state["kind"], sorted(state["lenses"]["CostSpike"])
-('cost_spike', ['detector', 'persistence', 'shift', 'shift_persistence'])
+('cost_spike', ['detector', 'persistence', 'prior', 'shift', 'shift_persistence'])
 >>> fresh = kind_class("cost_spike").build(Policy("chat"), PriceBook())
 >>> load_monitor(fresh, Fields(state, "$")) is None
 True
