@@ -50,11 +50,11 @@ __all__ = [
     "TIERS",
     "Budgets",
     "DetectorSetting",
+    "FleetPrior",
     "LadderStep",
     "Policy",
     "PolicyError",
     "PolicySet",
-    "FleetPrior",
     "UnownedFloors",
 ]
 
@@ -699,19 +699,26 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
             min_cost_per_hour_usd=float(unowned.get("min_cost_per_hour_usd", 5.0)),
             min_fleet_share=float(unowned.get("min_fleet_share", 0.0)),
         ),
-        fleet_prior=FleetPrior(
-            **{
-                name: type(default)(prior[name])
-                for name, default in _FLEET_PRIOR_DEFAULTS.items()
-                if name in prior
-            }
-        ),
+        fleet_prior=_fleet_prior(prior),
     )
 
 
-_FLEET_PRIOR_DEFAULTS: dict[str, float | int] = {
-    name: getattr(FleetPrior(), name) for name in FleetPrior.__slots__
-}
+def _fleet_prior(table: Mapping[str, Any]) -> FleetPrior:
+    """``[defaults.fleet_prior]``; keys it leaves out keep the built-in figures."""
+    d = FleetPrior()
+
+    def number(name: str, default: float) -> float:
+        return float(table.get(name, default))
+
+    return FleetPrior(
+        prompt_tokens_p95=number("prompt_tokens_p95", d.prompt_tokens_p95),
+        typical_prompt_tokens=number("typical_prompt_tokens", d.typical_prompt_tokens),
+        typical_output_tokens=number("typical_output_tokens", d.typical_output_tokens),
+        largest_use_case_per_hour_usd=number(
+            "largest_use_case_per_hour_usd", d.largest_use_case_per_hour_usd
+        ),
+        warmup_minutes=int(table.get("warmup_minutes", d.warmup_minutes)),
+    )
 
 
 def _ladder_step(step: Mapping[str, Any]) -> LadderStep:

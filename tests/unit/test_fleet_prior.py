@@ -191,3 +191,20 @@ def test_warmup_zero_turns_the_lenses_off() -> None:
     policy = PolicySet.from_toml_text(OFF, auto_throttle="off").defaults
     for kind in ("prompt_inflation", "cost_spike"):
         assert kind_class(kind).build(policy, PriceBook()).prior is None  # type: ignore[attr-defined]
+
+
+def test_the_judgement_does_not_depend_on_which_use_cases_share_the_engine(
+    fleet: list[UsageEvent],
+) -> None:
+    # A worker's engine sees only its partitions' use cases; replay sees them all.
+    # The fleet is configuration, so the pilot's alerts are the same either way.
+    # (Up to the pilot's last event: alone, the engine's clock stops there.)
+    policies = PolicySet.from_toml_text("", auto_throttle="off")
+
+    def until_the_end(alerts: list[dict]) -> list[dict]:
+        return [a for a in alerts if parse_ts(a["detected_at"]) <= T0 + 4 * HOUR]
+
+    together = [a for a in _run(policies, fleet) if a["use_case"] == PILOT]
+    alone = _run(policies, [e for e in fleet if e.use_case == PILOT])
+    assert _fleet_alerts(together, PILOT)
+    assert until_the_end(together) == until_the_end(alone)

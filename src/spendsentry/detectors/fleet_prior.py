@@ -168,7 +168,7 @@ class PromptPrior(FleetLens):
         summary = (
             f"{signals.use_case}: a new use case sends {size:,.0f} input tokens per call, "
             f"{times(ratio)} the {reference:,.0f} that 95% of the fleet's use cases stay "
-            f"under, about ${excess:,.2f} an hour more than prompts of that size."
+            f"under, about ${excess:,.2f} an hour more than at the fleet's size."
             + self.per_call_sentence(signals, calls, cost)
             + self.caveat()
             + " Check its prompts, context and retrieval."
