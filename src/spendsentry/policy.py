@@ -50,6 +50,7 @@ __all__ = [
     "TIERS",
     "Budgets",
     "DetectorSetting",
+    "FleetPrior",
     "LadderStep",
     "Policy",
     "PolicyError",
@@ -141,6 +142,33 @@ class UnownedFloors:
     #: share makes the alert depend on how use cases fall on partitions (replay, one
     #: engine, and a worker of N partitions would differ: docs/ownership.md).
     min_fleet_share: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPrior:
+    """What a use case is judged against before its own baseline has warmed up.
+
+    Every kind learns a use case's first 60 to 120 minutes as its normal, so a
+    new use case that starts out expensive would be its own baseline. Until
+    then ``prompt_inflation`` and ``cost_spike`` compare it with the fleet:
+    these reference numbers. They are configuration, not statistics the engine
+    gathers, because a worker's engine sees only the use cases of its own input
+    partitions and replay sees them all: numbers learned live would make the
+    alerts depend on how use cases fall on partitions (docs/ownership.md).
+    Read from ``[defaults.fleet_prior]``, for every use case (a policy of its
+    own included): the fleet is the same whoever looks at it.
+    """
+
+    #: Input tokens per LLM call that 95% of the fleet's use cases stay under.
+    prompt_tokens_p95: float = 4000.0
+    #: A typical call of the fleet (input and output tokens): with a model's
+    #: price it gives that model's typical cost per call.
+    typical_prompt_tokens: float = 1500.0
+    typical_output_tokens: float = 400.0
+    #: US dollars an hour that the fleet's largest use cases spend.
+    largest_use_case_per_hour_usd: float = 25.0
+    #: Minutes (from a use case's first event) it is judged against the fleet.
+    warmup_minutes: int = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +291,8 @@ class Policy:
     explicit: bool = False
     #: The floors of ``unowned_spend`` (set in ``[defaults]``; see :class:`UnownedFloors`).
     unowned: UnownedFloors = UnownedFloors()
+    #: What a new use case is compared with (see :class:`FleetPrior`).
+    fleet_prior: FleetPrior = FleetPrior()
 
     def __post_init__(self) -> None:
         where = f"use case {self.use_case!r}"
@@ -509,6 +539,10 @@ class PolicySet:
                 template = replace(template or Policy(use_case=""), auto_throttle=mode)
         if errors:
             raise PolicyError(errors)
+        if template is not None and template.fleet_prior != FleetPrior():
+            # The fleet is one for every use case: [defaults] says what it is.
+            prior = template.fleet_prior
+            policies = {k: replace(p, fleet_prior=prior) for k, p in policies.items()}
         return cls(policies.values(), defaults=template, files=files)
 
     # -- queries -----------------------------------------------------------
@@ -645,6 +679,7 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
     outcome = table.get("cost_per_outcome", {})
     target = outcome.get("target_usd")
     unowned = table.get("unowned_spend", {})
+    prior = table.get("fleet_prior", {})
     detectors = {
         kind: DetectorSetting(
             enabled=bool(setting.get("enabled", True)),
@@ -679,6 +714,25 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
             min_cost_per_hour_usd=float(unowned.get("min_cost_per_hour_usd", 5.0)),
             min_fleet_share=float(unowned.get("min_fleet_share", 0.0)),
         ),
+        fleet_prior=_fleet_prior(prior),
+    )
+
+
+def _fleet_prior(table: Mapping[str, Any]) -> FleetPrior:
+    """``[defaults.fleet_prior]``; keys it leaves out keep the built-in figures."""
+    d = FleetPrior()
+
+    def number(name: str, default: float) -> float:
+        return float(table.get(name, default))
+
+    return FleetPrior(
+        prompt_tokens_p95=number("prompt_tokens_p95", d.prompt_tokens_p95),
+        typical_prompt_tokens=number("typical_prompt_tokens", d.typical_prompt_tokens),
+        typical_output_tokens=number("typical_output_tokens", d.typical_output_tokens),
+        largest_use_case_per_hour_usd=number(
+            "largest_use_case_per_hour_usd", d.largest_use_case_per_hour_usd
+        ),
+        warmup_minutes=int(table.get("warmup_minutes", d.warmup_minutes)),
     )
 
 

@@ -46,8 +46,12 @@ KINDS: tuple[str, ...] = (
 
 #: The order a use case's monitors see each closed minute, which is the order
 #: of their alerts within a minute (kinds not listed come last, in
-#: :data:`KINDS` order). Changing it changes the alert stream.
+#: :data:`KINDS` order). Changing it changes the alert stream. ``unowned_spend``
+#: comes first: a new use case nobody owns is what its incident is about, even
+#: when the fleet lenses of prompt_inflation and cost_spike see it in the same
+#: minute (the first kind of a minute names the root cause).
 EVALUATION_ORDER: tuple[str, ...] = (
+    "unowned_spend",
     "prompt_inflation",
     "retrieval_amplification",
     "fallback_drift",
@@ -60,7 +64,6 @@ EVALUATION_ORDER: tuple[str, ...] = (
     "agent_chatter",
     "budget_burn",
     "new_model",
-    "unowned_spend",
 )
 
 

@@ -14,7 +14,7 @@ appears in a snapshot.
 >>> spike = kind_class("cost_spike").build(Policy("chat"), PriceBook())
 >>> state = dump_monitor(spike)
 >>> state["kind"], sorted(state["lenses"]["CostSpike"])
-('cost_spike', ['detector', 'persistence', 'shift', 'shift_persistence'])
+('cost_spike', ['detector', 'persistence', 'prior', 'shift', 'shift_persistence'])
 >>> fresh = kind_class("cost_spike").build(Policy("chat"), PriceBook())
 >>> load_monitor(fresh, Fields(state, "$")) is None
 True
@@ -28,6 +28,7 @@ from typing import Any
 
 from spendsentry.detectors.base import Persistence
 from spendsentry.detectors.burn import BurnRateDetector
+from spendsentry.detectors.fleet_prior import FleetLens
 from spendsentry.detectors.kinds.agent_chatter import AgentChatter
 from spendsentry.detectors.kinds.base import Composite
 from spendsentry.detectors.kinds.budget_burn import BudgetBurn
@@ -35,6 +36,7 @@ from spendsentry.detectors.kinds.cache_regression import CacheRegression
 from spendsentry.detectors.kinds.cost_per_outcome import OutcomeDrop, OutcomeTarget
 from spendsentry.detectors.kinds.cost_spike import CostSpike
 from spendsentry.detectors.kinds.new_model import NewModel
+from spendsentry.detectors.kinds.prompt_inflation import PromptInflation
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.kinds.shared_embedding_duplication import SharedEmbeddingDuplication
 from spendsentry.detectors.kinds.unowned_spend import UnownedSpend
@@ -194,6 +196,29 @@ def _floats() -> tuple[Dump, Load]:
     return (lambda v: list(v)), load
 
 
+def _fleet_lens() -> tuple[Dump, Load]:
+    """A kind's fleet lens (:mod:`spendsentry.detectors.fleet_prior`), or None.
+
+    A snapshot without one was written before the lens existed (or with it
+    turned off): the use case was running then, so its own baseline judges it,
+    not the fleet (the lens starts warmed up).
+    """
+
+    def dump(v: Any) -> Any:
+        return None if v is None else dump_running(v)
+
+    def loader(fresh: Any, f: Fields, name: str) -> Any:
+        if fresh is None:
+            return KEEP
+        if name in f.data and f.raw(name) is not None:
+            load_running(fresh, f.child(name))
+        else:
+            fresh.warmed()
+        return KEEP
+
+    return _Added((dump, loader))
+
+
 INT = _scalar((int,), "int")
 FLOAT = _scalar(NUMBER, "float")
 OPTIONAL_FLOAT = _scalar(OPTIONAL_NUMBER, "float or nil")
@@ -254,6 +279,9 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
     },
     SessionLengthDetector: {"_q": QUANTILE, "_mean": MEAN, "_n": INT},
     RatioKind: _RATIO_KIND,
+    PromptInflation: {**_RATIO_KIND, "prior": _fleet_lens()},
+    # Minutes watched, the window's (LLM calls, input tokens, cost) and persistence.
+    FleetLens: {"minutes": INT, "recent": _ring(3, NUMBER), "persistence": _nested()},
     # The recent minutes behind the excess cost an alert states.
     CacheRegression: {**_RATIO_KIND, "_recent": _ring_of_counts()},
     SharedEmbeddingDuplication: {**_RATIO_KIND, "_recent": _ring(1, NUMBER)},
@@ -281,6 +309,7 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "persistence": _nested(),
         "shift": _optional_nested(),
         "shift_persistence": _nested(),
+        "prior": _fleet_lens(),
     },
     OutcomeTarget: {"persistence": _nested()},
     OutcomeDrop: {"detector": _nested(), "_onset": OPTIONAL_FLOAT},

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from spendsentry.alerts import Finding
 from spendsentry.detectors.base import Persistence, UseCaseContext
+from spendsentry.detectors.fleet_prior import SpendPrior
 from spendsentry.detectors.kinds.base import Kind, Tuning
 from spendsentry.detectors.shift import LogRateShiftDetector, RateSpikeDetector
 from spendsentry.detectors.signals import finite, times, top_model
@@ -67,6 +68,8 @@ class CostSpike(Kind):
         self.shift_persistence = Persistence(shift_persistence)
         self.persistence = Persistence(persistence)
         self.min_calls = min_calls
+        #: The fleet lens of its first minutes (None: the policy turned it off).
+        self.prior: SpendPrior | None = None
 
     @classmethod
     def build(cls, policy: Policy, prices: PriceBook) -> CostSpike | None:
@@ -74,7 +77,7 @@ class CostSpike(Kind):
         if t is None or not t.volume:
             return None
         s = t.sensitivity
-        return cls(
+        kind = cls(
             # 10 minutes: long enough that one minute of a few huge calls
             # (the Azure code trace has them hourly) or a benign 3-minute
             # burst stays under 3x, short enough to catch a spike in ~5.
@@ -101,6 +104,10 @@ class CostSpike(Kind):
                 warmup=240,
             ),
         )
+        if policy.fleet_prior.warmup_minutes > 0:
+            # Until its own level and peaks are learned: the fleet's largest use cases.
+            kind.prior = SpendPrior(policy.fleet_prior, prices, s)
+        return kind
 
     @staticmethod
     def describe(use_case: str, observed: float, level: float, peak: float, days: int = 0) -> str:
@@ -131,6 +138,12 @@ class CostSpike(Kind):
         )
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
+        own = self._observe(signals, ctx)
+        # Both see every minute: the prior counts the use case's minutes.
+        fleet = self.prior.observe(signals, ctx) if self.prior is not None else None
+        return own if own is not None else fleet
+
+    def _observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         scale = ctx.daily.index(signals.minute) if self.seasonal else 1.0
         # Exactly the raw rate while there is no shape (scale 1.0).
         x = signals.cost / scale

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from spendsentry.alerts import Finding
+from spendsentry.detectors.base import UseCaseContext
+from spendsentry.detectors.fleet_prior import PromptPrior
 from spendsentry.detectors.kinds.base import SPEND, Tuning
 from spendsentry.detectors.kinds.ratio import RatioKind
 from spendsentry.detectors.shift import RatioShiftDetector, Shift
@@ -21,6 +24,8 @@ class PromptInflation(RatioKind):
 
     In ln space, so one huge prompt does not read as a trend; a 30-minute
     window with a higher z bar catches a sustained 2x of a sparse use case.
+    Until its own baseline has warmed up, ``prior`` compares its prompts with
+    the fleet's (:class:`~spendsentry.detectors.fleet_prior.PromptPrior`).
 
     >>> from spendsentry.policy import Policy
     >>> from spendsentry.pricing import PriceBook
@@ -56,7 +61,19 @@ class PromptInflation(RatioKind):
             long_window=30 if t.long_windows else 0,
             long_z_threshold=t.z(5.0),
         )
-        return cls(detector, critical_ratio=2.0, log_scale=True)
+        kind = cls(detector, critical_ratio=2.0, log_scale=True)
+        if policy.fleet_prior.warmup_minutes > 0:
+            kind.prior = PromptPrior(policy.fleet_prior, prices, t.sensitivity)
+        return kind
+
+    #: The fleet lens of its first minutes (None: the policy turned it off).
+    prior: PromptPrior | None = None
+
+    def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
+        own = super().observe(signals, ctx)
+        # Both see every minute: the prior counts the use case's minutes.
+        fleet = self.prior.observe(signals, ctx) if self.prior is not None else None
+        return own if own is not None else fleet
 
     def extract(self, signals: MinuteSignals) -> tuple[float, float]:
         return log_input_tokens_per_call(signals)
