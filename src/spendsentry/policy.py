@@ -501,16 +501,7 @@ class PolicySet:
         origin: dict[str, str] = {}
         defaults: tuple[str, dict[str, Any]] | None = None
         for name, doc in docs:
-            # NaN and infinities first: the schema's bounds cannot see NaN
-            # (every comparison with it is false), and for infinities its
-            # message would only repeat the point at the same key.
-            not_finite = _non_finite_numbers(doc)
-            at = {path for _, path in not_finite}
-            problems = [line for line, _ in not_finite]
-            problems += format_errors(
-                (e for e in schema.iter_errors(doc) if tuple(e.absolute_path) not in at), root=""
-            )
-            problems += _ladder_problems(doc)
+            problems = _doc_problems(schema, doc)
             if problems:
                 errors.extend(f"{name}: {line}" for line in problems)
                 continue
@@ -527,16 +518,9 @@ class PolicySet:
                     continue
                 origin[use_case] = name
                 policies[use_case] = _policy(use_case, table, explicit=True)
-        template: Policy | None = None
-        if defaults is not None:
-            template = _policy("", defaults[1], explicit=False)
-        if defaults is None or "auto_throttle" not in defaults[1]:
-            try:
-                mode = auto_throttle if auto_throttle is not None else _auto_throttle_from_env()
-            except PolicyError as exc:
-                errors.extend(exc.errors)
-            else:
-                template = replace(template or Policy(use_case=""), auto_throttle=mode)
+        template = _defaults_policy(
+            None if defaults is None else defaults[1], auto_throttle, errors
+        )
         if errors:
             raise PolicyError(errors)
         if template is not None and template.fleet_prior != FleetPrior():
@@ -645,6 +629,36 @@ def _non_finite_numbers(
     for key, item in items:
         found += _non_finite_numbers(item, (*path, key))
     return found
+
+
+def _defaults_policy(
+    table: dict[str, Any] | None, auto_throttle: str | None, errors: list[str]
+) -> Policy | None:
+    """The ``[defaults]`` policy (None: built-in), with the throttle mode from the
+    argument or the environment when the table does not set it."""
+    template = None if table is None else _policy("", table, explicit=False)
+    if table is None or "auto_throttle" not in table:
+        try:
+            mode = auto_throttle if auto_throttle is not None else _auto_throttle_from_env()
+        except PolicyError as exc:
+            errors.extend(exc.errors)
+        else:
+            template = replace(template or Policy(use_case=""), auto_throttle=mode)
+    return template
+
+
+def _doc_problems(schema: Any, doc: dict[str, Any]) -> list[str]:
+    """What is wrong with one policy file's document, one line each."""
+    # NaN and infinities first: the schema's bounds cannot see NaN (every
+    # comparison with it is false), and for infinities its message would only
+    # repeat the point at the same key.
+    not_finite = _non_finite_numbers(doc)
+    at = {path for _, path in not_finite}
+    problems = [line for line, _ in not_finite]
+    problems += format_errors(
+        (e for e in schema.iter_errors(doc) if tuple(e.absolute_path) not in at), root=""
+    )
+    return problems + _ladder_problems(doc)
 
 
 def _ladder_problems(doc: dict[str, Any]) -> list[str]:
