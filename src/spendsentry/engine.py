@@ -97,6 +97,13 @@ class EngineConfig:
     #: the stream by more than this many minutes is an outlier (``late``), not
     #: the start of the stream: one absurd first record cannot pin the clock.
     start_gap_minutes: int = 7 * 24 * 60
+    #: A use case is *new* (judged against the fleet while its own baseline
+    #: warms up, :mod:`spendsentry.detectors.fleet_prior`) only when it first
+    #: appears after the engine has watched the stream this many minutes: one
+    #: seen in the first hour was most likely there all along (the stream, not
+    #: the use case, began), and a fleet prior would page an established large
+    #: use case at every fresh start.
+    new_use_case_after_minutes: int = 60
 
 
 @dataclass(slots=True)
@@ -171,6 +178,10 @@ class Engine:
         #: Whether a minute has been closed yet: until then the start may move
         #: back (partitions arrive one after another; nothing was emitted).
         self.closing_started = False
+        #: The first minute the engine closed (None before), or the first of the
+        #: worker's engines (``PartitionSet``): how long the stream has been
+        #: watched, which says whether a use case met now is new.
+        self.watching_since: int | None = None
         self._seen_ids = EventIdIndex(self.config.max_dedupe_ids)
         #: Who first embedded each content hash, across use cases (one owner:
         #: the engine; use cases only see their own minutes).

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 def close_until(engine: Engine, target: int, out: EngineOutput) -> None:
     """Close every minute before ``target``, jumping over minutes nobody needs."""
     assert engine.closed_until is not None
+    if engine.watching_since is None:
+        engine.watching_since = engine.closed_until
     while engine.closed_until < target:
         busy = close_minute(engine, engine.closed_until, out)
         engine.closed_until += 1
@@ -79,8 +81,13 @@ def close_minute(engine: Engine, minute: int, out: EngineOutput) -> bool:
     # same fleet total (what ``unowned_spend`` compares a use case's share with),
     # whatever its name sorts as. Judging keeps the name order of the alerts.
     fleet = math.fsum(state.ctx.last_1h.cost for state in use_cases.values())  # exact: any order
+    # Whether a use case whose first minute this is met a stream the engine had
+    # watched a while (the fleet lens reads it once, at its first minute).
+    since = engine.watching_since
+    new = since is not None and minute - since >= engine.config.new_use_case_after_minutes
     for state, signals in closed:
         state.ctx.fleet_cost_1h = fleet
+        state.ctx.new_use_case = new
         for alert in state.detect(signals, engine.planner, out):
             if alert.status == "firing":
                 stats.alerts[alert.kind] = stats.alerts.get(alert.kind, 0) + 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
+import orjson
 import pytest
 
 from spendsentry.detectors.base import PeriodTotals, UseCaseContext
@@ -16,6 +18,7 @@ from spendsentry.snapshot.detectors import dump_monitor, load_monitor
 from spendsentry.snapshot.fields import Fields
 from spendsentry.timeutil import parse_ts
 from spendsentry.windows import CostWindow, MinuteSignals, ModelMinute
+from spendsentry.worker import PartitionSet
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z, a Monday
 HOUR = 3600.0
@@ -165,6 +168,7 @@ def test_the_lens_is_in_the_snapshot_and_an_older_snapshot_counts_as_established
     ctx = UseCaseContext(
         PILOT, Policy(PILOT), CostWindow(1), CostWindow(5), CostWindow(60), PeriodTotals()
     )
+    ctx.new_use_case = True  # met after the engine had watched a while
     found = []
     for m in range(4):
         s = _minute(1_000 + m)
@@ -193,18 +197,55 @@ def test_warmup_zero_turns_the_lenses_off() -> None:
         assert kind_class(kind).build(policy, PriceBook()).prior is None  # type: ignore[attr-defined]
 
 
-def test_the_judgement_does_not_depend_on_which_use_cases_share_the_engine(
+def test_a_use_case_there_when_the_engine_began_watching_is_established(
     fleet: list[UsageEvent],
 ) -> None:
-    # A worker's engine sees only its partitions' use cases; replay sees them all.
-    # The fleet is configuration, so the pilot's alerts are the same either way.
-    # (Up to the pilot's last event: alone, the engine's clock stops there.)
+    # The stream, not the use case, began: a fresh start (no snapshot) must not
+    # page an established large use case against the fleet.
     policies = PolicySet.from_toml_text("", auto_throttle="off")
-
-    def until_the_end(alerts: list[dict]) -> list[dict]:
-        return [a for a in alerts if parse_ts(a["detected_at"]) <= T0 + 4 * HOUR]
-
-    together = [a for a in _run(policies, fleet) if a["use_case"] == PILOT]
     alone = _run(policies, [e for e in fleet if e.use_case == PILOT])
-    assert _fleet_alerts(together, PILOT)
-    assert until_the_end(together) == until_the_end(alone)
+    assert not _fleet_alerts(alone, PILOT)
+
+
+def test_a_worker_with_the_pilot_alone_on_a_partition_judges_it_as_replay_does(
+    fleet: list[UsageEvent],
+) -> None:
+    # Replay sees every use case in one engine; a worker has one engine per
+    # partition, and the pilot's may hold nothing else: its engine starts two
+    # hours in. The worker's engines share the earliest start, so it is new there too.
+    policies = PolicySet.from_toml_text("", auto_throttle="off")
+    replayed = [a for a in _run(policies, fleet) if a["use_case"] == PILOT]
+    assert _fleet_alerts(replayed, PILOT)
+    workers = PartitionSet(lambda: Engine(policies), inputs=("u",), idle_after_s=1e9)
+    now = T0 + 7 * HOUR  # the records are not from the future
+    for p in (0, 1):
+        workers.fresh(p).watermarks.assign([("u", p)], now=now)
+    events = sorted(fleet, key=lambda e: e.ts)
+    offsets = [0, 0]
+    got: list[dict] = []
+    for start in range(0, len(events), 2_000):
+        batch: dict[tuple[str, int], list[_Record]] = {("u", 0): [], ("u", 1): []}
+        for e in events[start : start + 2_000]:
+            p = 1 if e.use_case == PILOT else 0
+            batch[("u", p)].append(_Record("u", p, offsets[p], orjson.dumps(e.to_dict())))
+            offsets[p] += 1
+        got += [a.to_dict() for a in workers.handle(batch, now=now).alerts]
+    got += [a.to_dict() for pl in workers.values() for a in pl.engine.flush().alerts]
+    fleet_kinds = ("prompt_inflation", "cost_spike")
+
+    def pilot_firing(alerts: list[dict]) -> list[tuple[str, str, str]]:
+        return [
+            (a["kind"], a["status"], a["detected_at"])
+            for a in alerts
+            if a["use_case"] == PILOT and a["kind"] in fleet_kinds and a["status"] == "firing"
+        ]
+
+    assert pilot_firing(got) == pilot_firing(replayed) != []
+
+
+@dataclass
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None

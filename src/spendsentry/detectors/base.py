@@ -67,6 +67,11 @@ class UseCaseContext:
     #: Set by the engine before each minute is judged (``minutes.close_minute``):
     #: derived from the use cases' own windows, so a snapshot need not hold it.
     fleet_cost_1h: float = 0.0
+    #: Whether the engine had watched the stream a while when this minute closed
+    #: (``EngineConfig.new_use_case_after_minutes``): a use case whose first
+    #: minute says so is new, and judged against the fleet in its first hours.
+    #: Set by the engine before each minute is judged.
+    new_use_case: bool = False
 
 
 class Monitor(Protocol):

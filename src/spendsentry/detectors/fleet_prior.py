@@ -67,6 +67,9 @@ class FleetLens:
         self.minutes = self.prior.warmup_minutes + 1
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
+        if self.minutes == 0 and not ctx.new_use_case:
+            # There when the engine began watching: established, not new.
+            self.warmed()
         self.minutes += 1
         if self.minutes > self.prior.warmup_minutes and not self.persistence.active:
             if self.recent:

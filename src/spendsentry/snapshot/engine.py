@@ -299,6 +299,9 @@ def dump_engine(e: Engine) -> dict[str, Any]:
     return {
         "closed_until": e.closed_until,
         "closing_started": e.closing_started,
+        # Added within version 3 (a converted version-2 engine has none: it
+        # had been watching, see load_engine).
+        **({"watching_since": e.watching_since} if hasattr(e, "watching_since") else {}),
         "clock": dump_clock(e.clock),
         "dedupe": dump_dedupe(e._seen_ids),
         "stats": dump_stats(e.stats),
@@ -319,6 +322,12 @@ def load_engine(e: Engine, f: Fields) -> Engine:
     """Load :func:`dump_engine` output into ``e``, freshly built by this process."""
     e.closed_until = f.optional_int("closed_until")
     e.closing_started = f.bool("closing_started")
+    # Added within version 3: a document without it was written by an engine
+    # that had watched for a while (every use case it meets from here on is new).
+    if "watching_since" in f.data:
+        e.watching_since = f.optional_int("watching_since")
+    elif e.closed_until is not None:
+        e.watching_since = e.closed_until - e.config.new_use_case_after_minutes
     load_clock(e.clock, f.child("clock"))
     load_dedupe(e._seen_ids, f.child("dedupe"))
     e.stats = load_stats(f.child("stats"))

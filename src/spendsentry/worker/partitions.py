@@ -278,6 +278,7 @@ class PartitionSet:
 
     def _advance(self, now: float, pending: Collection[TP], out: BatchOutput) -> None:
         event_time = self.event_time(now, pending)
+        self._share_watching_since()
         for p in self:
             self.pipelines[p].advance(now=now, out=out, event_time=event_time)
         if self.metrics is not None:
@@ -285,6 +286,24 @@ class PartitionSet:
             watermark = self.watermark
             if watermark != -math.inf:
                 self.metrics.watermark_lag.set(max(0.0, now - watermark))
+
+    def _share_watching_since(self) -> None:
+        """Every engine here has watched since the earliest start among them, as
+        one engine for all partitions would have: a partition whose first
+        events come hours in (a new use case alone on it) is not a new stream."""
+        starts = [
+            pl.engine.watching_since
+            if pl.engine.watching_since is not None
+            else pl.engine.closed_until
+            for pl in self.pipelines.values()
+        ]
+        first = min((s for s in starts if s is not None), default=None)
+        if first is None:
+            return
+        for pl in self.pipelines.values():
+            since = pl.engine.watching_since
+            if since is None or since > first:
+                pl.engine.watching_since = first
 
     # -- merged views ---------------------------------------------------------
 
