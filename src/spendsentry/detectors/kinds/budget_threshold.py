@@ -75,8 +75,6 @@ class BudgetThreshold(Kind):
 
     >>> from spendsentry.policy import Budgets, Policy
     >>> from spendsentry.pricing import PriceBook
-    >>> BudgetThreshold.build(Policy("chat"), PriceBook()) is None  # no cost budget
-    True
     >>> BudgetThreshold.build(Policy("chat", budgets=Budgets(cost_per_day_usd=10.0)),
     ...                       PriceBook()).thresholds
     (0.5, 0.8, 1.0)
@@ -90,11 +88,11 @@ class BudgetThreshold(Kind):
 
     @classmethod
     def build(cls, policy: Policy, prices: PriceBook) -> BudgetThreshold | None:
-        b = policy.budgets
-        budgets = (b.cost_per_hour_usd, b.cost_per_day_usd, b.cost_per_month_usd)
-        if not any(budgets) or Tuning.of(policy, cls.kind) is None:
+        # Built without a cost budget too (it then finds nothing): the policy's
+        # budgets are read each minute, as budget_burn reads them.
+        if Tuning.of(policy, cls.kind) is None:
             return None
-        return cls(tuple(b.thresholds))
+        return cls(tuple(policy.budgets.thresholds))
 
     def observe(self, signals: MinuteSignals, ctx: UseCaseContext) -> Finding | None:
         b = ctx.policy.budgets
