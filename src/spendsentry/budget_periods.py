@@ -85,16 +85,17 @@ class PeriodTracker(IncidentTracker):
             return out
         period = finding.details["period"]
         self._seq += 1
-        lane = self.lanes.get(period)
+        current = self.lanes.get(period)
         start = finding.onset if finding.onset is not None else at - 60.0
-        if lane is None:
+        if current is None:
             key = f"{self.kind}\x1f{period}"
-            lane = self.lanes[period] = _Open(
+            current = self.lanes[period] = _Open(
                 make_alert_id(self.use_case, key, start), start, finding.severity, 0, finding, 0
             )
             status = "firing"
         else:
             status = "escalated"
+        lane = current
         lane.seq = self._seq
         lane.peak = finding
         lane.severity = finding.severity

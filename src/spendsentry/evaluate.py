@@ -66,8 +66,8 @@ from typing import Any
 
 import orjson
 
-from spendsentry.events import UsageEvent
 from spendsentry.budget_periods import PERIOD_KINDS
+from spendsentry.events import UsageEvent
 from spendsentry.messages.alert import AlertView
 from spendsentry.policy import PolicySet
 from spendsentry.pricing import PriceBook
@@ -670,7 +670,9 @@ def format_report(report: EvaluationReport) -> str:
     if report.skipped_alert_records:
         parts.append(f"skipped {report.skipped_alert_records} unusable alert records")
     if report.budget_warnings:
-        parts.append(f"budget periods warned (budget_threshold, not scored): {report.budget_warnings}")
+        parts.append(
+            f"budget periods warned (budget_threshold, not scored): {report.budget_warnings}"
+        )
     if report.baseline is not None:
         parts.append("")
         parts.append(format_score(report.baseline))

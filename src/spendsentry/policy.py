@@ -31,6 +31,7 @@ restored engine gets the restoring process's (:mod:`spendsentry.snapshot`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import tomllib
@@ -47,8 +48,8 @@ __all__ = [
     "AUTO_THROTTLE_ENV",
     "AUTO_THROTTLE_MODES",
     "DEFAULT_LADDER",
-    "TIERS",
     "DEFAULT_THRESHOLDS",
+    "TIERS",
     "Budgets",
     "DetectorSetting",
     "LadderStep",
@@ -630,7 +631,7 @@ def _threshold_problems(doc: dict[str, Any]) -> list[str]:
             isinstance(v, int | float) and not isinstance(v, bool) for v in values
         ):
             continue  # the schema says what is wrong with it
-        if any(a >= b for a, b in zip(values, values[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(values)):
             problems.append(
                 f"{where}.budgets.thresholds: thresholds must be in rising order, got {values}"
             )

@@ -1,14 +1,14 @@
-"""budget_threshold through the engine: one alert per threshold and period, re-armed at the reset."""
+"""budget_threshold through the engine: one alert per threshold and period, re-armed."""
 
 from __future__ import annotations
 
 import pytest
 from _snapshots import restart
 
+from spendsentry.contracts import validator
 from spendsentry.engine import Engine
 from spendsentry.events import UsageEvent
 from spendsentry.policy import PolicySet
-from spendsentry.contracts import validator
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z (a Monday)
 KIND = "budget_threshold"
@@ -51,7 +51,9 @@ def minute_of(alert) -> int:
 def test_a_day_crossing_50_80_100_gives_one_alert_each_then_rearms_next_day():
     # $0.10 a minute: $50 at minute 500, $80 at 800, $100 at 1000, each day.
     _, alerts = run(spend(range(2 * 1440), 0.1))
-    seen = [(minute_of(a), a.status, a.severity, a.evidence["details"]["threshold"]) for a in alerts]
+    seen = [
+        (minute_of(a), a.status, a.severity, a.evidence["details"]["threshold"]) for a in alerts
+    ]
     assert seen == [
         (500, "firing", "info", 0.5),
         (800, "escalated", "warning", 0.8),
@@ -78,7 +80,12 @@ def test_the_alert_says_threshold_period_spend_and_when_it_runs_out():
     _, alerts = run(spend(range(1000), 0.1))
     first = alerts[0]
     d = first.evidence["details"]
-    assert (d["period"], d["threshold"], d["spent_usd"], d["budget_usd"]) == ("day", 0.5, 50.0, 100.0)
+    assert (d["period"], d["threshold"], d["spent_usd"], d["budget_usd"]) == (
+        "day",
+        0.5,
+        50.0,
+        100.0,
+    )
     assert d["resets_at"] == "2026-11-03T00:00:00.000Z"
     # $50 left at $0.10 a minute: 500 minutes after 08:20, 16:40 the same day.
     assert d["exhausted_at"] == "2026-11-02T16:40:00.000Z"

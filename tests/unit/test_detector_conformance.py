@@ -482,6 +482,8 @@ def _fires_once_per_period(kind: str, run: _Run) -> None:
     assert fired, f"{kind} never fired in {_SCENARIO_HOURS} hours of simulated traffic"
     for use_case in {u for u, _ in fired}:
         found = _feed_findings(kind, run, use_case)
-        crossings = [(f.details["period"], f.details["period_start"], f.details["threshold"])
-                     for _, f in found]
+        crossings = [
+            (f.details["period"], f.details["period_start"], f.details["threshold"])
+            for _, f in found
+        ]
         assert len(crossings) == len(set(crossings)), use_case

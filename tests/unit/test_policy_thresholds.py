@@ -61,7 +61,7 @@ def test_bad_thresholds_are_rejected(tmp_path: Path, value: str, message: str) -
     assert message in error
 
 
-def test_policy_check_accepts_thresholds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_policy_check_accepts_thresholds(tmp_path: Path) -> None:
     write(tmp_path, "[use_cases.a.budgets]\ncost_per_day_usd = 1\nthresholds = [0.5, 0.75, 1.0]\n")
     assert cli.main(["policy", "check", str(tmp_path)]) == 0
 

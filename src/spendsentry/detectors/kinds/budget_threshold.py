@@ -54,7 +54,7 @@ def period_bounds(period: str, minute: int) -> tuple[int, int]:
     >>> period_bounds("day", 29_893_000)
     (29892960, 29894400)
     >>> [format_ts(m * 60) for m in period_bounds("month", 29_893_000)]
-    ['2026-11-01T00:00:00Z', '2026-12-01T00:00:00Z']
+    ['2026-11-01T00:00:00.000Z', '2026-12-01T00:00:00.000Z']
     """
     if period == "hour":
         return minute // 60 * 60, minute // 60 * 60 + 60
