@@ -63,6 +63,8 @@ def run_scenario(scenario: Any, no_incidents: bool) -> dict[str, Any]:
             sinks.close()
         report = evaluate(labels_path, alerts_path, events_path, policies_dir)
     out: dict[str, Any] = {"seed": seed, "no_incidents": no_incidents}
+    # Budget threshold warnings are not scored (a level reached, not an anomaly).
+    out["budget_warnings"] = report.budget_warnings
     for name in ("engine", "baseline"):
         s = getattr(report, name)
         out[name] = {
@@ -219,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     baseline = aggregate(noisy, "baseline")
     print(f"seeds {args.seeds} ({args.hours:g} h each), quiet seeds {args.quiet_seeds}")
     print_table(engine, baseline, aggregate(quiet, "engine"))
+    print(
+        "budget periods warned (budget_threshold, not scored): "
+        f"{sum(r.get('budget_warnings', 0) for r in noisy)} in the seeds, "
+        f"{sum(r.get('budget_warnings', 0) for r in quiet)} in the quiet seeds"
+    )
     if args.verbose:
         for r in results:
             for inc in r["engine"]["incidents"]:

@@ -27,6 +27,9 @@ Rules (``spendsentry evaluate``):
   ``alert_id``) among the alerts whose span overlaps a labelled incident (its
   diagnoses and overlapping collateral; a ``budget_burn`` hours later the same
   day is a page of its own), averaged over the diagnosed incidents.
+* **Budget warnings** (``budget_threshold``) are not scored: they say a level
+  of spend was reached, which ordinary traffic does, not that something is
+  wrong; they are counted apart (``budget_warnings``: budget periods warned).
 * **Root cause**: the cause the first page for a labelled incident names, as
   its last ``firing`` record states it (``root_cause``; without one, the kind
   of that first page: what on-call was told first); it is right when it is
@@ -63,6 +66,7 @@ from typing import Any
 
 import orjson
 
+from spendsentry.budget_periods import PERIOD_KINDS
 from spendsentry.events import UsageEvent
 from spendsentry.feedback import sensitivity as feedback_sensitivity
 from spendsentry.messages.alert import AlertView
@@ -206,6 +210,8 @@ class EvaluationReport:
     skipped_alert_records: int = 0
     #: Operator feedback per (use case, kind), when control records were given.
     feedback: list[FeedbackRow] = field(default_factory=list)
+    #: Budget periods that crossed a threshold (``budget_threshold``; not scored).
+    budget_warnings: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -660,7 +666,11 @@ def evaluate(
     """
     labels = read_labels(labels_path)
     alerts, skipped = read_alerts(alerts_path)
-    report = EvaluationReport(engine=score(labels, alerts), skipped_alert_records=skipped)
+    warnings = [a for a in alerts if a.kind in PERIOD_KINDS]
+    alerts = [a for a in alerts if a.kind not in PERIOD_KINDS]
+    report = EvaluationReport(
+        engine=score(labels, alerts), skipped_alert_records=skipped, budget_warnings=len(warnings)
+    )
     if events_path is not None:
         budgets = read_hourly_budgets(policies_dir, labels.use_cases)
         costs = minute_costs(events_path, labels, prices)
@@ -722,6 +732,10 @@ def format_report(report: EvaluationReport) -> str:
     parts = [format_score(report.engine)]
     if report.skipped_alert_records:
         parts.append(f"skipped {report.skipped_alert_records} unusable alert records")
+    if report.budget_warnings:
+        parts.append(
+            f"budget periods warned (budget_threshold, not scored): {report.budget_warnings}"
+        )
     if report.baseline is not None:
         parts.append("")
         parts.append(format_score(report.baseline))

@@ -31,6 +31,7 @@ restored engine gets the restoring process's (:mod:`spendsentry.snapshot`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import tomllib
@@ -47,6 +48,7 @@ __all__ = [
     "AUTO_THROTTLE_ENV",
     "AUTO_THROTTLE_MODES",
     "DEFAULT_LADDER",
+    "DEFAULT_THRESHOLDS",
     "TIERS",
     "Budgets",
     "DetectorSetting",
@@ -87,14 +89,25 @@ class PolicyError(ConfigError, ValueError):
         return (type(self), (self.errors,))
 
 
+#: The shares of a budget whose crossing warns (``budget_threshold``): half,
+#: four fifths, all of it.
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.8, 1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Budgets:
-    """Spend limits of a use case; ``None`` means no limit of that kind."""
+    """Spend limits of a use case; ``None`` means no limit of that kind.
+
+    ``thresholds`` are the shares of each cost budget (hour, day, month) whose
+    crossing gives one ``budget_threshold`` alert per period (rising, each in
+    (0, 1.5]).
+    """
 
     cost_per_hour_usd: float | None = None
     cost_per_day_usd: float | None = None
     cost_per_month_usd: float | None = None
     tokens_per_minute: int | None = None
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,7 +671,32 @@ def _doc_problems(schema: Any, doc: dict[str, Any]) -> list[str]:
     problems += format_errors(
         (e for e in schema.iter_errors(doc) if tuple(e.absolute_path) not in at), root=""
     )
-    return problems + _ladder_problems(doc)
+    return problems + _ladder_problems(doc) + _threshold_problems(doc)
+
+
+def _threshold_problems(doc: dict[str, Any]) -> list[str]:
+    """Checks JSON Schema cannot express: budget thresholds in rising order.
+
+    >>> _threshold_problems({"use_cases": {"a": {"budgets": {"thresholds": [0.8, 0.5]}}}})
+    ['use_cases.a.budgets.thresholds: thresholds must be in rising order, got [0.8, 0.5]']
+    """
+    problems = []
+    tables: list[tuple[str, Any]] = [("defaults", doc.get("defaults"))]
+    use_cases = doc.get("use_cases")
+    if isinstance(use_cases, dict):
+        tables += [(f"use_cases.{_key(k)}", v) for k, v in use_cases.items()]
+    for where, table in tables:
+        budgets = table.get("budgets") if isinstance(table, dict) else None
+        values = budgets.get("thresholds") if isinstance(budgets, dict) else None
+        if not isinstance(values, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        ):
+            continue  # the schema says what is wrong with it
+        if any(a >= b for a, b in itertools.pairwise(values)):
+            problems.append(
+                f"{where}.budgets.thresholds: thresholds must be in rising order, got {values}"
+            )
+    return problems
 
 
 def _ladder_problems(doc: dict[str, Any]) -> list[str]:
@@ -716,6 +754,7 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
             cost_per_day_usd=_opt_float(budgets.get("cost_per_day_usd")),
             cost_per_month_usd=_opt_float(budgets.get("cost_per_month_usd")),
             tokens_per_minute=None if tpm is None else int(tpm),
+            thresholds=tuple(float(t) for t in budgets.get("thresholds", DEFAULT_THRESHOLDS)),
         ),
         outcome=outcome.get("outcome"),
         cost_per_outcome_target_usd=None if target is None else float(target),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from spendsentry.actions import Baseline, ThrottlePlanner
 from spendsentry.alerts import Alert, IncidentTracker, severity_rank
+from spendsentry.budget_periods import PERIOD_KINDS, PeriodTracker
 from spendsentry.detectors import Monitor, PeriodTotals, UseCaseContext
 from spendsentry.drivers import SpendDrivers, headline
 from spendsentry.feedback import Feedback, tuned_policy
@@ -51,7 +52,9 @@ class UseCaseState:
         )
         self.monitors = monitors
         self.trackers = {
-            m.kind: IncidentTracker(use_case, m.kind, resolve_after=config.resolve_after_minutes)
+            m.kind: (PeriodTracker if m.kind in PERIOD_KINDS else IncidentTracker)(
+                use_case, m.kind, resolve_after=config.resolve_after_minutes
+            )
             for m in monitors
         }
         #: Its alerts grouped into incidents, each naming its root cause.
@@ -195,9 +198,14 @@ class UseCaseState:
         """Group the minute's alerts into the incident, explain them, plan commands."""
         policy = self.policy
         # The minute's alerts join their incident together, so kinds that fire in
-        # one minute agree on the cause before any command is planned.
-        self.incidents.assign(added)
+        # one minute agree on the cause before any command is planned. A budget
+        # threshold is its period's own incident, and throttles nothing
+        # (spendsentry.budget_periods).
+        self.incidents.assign([a for a in added if a.kind not in PERIOD_KINDS])
         for alert in added:
+            if alert.kind in PERIOD_KINDS:
+                out.alerts.append(alert)
+                continue
             if alert.status != "resolved":
                 _explain(alert, self)
             command = planner.plan(alert, policy, _baseline(self))

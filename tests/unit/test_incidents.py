@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from spendsentry.alerts import Alert
+from spendsentry.budget_periods import PERIOD_KINDS
 from spendsentry.detectors.kinds.base import SPEND
 from spendsentry.detectors.registry import KINDS, kind_class
 from spendsentry.engine import Engine
@@ -123,6 +124,13 @@ def _overlapping_share_incidents(alerts: list[dict[str, Any]]) -> None:
 def test_a_replay_groups_overlapping_alerts_and_only_causes_throttle(tmp_path: Path) -> None:
     alerts, commands = _replay(tmp_path / "a", seed=3)
     assert alerts and all(a["incident_id"].startswith("inc-") for a in alerts)
+    # Budget threshold warnings are each their budget period's own incident.
+    warnings = [a for a in alerts if a["kind"] in PERIOD_KINDS]
+    assert all((a["root_cause"], a["role"]) == (a["kind"], "cause") for a in warnings)
+    assert not {a["incident_id"] for a in warnings} & {
+        a["incident_id"] for a in alerts if a["kind"] not in PERIOD_KINDS
+    }
+    everything, alerts = alerts, [a for a in alerts if a["kind"] not in PERIOD_KINDS]
     _overlapping_share_incidents(alerts)
     # Each incident's last word names a kind of it that none of its kinds explains.
     kinds: dict[str, list[str]] = defaultdict(list)
@@ -142,4 +150,4 @@ def test_a_replay_groups_overlapping_alerts_and_only_causes_throttle(tmp_path: P
             assert (a["alert_id"], a["detected_at"]) not in issued
     # Deterministic: a second replay names the same incidents.
     again, _ = _replay(tmp_path / "b", seed=3)
-    assert [a["incident_id"] for a in again] == [a["incident_id"] for a in alerts]
+    assert [a["incident_id"] for a in again] == [a["incident_id"] for a in everything]

@@ -113,6 +113,7 @@ def test_a_restored_engine_detects_like_one_that_never_stopped(halves) -> None:
         "cache_regression",
         "shared_embedding_duplication",
         "new_model",
+        "budget_threshold",
     }
     got = _run(restored, after, flush=True)
     # Cost per outcome learns differently since this fixture was written (the

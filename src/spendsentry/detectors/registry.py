@@ -35,6 +35,7 @@ KINDS: tuple[str, ...] = (
     "retrieval_amplification",
     "cost_spike",
     "budget_burn",
+    "budget_threshold",
     "cost_per_outcome",
     "embedding_duplication",
     "model_oversizing",
@@ -63,6 +64,7 @@ EVALUATION_ORDER: tuple[str, ...] = (
     "cost_spike",
     "agent_chatter",
     "budget_burn",
+    "budget_threshold",
     "new_model",
 )
 

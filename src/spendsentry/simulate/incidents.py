@@ -61,6 +61,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from spendsentry.alerts import ALERT_KINDS
+from spendsentry.budget_periods import PERIOD_KINDS
 
 __all__ = [
     "BIG_MODELS",
@@ -79,8 +80,9 @@ __all__ = [
     "plan_incidents",
 ]
 
-#: The fixed vocabulary of incident (and alert) kinds.
-KINDS: tuple[str, ...] = ALERT_KINDS
+#: The fixed vocabulary of incident kinds: the alert kinds but those that warn
+#: of a level ordinary traffic reaches (budget thresholds), not of an anomaly.
+KINDS: tuple[str, ...] = tuple(k for k in ALERT_KINDS if k not in PERIOD_KINDS)
 #: Kinds planned after the first nine, from the rest of the same random stream.
 EXTRA_KINDS: tuple[str, ...] = ("cache_regression", "shared_embedding_duplication")
 #: Kinds whose incidents are traffic of their own (a new use case, calls to a

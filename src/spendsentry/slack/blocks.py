@@ -98,6 +98,11 @@ CHECKLISTS: dict[str, tuple[str, ...]] = {
         "Otherwise find what drives it: request volume or tokens per call",
         "Throttle before the budget runs out if the rate is not wanted",
     ),
+    "budget_threshold": (
+        "Is this period's spend expected (launch, campaign, month end)? Then nothing to do",
+        "If the projection says it runs out before the reset: who spends? (drivers, callers)",
+        "Raise the budget in the policy, or throttle before it is spent",
+    ),
     "cost_per_outcome": (
         "Are outcome events still arriving? A broken outcome feed looks like this",
         "Did the success rate drop (more calls per resolved item)?",

@@ -32,6 +32,7 @@ from spendsentry.detectors.fleet_prior import FleetLens
 from spendsentry.detectors.kinds.agent_chatter import AgentChatter
 from spendsentry.detectors.kinds.base import Composite
 from spendsentry.detectors.kinds.budget_burn import BudgetBurn
+from spendsentry.detectors.kinds.budget_threshold import BudgetThreshold
 from spendsentry.detectors.kinds.cache_regression import CacheRegression
 from spendsentry.detectors.kinds.cost_per_outcome import OutcomeDrop, OutcomeTarget
 from spendsentry.detectors.kinds.cost_spike import CostSpike
@@ -175,6 +176,20 @@ def _rows_by_name(width: int) -> tuple[Dump, Load]:
     return (lambda v: {k: list(row) for k, row in v.items()}), load
 
 
+def _int_rows(width: int) -> tuple[Dump, Load]:
+    """A ``{name: [int] * width}`` map (a budget period's start and thresholds fired)."""
+
+    def load(_: Any, f: Fields, name: str) -> Any:
+        rows = f.map(name, str, list)
+        for key, row in rows.items():
+            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in row)
+            if len(row) != width or not ok:
+                raise f.fail(f"{name}[{key!r}]", f"expected {width} integers")
+        return {key: list(row) for key, row in rows.items()}
+
+    return (lambda v: {k: list(row) for k, row in v.items()}), load
+
+
 def _named_rows() -> tuple[Dump, Load]:
     """A list of ``[name, number, number or nil]`` (new models for the status page)."""
 
@@ -304,6 +319,8 @@ RUNNING: dict[type, dict[str, tuple[Dump, Load]]] = {
         "first_seen": added(OPTIONAL_FLOAT),
     },
     BudgetBurn: {"detector": _nested(), "persistence": _nested()},
+    # Which thresholds fired in which period: a restore mid-period warns no twice.
+    BudgetThreshold: {"fired": added(_int_rows(2))},
     CostSpike: {
         "detector": _nested(),
         "persistence": _nested(),

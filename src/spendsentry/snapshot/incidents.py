@@ -20,6 +20,7 @@ from spendsentry.actions.commands import MAX_VERSION, CommandReason, ThrottleCom
 from spendsentry.actions.planner import ThrottlePlanner
 from spendsentry.actions.scopes import ScopeState
 from spendsentry.alerts import Finding, IncidentTracker, _Open
+from spendsentry.budget_periods import PeriodTracker
 from spendsentry.incidents import IncidentGroup, OpenIncident, make_incident_id
 from spendsentry.messages.scope import Scope
 from spendsentry.snapshot.fields import NUMBER, Fields, SnapshotError
@@ -39,35 +40,19 @@ def load_finding(f: Fields) -> Finding:
         raise f.fail("kind", f"not a finding: {exc}") from None
 
 
-def dump_tracker(t: IncidentTracker) -> dict[str, Any]:
-    """The open incident (if any) and the incident counter; ``resolve_after`` is configuration."""
-    o = t._open
+def _dump_open(o: _Open) -> dict[str, Any]:
     return {
-        "seq": t._seq,
-        "open": None
-        if o is None
-        else {
-            "alert_id": o.alert_id,
-            "started_at": o.started_at,
-            "severity": o.severity,
-            "quiet_minutes": o.quiet_minutes,
-            "peak": dump_finding(o.peak),
-            "seq": o.seq,
-        },
-        # Added within version 3, only while an expected change is accepted
-        # (its quiet minutes so far).
-        **({"accepted": t.accepted} if getattr(t, "accepted", None) is not None else {}),
+        "alert_id": o.alert_id,
+        "started_at": o.started_at,
+        "severity": o.severity,
+        "quiet_minutes": o.quiet_minutes,
+        "peak": dump_finding(o.peak),
+        "seq": o.seq,
     }
 
 
-def load_tracker(t: IncidentTracker, f: Fields) -> None:
-    t._seq = f.int("seq")
-    t.accepted = f.optional_int("accepted", None)
-    if f.raw("open") is None:
-        t._open = None
-        return
-    o = f.child("open")
-    t._open = _Open(
+def _load_open(o: Fields) -> _Open:
+    return _Open(
         o.str("alert_id"),
         o.float("started_at"),
         o.str("severity"),
@@ -75,6 +60,32 @@ def load_tracker(t: IncidentTracker, f: Fields) -> None:
         load_finding(o.child("peak")),
         o.int("seq"),
     )
+
+
+def dump_tracker(t: IncidentTracker) -> dict[str, Any]:
+    """The open incident (if any) and the incident counter; ``resolve_after`` is configuration.
+
+    A :class:`PeriodTracker` adds its open alert per budget period (``lanes``,
+    added within version 3: absent, none is open).
+    """
+    o = t._open
+    out: dict[str, Any] = {"seq": t._seq, "open": None if o is None else _dump_open(o)}
+    # Added within version 3, only while an expected change is accepted (its
+    # quiet minutes so far).
+    if getattr(t, "accepted", None) is not None:
+        out["accepted"] = t.accepted
+    if isinstance(t, PeriodTracker):
+        out["lanes"] = {period: _dump_open(lane) for period, lane in sorted(t.lanes.items())}
+    return out
+
+
+def load_tracker(t: IncidentTracker, f: Fields) -> None:
+    t._seq = f.int("seq")
+    t.accepted = f.optional_int("accepted", None)
+    t._open = None if f.raw("open") is None else _load_open(f.child("open"))
+    if isinstance(t, PeriodTracker) and "lanes" in f.data:
+        lanes = f.child("lanes")
+        t.lanes = {period: _load_open(lanes.child(period)) for period in sorted(lanes.data)}
 
 
 def dump_group(g: IncidentGroup) -> dict[str, Any] | None:
