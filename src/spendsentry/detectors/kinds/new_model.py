@@ -3,12 +3,16 @@
 During its first :data:`WARMUP_MINUTES` minutes (from its first event, idle
 minutes included: a sparse use case is not young for days) a use case's models
 are learned as its own. After that, the first call to a model it never used
-starts a watch of :data:`WATCH_MINUTES` minutes: its calls, and what they cost
-against the same calls at the use case's usual cost per call (a decayed
-average over the models it knows). A model adopted (at least
+starts a watch of up to :data:`WATCH_MINUTES` minutes: its calls, and what
+they cost against the same calls at the use case's usual cost per call (a
+decayed average over the models it knows). A model adopted (at least
 :data:`MIN_CALLS` calls over :data:`MIN_MINUTES` minutes) whose extra cost,
 at the watch's pace, comes to :data:`MIN_MONTHLY_USD` a month or more gives
-one info alert with that monthly difference. Every new model, adopted or not,
+one info alert with that monthly difference. The watch is judged each minute
+from its :data:`EARLY_MINUTES`-th on, with the pace over the minutes watched
+so far: a trial that meets the adoption bar (calls in distinct minutes) in
+half the watch is reported then, one that starts slowly when it meets it,
+and a watch that never does ends after :data:`WATCH_MINUTES`. Every new model, adopted or not,
 is listed in :attr:`NewModel.recent` for the status page. Experiments try
 models on purpose: no monitor for them.
 """
@@ -30,6 +34,11 @@ if TYPE_CHECKING:
 WARMUP_MINUTES = 120
 #: Minutes a new model is watched from its first call.
 WATCH_MINUTES = 10
+#: The first look at a watch: the adoption bar (MIN_CALLS over MIN_MINUTES)
+#: met within this many minutes is the same evidence of adoption, not a
+#: stray fallback, as over the whole watch (the bar counts calls, not
+#: minutes); the monthly pace is then measured over the minutes watched.
+EARLY_MINUTES = 5
 #: Adoption, not a stray fallback: calls, in this many minutes of the watch.
 MIN_CALLS = 5
 MIN_MINUTES = 3
@@ -103,31 +112,37 @@ class NewModel(Kind):
                 w[1] += m.calls
                 w[2] += m.cost
                 w[3] += 1
-            if signals.minute - w[0] + 1 < WATCH_MINUTES:
+            watched = int(signals.minute - w[0]) + 1
+            if watched < EARLY_MINUTES:
+                continue
+            monthly = self.monthly_difference(w, watched)
+            adopted = w[1] >= MIN_CALLS and w[3] >= MIN_MINUTES and monthly >= self.min_monthly
+            if not adopted and watched < WATCH_MINUTES:
                 continue
             del self.watch[name]
-            monthly = self.monthly_difference(w)
             for row in self.recent:
                 if row[0] == name:
                     row[2] = round(monthly, 2)
-            if w[1] >= MIN_CALLS and w[3] >= MIN_MINUTES and monthly >= self.min_monthly:
-                found.append((monthly, name, w))
+            if adopted:
+                found.append((monthly, name, [*w, float(watched)]))
         if not found:
             return None
         monthly, name, w = max(found)
         return self._finding(signals, name, w, monthly)
 
-    def monthly_difference(self, w: list[float]) -> float:
-        """Extra USD a month of a watch's calls at its pace, against the usual cost per call."""
+    def monthly_difference(self, w: list[float], minutes: int = WATCH_MINUTES) -> float:
+        """Extra USD a month of a watch's calls over ``minutes`` at its pace, against the
+        usual cost per call."""
         usual = self.usual_cost / self.usual_calls if self.usual_calls > 0 else 0.0
-        return (w[2] - w[1] * usual) * MINUTES_PER_MONTH / WATCH_MINUTES
+        return (w[2] - w[1] * usual) * MINUTES_PER_MONTH / minutes
 
     def _finding(self, s: MinuteSignals, name: str, w: list[float], monthly: float) -> Finding:
         usual = self.usual_cost / self.usual_calls if self.usual_calls > 0 else 0.0
         per_call = w[2] / w[1] if w[1] else 0.0
+        watched = int(w[4])
         summary = (
             f"{s.use_case}: started calling {name}, a model it never used before "
-            f"({w[1]:.0f} calls in {WATCH_MINUTES} minutes at ${per_call:,.4f} a call against "
+            f"({w[1]:.0f} calls in {watched} minutes at ${per_call:,.4f} a call against "
             f"its usual ${usual:,.4f}); at this pace that is ${monthly:,.0f} a month more."
         )
         return Finding(
@@ -137,7 +152,7 @@ class NewModel(Kind):
             metric="new_model_cost_per_month_usd",
             baseline=self.min_monthly,
             observed=monthly,
-            window_s=WATCH_MINUTES * 60.0,
+            window_s=watched * 60.0,
             summary=summary,
             unit="usd",
             example_model=name,
