@@ -10,6 +10,7 @@ signed interaction request to the worker) and the guard allows again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +19,8 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +83,39 @@ def _buttons(message: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-@pytest.mark.timeout(240)
-def test_incident_to_slack_to_throttle_to_release_click(
+@dataclass
+class SlackWorker:
+    """A worker with Slack on (the stand-in) and its web port, for click-through tests."""
+
+    slack: SlackStandIn
+    names: dict[str, str]
+    web_port: int
+    log_path: Path
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            return None
+
+    def status(self) -> dict[str, Any] | None:
+        doc = self.get("/status")
+        return None if doc is None else dict(json.loads(doc))
+
+
+@contextlib.contextmanager
+def slack_worker(
     broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
-) -> None:
+) -> Iterator[SlackWorker]:
+    """Start ``spendsentry worker --notify`` on fresh topics with :data:`POLICY`, Slack
+    pointed at a stand-in; wait until it holds its partitions; stop it (by pid) after."""
     names = write_topics(tmp_path / "topics.toml", unique_name("t"))
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "p.toml").write_text(POLICY)
-    web_port = free_port()
     with SlackStandIn() as slack:
         env = {
             **os.environ,
@@ -98,74 +125,24 @@ def test_incident_to_slack_to_throttle_to_release_click(
             "SLACK_DEFAULT_CHANNEL": "#oncall",
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         }
-        log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
+        running = SlackWorker(slack, names, free_port(), tmp_path / "worker.log")
+        log = open(running.log_path, "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
             [sys.executable, "-m", "spendsentry", "worker", "--broker", broker.bootstrap,
-             "--web-port", str(web_port), "--topics", str(tmp_path / "topics.toml"),
+             "--web-port", str(running.web_port), "--topics", str(tmp_path / "topics.toml"),
              "--group", unique_name("g"), "--state-dir", str(tmp_path / "state"),
              "--policies", str(tmp_path / "policies"), "--idle-partition", "2",
              "--snapshot-interval", "1", "--session-timeout-ms", "6000", "--notify"],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-
-        def tail() -> str:
-            return (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
-
-        def status() -> dict[str, Any] | None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/status", timeout=5) as r:
-                    doc: dict[str, Any] = json.loads(r.read())
-                    return doc
-            except OSError:
-                return None
-
         try:
             wait_until(
-                lambda: (s := status()) is not None and len(s.get("assignment", [])) >= 4,
+                lambda: (s := running.status()) is not None and len(s.get("assignment", [])) >= 4,
                 90,
                 "the worker to join its group",
             )
-            start = float(int(time.time() // 60 * 60) - 120 * 60)
-            events = spike_traffic(start, 112)
-            reporter = UsageReporter(broker.bootstrap, topic=names["usage"], batch_size=100)
-            reporter.start_background()
-            try:
-                assert all(reporter.report(e) for e in events)
-                wait_until(lambda: reporter.counts["sent"] == len(events), 30, "sending")
-            finally:
-                reporter.close()
-
-            # 1. Slack: the alert reaches on-call, with the evidence and the buttons.
-            def posted() -> list[dict[str, Any]]:
-                return [m for m in slack.ok("chat.postMessage") if "support_chat" in m["text"]]
-
-            wait_until(lambda: bool(posted()), 90, f"a Slack message\n{tail()}")
-            message = posted()[0]
-            assert message["channel"] == "#support"  # the policy's owner
-            rendered = json.dumps(message["blocks"])
-            assert "support_chat" in rendered and "/h" in rendered
-            buttons = _buttons(message)
-            assert {"spendsentry_ack", "spendsentry_snooze"} <= set(buttons)
-
-            # 2. Throttle: a signed command makes the guard deny.
-            guard = ThrottleGuard(broker.bootstrap, ThrottleKeys.of(KEY), topic=names["throttle"])
-            with guard:
-                assert asyncio.run(guard.wait_synced(20))
-                wait_until(lambda: not guard.check("support_chat").allowed, 60, "the guard to deny")
-                decision = guard.check("support_chat", model="gpt-4o")
-                assert decision.action in ("deny", "route")
-                assert guard.counts["bad_signature"] == 0
-
-                # 3. Release: the on-call engineer clicks the button in Slack.
-                release_messages = [m for m in posted() if "spendsentry_release" in _buttons(m)]
-                assert release_messages, "a throttled alert offers Release throttle"
-                value = _buttons(release_messages[-1])["spendsentry_release"]
-                assert _click(web_port, "spendsentry_release", value) == 200
-                wait_until(
-                    lambda: guard.check("support_chat").allowed, 60, "the guard to allow again"
-                )
-            assert KEY not in tail() and TOKEN not in tail() and SIGNING_SECRET not in tail()
+            yield running
         finally:
             proc.terminate()
             try:
@@ -174,3 +151,54 @@ def test_incident_to_slack_to_throttle_to_release_click(
                 os.killpg(proc.pid, 9)
                 proc.wait(timeout=10)
             log.close()
+
+
+def send_usage(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    reporter = UsageReporter(bootstrap, topic=topic, batch_size=100)
+    reporter.start_background()
+    try:
+        assert all(reporter.report(e) for e in events)
+        wait_until(lambda: reporter.counts["sent"] == len(events), 30, "sending")
+    finally:
+        reporter.close()
+
+
+@pytest.mark.timeout(240)
+def test_incident_to_slack_to_throttle_to_release_click(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    with slack_worker(broker, unique_name, tmp_path) as running:
+        slack, names, web_port, tail = (
+            running.slack, running.names, running.web_port, running.tail
+        )  # fmt: skip
+        start = float(int(time.time() // 60 * 60) - 120 * 60)
+        send_usage(broker.bootstrap, names["usage"], spike_traffic(start, 112))
+
+        # 1. Slack: the alert reaches on-call, with the evidence and the buttons.
+        def posted() -> list[dict[str, Any]]:
+            return [m for m in slack.ok("chat.postMessage") if "support_chat" in m["text"]]
+
+        wait_until(lambda: bool(posted()), 90, f"a Slack message\n{tail()}")
+        message = posted()[0]
+        assert message["channel"] == "#support"  # the policy's owner
+        rendered = json.dumps(message["blocks"])
+        assert "support_chat" in rendered and "/h" in rendered
+        buttons = _buttons(message)
+        assert {"spendsentry_ack", "spendsentry_snooze"} <= set(buttons)
+
+        # 2. Throttle: a signed command makes the guard deny.
+        guard = ThrottleGuard(broker.bootstrap, ThrottleKeys.of(KEY), topic=names["throttle"])
+        with guard:
+            assert asyncio.run(guard.wait_synced(20))
+            wait_until(lambda: not guard.check("support_chat").allowed, 60, "the guard to deny")
+            decision = guard.check("support_chat", model="gpt-4o")
+            assert decision.action in ("deny", "route")
+            assert guard.counts["bad_signature"] == 0
+
+            # 3. Release: the on-call engineer clicks the button in Slack.
+            release_messages = [m for m in posted() if "spendsentry_release" in _buttons(m)]
+            assert release_messages, "a throttled alert offers Release throttle"
+            value = _buttons(release_messages[-1])["spendsentry_release"]
+            assert _click(web_port, "spendsentry_release", value) == 200
+            wait_until(lambda: guard.check("support_chat").allowed, 60, "the guard to allow again")
+        assert KEY not in tail() and TOKEN not in tail() and SIGNING_SECRET not in tail()
