@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
+from test_unowned_spend import _run  # one engine, batches of 2,000, flushed
 
 from spendsentry.detectors.base import PeriodTotals, UseCaseContext
 from spendsentry.detectors.registry import kind_class
@@ -48,18 +49,6 @@ def _calls(
                 output_tokens=rng.randint(200, 600),
             )
         )
-
-
-def _run(policies: PolicySet, events: list[UsageEvent]) -> list[dict]:
-    events = sorted(events, key=lambda e: e.ts)
-    engine = Engine(policies)
-    alerts = []
-    for start in range(0, len(events), 2_000):
-        out = engine.process(events[start : start + 2_000])
-        out.extend(engine.advance())
-        alerts += out.alerts
-    alerts += engine.flush().alerts
-    return [a.to_dict() for a in alerts]
 
 
 def _fleet() -> list[UsageEvent]:
