@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,10 @@ from spendsentry.client import ConcurrencyLimit, ConcurrencyLimited, ThrottleGua
 from spendsentry.client.settings import guard_settings
 from spendsentry.concurrency import replica_share, replicas_bound
 from spendsentry.errors import ConfigError
+from spendsentry.policy import PolicyError, PolicySet
 
 KEYS = ThrottleKeys.of("k")
+POLICIES = Path(__file__).parents[2] / "streams" / "policies"
 
 
 def guard(concurrency: dict[str, ConcurrencyLimit | int], **kw: object) -> ThrottleGuard:
@@ -204,3 +207,22 @@ def test_limits_from_the_environment() -> None:
     ):
         with pytest.raises(ConfigError):
             guard_settings(bad)
+
+
+def test_limits_from_policies_reach_the_guard() -> None:
+    policies = PolicySet.load(POLICIES)
+    limits = policies.concurrency_limits()
+    assert limits["support_chat"] == ConcurrencyLimit(40, 2)
+    assert policies.for_use_case("translation").concurrency == ConcurrencyLimit()
+    g = guard(dict(limits), replicas=2, replica_index=1)
+    assert g.slots.share(40) == 20
+    assert sum(g.acquire("support_chat", "s").allowed for _ in range(3)) == 1  # share of 2
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["max_in_flight = 0", "max_in_flight = 2.5", "max_in_flight_per_session = -1", "max = 3"],
+)
+def test_policy_concurrency_is_checked(table: str) -> None:
+    with pytest.raises(PolicyError, match="concurrency"):
+        PolicySet.from_toml_text(f"[use_cases.chat.concurrency]\n{table}\n")
