@@ -226,3 +226,30 @@ def test_limits_from_policies_reach_the_guard() -> None:
 def test_policy_concurrency_is_checked(table: str) -> None:
     with pytest.raises(PolicyError, match="concurrency"):
         PolicySet.from_toml_text(f"[use_cases.chat.concurrency]\n{table}\n")
+
+
+def test_worked_example_of_the_docs() -> None:
+    # docs/throttling.md, "Concurrency limits": support_chat 40 / 2 per session, 3 pods.
+    env = {
+        "SPENDSENTRY_GUARD_CONCURRENCY": "support_chat=40",
+        "SPENDSENTRY_GUARD_CONCURRENCY_PER_SESSION": "support_chat=2",
+        "SPENDSENTRY_GUARD_REPLICAS": "3",
+    }
+    pods = [
+        ThrottleGuard(
+            "localhost:1",
+            KEYS,
+            **guard_settings({**env, "SPENDSENTRY_GUARD_REPLICA_INDEX": str(i)}),
+        )
+        for i in range(3)
+    ]
+    assert [sum(p.acquire("support_chat", "one").allowed for _ in range(3)) for p in pods] == [
+        1,
+        1,
+        1,
+    ]
+    admitted = [sum(p.acquire("support_chat", f"s{n}").allowed for n in range(20)) for p in pods]
+    assert [a + 1 for a in admitted] == [14, 13, 13]
+    refused = pods[0].acquire("support_chat", "s99")
+    assert refused.retry_after_s == 1.0
+    assert refused.reason == "concurrency limit: 14 in flight (this replica's share of 40)"
