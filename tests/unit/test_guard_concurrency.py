@@ -253,3 +253,19 @@ def test_worked_example_of_the_docs() -> None:
     refused = pods[0].acquire("support_chat", "s99")
     assert refused.retry_after_s == 1.0
     assert refused.reason == "concurrency limit: 14 in flight (this replica's share of 40)"
+
+
+def test_a_lost_release_costs_a_slot_for_max_hold_s_at_most() -> None:
+    now = [100.0]
+    g = guard({"chat": ConcurrencyLimit(2, 1)}, slot_max_hold_s=60.0)
+    g.slots.clock = lambda: now[0]
+    lost = g.acquire("chat", "s1")  # never released
+    assert g.acquire("chat", "s2").allowed
+    now[0] += 59.0
+    assert not g.acquire("chat", "s3").allowed  # held 59 s: still taken
+    assert not g.acquire("chat", "s1").allowed
+    now[0] += 2.0
+    again = g.acquire("chat", "s1")  # the lost slot (and s2's, held as long) are reclaimed
+    assert again.allowed and g.slots.reclaimed == 2 and g.in_flight("chat") == 1
+    assert g.release(lost) is False and g.release(again) is True
+    assert g.in_flight() == 0

@@ -242,6 +242,9 @@ class ThrottleGuard:
     retry_after_busy_s : float
         ``retry_after_s`` of concurrency denials (a slot frees when a call ends,
         which the guard cannot foresee).
+    slot_max_hold_s : float or None
+        A full use case first reclaims slots held longer than this (a release
+        that never came); None keeps them until released.
     """
 
     def __init__(
@@ -260,6 +263,7 @@ class ThrottleGuard:
         replicas: int = 1,
         replica_index: int | None = None,
         retry_after_busy_s: float = 1.0,
+        slot_max_hold_s: float | None = 900.0,
     ) -> None:
         if not keys.accepted:
             log.warning("ThrottleGuard has no key: every command will be ignored as unverified")
@@ -286,6 +290,7 @@ class ThrottleGuard:
             },
             replicas=replicas,
             replica_index=replica_index,
+            max_hold_s=slot_max_hold_s,
         )
         # Consumer state (only used once started).
         self._managed = False

@@ -6,6 +6,11 @@ and per session. Taking a slot never waits: when the share is used up the call
 is refused at once (the gateway answers 429), so a slow provider cannot pile
 up waiting requests in the gateway. Thread-safe; no I/O.
 
+A slot whose release was lost (a hook that never ran) would stay taken for
+good; with ``max_hold_s`` a full share first reclaims the slots held longer
+than that (counted in ``reclaimed``), so a lost release costs a slot for
+``max_hold_s`` at most.
+
 >>> pool = SlotPool({"chat": ConcurrencyLimit(2)})
 >>> a, b = pool.take("chat"), pool.take("chat")
 >>> pool.take("chat") is None, pool.in_flight("chat")
@@ -18,8 +23,9 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +41,7 @@ class Slot:
     use_case: str
     session_id: str | None
     number: int
+    taken_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +74,12 @@ class SlotPool:
         *,
         replicas: int = 1,
         replica_index: int | None = None,
+        max_hold_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = dict(limits or {})
+        self.max_hold_s = max_hold_s
+        self.clock = clock
         self.replicas = replicas
         self.replica_index = replica_index
         replica_share(1, replicas, replica_index)  # checks replicas and index
@@ -79,6 +90,8 @@ class SlotPool:
         self._sessions: Counter[tuple[str, str]] = Counter()
         #: Refusals by scope ("use_case", "session").
         self.refused: Counter[str] = Counter()
+        #: Slots freed because they were held longer than ``max_hold_s``.
+        self.reclaimed = 0
 
     def share(self, limit: int | None) -> int | None:
         """This replica's share of ``limit`` (None: unbounded)."""
@@ -103,6 +116,9 @@ class SlotPool:
             self.share(limit.max_in_flight_per_session),
         )
         with self._lock:
+            now = self.clock()
+            if self._full(use_case, session_id, whole, per_session):
+                self._reclaim(now)
             if whole is not None and self._use_cases[use_case] >= whole:
                 self.refused["use_case"] += 1
                 return None, Refusal("use_case", whole, int(limit.max_in_flight or 0))
@@ -115,12 +131,29 @@ class SlotPool:
                 self.refused["session"] += 1
                 limit_s = int(limit.max_in_flight_per_session or 0)
                 return None, Refusal("session", per_session, limit_s)
-            slot = Slot(use_case, session_id, next(self._numbers))
+            slot = Slot(use_case, session_id, next(self._numbers), now)
             self._live[slot.number] = slot
             self._use_cases[use_case] += 1
             if session is not None:
                 self._sessions[session] += 1
             return slot, None
+
+    def _full(
+        self, use_case: str, session_id: str | None, whole: int | None, per_session: int | None
+    ) -> bool:
+        if whole is not None and self._use_cases[use_case] >= whole:
+            return True
+        if session_id is None or per_session is None:
+            return False
+        return self._sessions[(use_case, session_id)] >= per_session
+
+    def _reclaim(self, now: float) -> None:
+        """Free the slots held longer than ``max_hold_s`` (lost releases); under the lock."""
+        if self.max_hold_s is None:
+            return
+        for slot in [s for s in self._live.values() if now - s.taken_at > self.max_hold_s]:
+            self._free(slot)
+            self.reclaimed += 1
 
     def give_back(self, slot: Slot) -> bool:
         """Free ``slot``; False when it was freed already (a second release is harmless)
@@ -129,11 +162,14 @@ class SlotPool:
             # Identity, not equality: another pool's slot may carry the same number.
             if self._live.get(slot.number) is not slot:
                 return False
-            del self._live[slot.number]
-            _decrement(self._use_cases, slot.use_case)
-            if slot.session_id is not None:
-                _decrement(self._sessions, (slot.use_case, slot.session_id))
+            self._free(slot)
             return True
+
+    def _free(self, slot: Slot) -> None:
+        del self._live[slot.number]
+        _decrement(self._use_cases, slot.use_case)
+        if slot.session_id is not None:
+            _decrement(self._sessions, (slot.use_case, slot.session_id))
 
     def in_flight(self, use_case: str | None = None, session_id: str | None = None) -> int:
         """Calls in flight: all, of ``use_case``, or of one of its sessions."""
