@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spendsentry.concurrency import ConcurrencyLimit
 from spendsentry.contracts import ALERT_KINDS, LADDER_ACTIONS, format_errors, key_path, validator
 from spendsentry.errors import ConfigError
 from spendsentry.messages.severity import SEVERITIES, SEVERITY_RANK
@@ -306,6 +307,9 @@ class Policy:
     unowned: UnownedFloors = UnownedFloors()
     #: What a new use case is compared with (see :class:`FleetPrior`).
     fleet_prior: FleetPrior = FleetPrior()
+    #: Calls in flight at once (``[use_cases.NAME.concurrency]``), enforced by
+    #: the gateways' guards, not the engine (see :meth:`PolicySet.concurrency_limits`).
+    concurrency: ConcurrencyLimit = field(default_factory=ConcurrencyLimit)
 
     def __post_init__(self) -> None:
         where = f"use case {self.use_case!r}"
@@ -562,6 +566,25 @@ class PolicySet:
         """The template for use cases without a policy (``use_case`` is "")."""
         return self._defaults
 
+    def concurrency_limits(self) -> dict[str, ConcurrencyLimit]:
+        """The use cases with a concurrency limit and their limits, for the
+        gateways' ``ThrottleGuard(concurrency=...)`` (docs/throttling.md).
+
+        >>> PolicySet.from_toml_text('''
+        ... [use_cases.support_chat.concurrency]
+        ... max_in_flight = 20
+        ... max_in_flight_per_session = 2
+        ... [use_cases.search]
+        ... owner = "#search"
+        ... ''').concurrency_limits()
+        {'support_chat': ConcurrencyLimit(max_in_flight=20, max_in_flight_per_session=2)}
+        """
+        return {
+            p.use_case: p.concurrency
+            for p in self._policies.values()
+            if p.concurrency != ConcurrencyLimit()
+        }
+
     @property
     def use_cases(self) -> tuple[str, ...]:
         """The use cases with a policy of their own, sorted."""
@@ -732,6 +755,7 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
     target = outcome.get("target_usd")
     unowned = table.get("unowned_spend", {})
     prior = table.get("fleet_prior", {})
+    slots = table.get("concurrency", {})
     detectors = {
         kind: DetectorSetting(
             enabled=bool(setting.get("enabled", True)),
@@ -768,6 +792,9 @@ def _policy(use_case: str, table: Mapping[str, Any], *, explicit: bool) -> Polic
             min_fleet_share=float(unowned.get("min_fleet_share", 0.0)),
         ),
         fleet_prior=_fleet_prior(prior),
+        concurrency=ConcurrencyLimit(
+            slots.get("max_in_flight"), slots.get("max_in_flight_per_session")
+        ),
     )
 
 

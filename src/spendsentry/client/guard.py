@@ -11,6 +11,13 @@ for each call the gateway is about to make::
         return http_429(retry_after=decision.retry_after_s)
     model = decision.model or "gpt-4o"
 
+Concurrency limits (in-flight slots, :mod:`spendsentry.client.slots`) are
+enforced around the call, not in ``check``::
+
+    guard = ThrottleGuard(..., concurrency={"support_chat": 20}, replicas=3)
+    with guard.slot("support_chat", session_id=sid):   # ConcurrencyLimited when full
+        call_the_model()
+
 Commands that are unsigned, fail verification, are not newer than the one
 held for their scope (replays), have expired, or are malformed are ignored
 and counted in :attr:`ThrottleGuard.counts`. When the broker cannot be
@@ -28,7 +35,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,12 +43,22 @@ from spendsentry.actions.commands import Rejection, scope_keys_of_call, trusted_
 from spendsentry.actions.signing import ThrottleKeys
 from spendsentry.actions.throttle_topic import ThrottleTopic, read_commands, read_latest
 from spendsentry.client.buckets import TokenBucket
+from spendsentry.client.slots import Slot, SlotPool
+from spendsentry.concurrency import ConcurrencyLimit
 from spendsentry.kafka.compacted import CompactedFollower
 from spendsentry.kafka.security import KafkaSecurity
+from spendsentry.messages.scope import scope_key
 from spendsentry.messages.topics import THROTTLE_TOPIC
 from spendsentry.timeutil import parse_ts
 
-__all__ = ["Decision", "ThrottleGuard", "ThrottleTopic", "read_commands", "read_latest"]
+__all__ = [
+    "ConcurrencyLimited",
+    "Decision",
+    "ThrottleGuard",
+    "ThrottleTopic",
+    "read_commands",
+    "read_latest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +76,8 @@ class Decision:
     ``dry_run_action`` is what a dry-run command would have done (log it; it
     is not enforced). ``scope_key`` and ``command_id`` name the command that
     decided; ``test`` is True when that command is a test
-    (``spendsentry throttle test``).
+    (``spendsentry throttle test``). ``slot`` is the in-flight slot a granted
+    :meth:`ThrottleGuard.acquire` took (None otherwise): release it.
     """
 
     action: str = "allow"
@@ -72,9 +90,19 @@ class Decision:
     dry_run_action: str | None = None
     reason: str = ""
     test: bool = False
+    slot: Slot | None = None
 
 
 _ALLOW = Decision()
+
+
+class ConcurrencyLimited(RuntimeError):
+    """Raised by :meth:`ThrottleGuard.slot` when the use case (or session) is full;
+    ``decision`` is the denial (``retry_after_s``, ``reason``)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
 
 
 @dataclass(slots=True)
@@ -204,6 +232,19 @@ class ThrottleGuard:
     security : KafkaSecurity, optional
         TLS/SASL settings for the consumer; the environment's (read once, here)
         when omitted.
+    concurrency : mapping, optional
+        Concurrency limits by use case: a :class:`ConcurrencyLimit`, or an int
+        (``max_in_flight`` alone). They are limits across all replicas.
+    replicas, replica_index : int
+        How many gateway replicas share each limit and which one this is
+        (0-based, None when unknown); this guard holds its share
+        (:func:`spendsentry.concurrency.replica_share`).
+    retry_after_busy_s : float
+        ``retry_after_s`` of concurrency denials (a slot frees when a call ends,
+        which the guard cannot foresee).
+    slot_max_hold_s : float or None
+        A full use case first reclaims slots held longer than this (a release
+        that never came); None keeps them until released.
     """
 
     def __init__(
@@ -218,6 +259,11 @@ class ThrottleGuard:
         health_interval_s: float = 2.0,
         clock: Callable[[], float] = time.time,
         security: KafkaSecurity | None = None,
+        concurrency: Mapping[str, ConcurrencyLimit | int] | None = None,
+        replicas: int = 1,
+        replica_index: int | None = None,
+        retry_after_busy_s: float = 1.0,
+        slot_max_hold_s: float | None = 900.0,
     ) -> None:
         if not keys.accepted:
             log.warning("ThrottleGuard has no key: every command will be ignored as unverified")
@@ -236,6 +282,16 @@ class ThrottleGuard:
         self._versions: dict[str, int] = {}
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._logged_dry_runs: set[str] = set()
+        self.retry_after_busy_s = retry_after_busy_s
+        self.slots = SlotPool(
+            {
+                use_case: limit if isinstance(limit, ConcurrencyLimit) else ConcurrencyLimit(limit)
+                for use_case, limit in (concurrency or {}).items()
+            },
+            replicas=replicas,
+            replica_index=replica_index,
+            max_hold_s=slot_max_hold_s,
+        )
         # Consumer state (only used once started).
         self._managed = False
         self._follower = CompactedFollower(
@@ -412,6 +468,63 @@ class ThrottleGuard:
             for bucket, n, _, _ in wanted:
                 bucket.take(n, now=now)
         return _allowed(held, cap, worst)
+
+    # -- concurrency slots ----------------------------------------------------
+
+    def acquire(self, use_case: str, session_id: str | None = None) -> Decision:
+        """Take an in-flight slot for one call of ``use_case`` (in ``session_id``).
+
+        Granted: an allowing decision whose ``slot`` must be given back with
+        :meth:`release` when the call ends (success or failure). Refused: a
+        "deny" decision (``reason`` "concurrency limit: N in flight ...",
+        ``retry_after_s`` the busy hint). Never waits and does no I/O; slots are
+        local to this guard, so they hold while ``ai.throttle`` is unreadable too.
+        """
+        slot, refusal = self.slots.take_or_refusal(use_case, session_id)
+        if slot is not None:
+            return Decision(slot=slot)
+        assert refusal is not None
+        self.counts[f"concurrency_{refusal.scope}"] += 1
+        return Decision(
+            "deny",
+            False,
+            retry_after_s=self.retry_after_busy_s,
+            scope_key=scope_key(use_case, session_id=session_id)
+            if refusal.scope == "session"
+            else scope_key(use_case),
+            reason=refusal.reason,
+        )
+
+    def release(self, slot: Slot | Decision | None) -> bool:
+        """Give back a slot (or the slot of a decision); False when there is none
+        or it was given back already (releasing twice is harmless)."""
+        if isinstance(slot, Decision):
+            slot = slot.slot
+        return slot is not None and self.slots.give_back(slot)
+
+    def in_flight(self, use_case: str | None = None, session_id: str | None = None) -> int:
+        """Calls holding a slot of this guard: all, of ``use_case``, or of one session."""
+        return self.slots.in_flight(use_case, session_id)
+
+    @contextlib.contextmanager
+    def slot(self, use_case: str, session_id: str | None = None) -> Iterator[Decision]:
+        """Hold a slot for the ``with`` block; raises :class:`ConcurrencyLimited` when full.
+
+        The slot is given back however the block ends (exceptions included).
+        """
+        decision = self.acquire(use_case, session_id)
+        if not decision.allowed:
+            raise ConcurrencyLimited(decision)
+        try:
+            yield decision
+        finally:
+            self.release(decision)
+
+    @contextlib.asynccontextmanager
+    async def aslot(self, use_case: str, session_id: str | None = None) -> AsyncIterator[Decision]:
+        """:meth:`slot` for ``async with`` (taking a slot never waits either way)."""
+        with self.slot(use_case, session_id) as decision:
+            yield decision
 
     # -- consuming ai.throttle ------------------------------------------------
 

@@ -23,7 +23,11 @@ proxy in ``async_pre_call_hook``, in the SDK in ``async_pre_call_deployment_hook
 raises :class:`UseCaseThrottled` (a ``litellm.RateLimitError``: HTTP 429 on the
 proxy, with ``retry_after_s`` and a ``Retry-After`` header); a prompt over a cap
 raises :class:`PromptOverCap` (a ``litellm.BadRequestError``: HTTP 400, which
-clients do not retry); "route" replaces the model. The call's
+clients do not retry); "route" replaces the model. A use case with a
+concurrency limit in the guard also takes an in-flight slot (a full one raises
+:class:`UseCaseThrottled`), kept under the call's ``litellm_call_id`` and given
+back by the success or failure log event of that call (a lost one is
+reclaimed by the guard after ``slot_max_hold_s``). The call's
 use case comes from the same places as the payload's (metadata key, first tag,
 team alias: :class:`~spendsentry.ingest.litellm.LiteLLMMapping`).
 """
@@ -149,6 +153,8 @@ class SpendSentryLogger(CustomLogger):
         self.mapping = mapping
         self.default_use_case = mapping.default_use_case
         self.counts: dict[str, int] = {}
+        # In-flight slots by litellm_call_id (a list: a client may reuse an id).
+        self._slots: dict[str, list[Decision]] = {}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SpendSentryLogger:
@@ -221,8 +227,10 @@ class SpendSentryLogger(CustomLogger):
         metadata = _metadata(data)
         use_case = self._request_use_case(data, metadata, team)
         model = data.get("model") if isinstance(data.get("model"), str) else None
+        call_id = self._take_slot(guard, data, metadata, use_case, model)
         decision = guard.check(use_case, model=model, input_tokens=_input_tokens(data, model))
         if not decision.allowed:
+            self._give_back(call_id)
             self._count(f"refused_{decision.action}")
             if decision.action == "cap":
                 raise PromptOverCap(use_case, decision, model)
@@ -234,6 +242,46 @@ class SpendSentryLogger(CustomLogger):
         metadata[CHECKED_KEY] = True
         data.setdefault("metadata", metadata)
         return data
+
+    def _take_slot(
+        self,
+        guard: ThrottleGuard,
+        data: dict[str, Any],
+        metadata: dict[str, Any],
+        use_case: str,
+        model: str | None,
+    ) -> str | None:
+        """A slot for a use case with a concurrency limit; the call id it is kept under.
+
+        Raises :class:`UseCaseThrottled` when the use case (or session) is full.
+        """
+        if use_case not in guard.slots.limits:
+            return None
+        call_id = data.get("litellm_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            self._count("slot_without_call_id")  # no way to give it back: take none
+            return None
+        session = metadata.get("session_id")
+        decision = guard.acquire(
+            use_case, session if isinstance(session, str) and session else None
+        )
+        if not decision.allowed:
+            self._count("refused_concurrency")
+            raise UseCaseThrottled(use_case, decision, model)
+        self._slots.setdefault(call_id, []).append(decision)
+        return call_id
+
+    def _give_back(self, call_id: Any) -> None:
+        """Release a slot taken for ``call_id``, if one is held."""
+        if not isinstance(call_id, str) or self.guard is None:
+            return
+        held = self._slots.get(call_id)
+        if not held:
+            return
+        decision = held.pop()
+        if not held:
+            self._slots.pop(call_id, None)
+        self.guard.release(decision)
 
     def _request_use_case(
         self, data: dict[str, Any], metadata: dict[str, Any], team: str | None
@@ -275,7 +323,9 @@ class SpendSentryLogger(CustomLogger):
         self._report(kwargs)
 
     def _report(self, kwargs: dict[str, Any]) -> None:
-        """Map and queue one call; never raises into LiteLLM's callback loop."""
+        """Give back the call's slot, map and queue the call; never raises into
+        LiteLLM's callback loop."""
+        self._give_back(kwargs.get("litellm_call_id"))
         if self.reporter is None:
             return
         payload = kwargs.get("standard_logging_object")
