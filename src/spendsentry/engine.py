@@ -417,44 +417,6 @@ class Engine:
         self.pending_feedback.append(action)
         return EngineOutput(feedback=[action])
 
-    def apply_feedback_due(self, minute: int, out: EngineOutput) -> None:
-        """Apply the queued feedback due before closing ``minute``: each action whose
-        ``at`` is before the minute's end, at the minute's start (arrival order).
-
-        Feedback that arrives after its ``at`` was closed applies before the next
-        minute closes.
-        """
-        if not self.pending_feedback:
-            return
-        end = (minute + 1) * MINUTE
-        due = [a for a in self.pending_feedback if a.at < end]
-        if not due:
-            return
-        self.pending_feedback = [a for a in self.pending_feedback if a.at >= end]
-        for action in due:
-            state = self.use_cases.get(action.use_case)
-            if state is None:
-                continue  # evicted since: nothing left to teach
-            state.apply_feedback(
-                action, float(minute * MINUTE), self._monitors_of(state.use_case), self.planner, out
-            )
-
-    def _monitors_of(self, use_case: str) -> Callable[[Policy], list[Monitor]]:
-        """Build ``use_case``'s monitors for a (tuned) policy with this engine's factory."""
-
-        def build(policy: Policy) -> list[Monitor]:
-            return self.monitor_factory(use_case, policy, self.prices)
-
-        return build
-
-    def sensitivities(self) -> dict[tuple[str, str], float]:
-        """(use case, kind) -> sensitivity, for every kind operators' false alarms tuned."""
-        return {
-            (name, kind): state.sensitivity(kind)
-            for name, state in sorted(self.use_cases.items())
-            for kind in sorted(state.feedback.false_alarms)
-        }
-
     # -- introspection ------------------------------------------------------
 
     def firing(self) -> list[tuple[str, str, str]]:

@@ -4,7 +4,7 @@ Both arrive on ``ai.control`` (:data:`spendsentry.messages.control.FEEDBACK_ACTI
 named by alert, use case and kind, so every worker partition and a replay see
 the same thing. The engine queues them and applies each at a defined point of
 event time, before closing the first minute that ends after the action's
-``at`` (:meth:`spendsentry.engine.Engine.apply_feedback_due`), never by the
+``at`` (:func:`apply_due`), never by the
 wall clock: the same events and actions give the same alerts.
 
 * ``expected_change``: the kind's detectors for that use case adopt the
@@ -29,13 +29,26 @@ and the policy, so a policy change of the floor applies on restore.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from spendsentry.windows import MINUTE
+
 if TYPE_CHECKING:
+    from spendsentry.detectors.base import Monitor
+    from spendsentry.engine import Engine, EngineOutput
     from spendsentry.policy import DetectorSetting, Policy
 
-__all__ = ["SENSITIVITY_STEP", "VERDICTS", "Feedback", "sensitivity", "tuned_policy"]
+__all__ = [
+    "SENSITIVITY_STEP",
+    "VERDICTS",
+    "Feedback",
+    "apply_due",
+    "sensitivity",
+    "tuned_policy",
+    "tuned_sensitivities",
+]
 
 #: Each false alarm multiplies the kind's sensitivity by this.
 SENSITIVITY_STEP = 0.8
@@ -97,3 +110,48 @@ def tuned_policy(policy: Policy, feedback: Feedback | None) -> Policy:
         setting = policy.detector(kind)
         detectors[kind] = dataclasses.replace(setting, sensitivity=sensitivity(setting, n))
     return dataclasses.replace(policy, detectors=detectors)
+
+
+def apply_due(engine: Engine, minute: int, out: EngineOutput) -> None:
+    """Apply ``engine``'s queued feedback due before closing ``minute``: each action
+    whose ``at`` is before the minute's end, at the minute's start (arrival order).
+
+    Feedback that arrives after its ``at`` was closed applies before the next
+    minute closes.
+    """
+    if not engine.pending_feedback:
+        return
+    end = (minute + 1) * MINUTE
+    due = [a for a in engine.pending_feedback if a.at < end]
+    if not due:
+        return
+    engine.pending_feedback = [a for a in engine.pending_feedback if a.at >= end]
+    for action in due:
+        state = engine.use_cases.get(action.use_case)
+        if state is None:
+            continue  # evicted since: nothing left to teach
+        state.apply_feedback(
+            action,
+            float(minute * MINUTE),
+            _monitors_of(engine, state.use_case),
+            engine.planner,
+            out,
+        )
+
+
+def _monitors_of(engine: Engine, use_case: str) -> Callable[[Policy], list[Monitor]]:
+    """Build ``use_case``'s monitors for a (tuned) policy with the engine's factory."""
+
+    def build(policy: Policy) -> list[Monitor]:
+        return engine.monitor_factory(use_case, policy, engine.prices)
+
+    return build
+
+
+def tuned_sensitivities(engine: Engine) -> dict[tuple[str, str], float]:
+    """(use case, kind) -> sensitivity, for every kind operators' false alarms tuned."""
+    return {
+        (name, kind): state.sensitivity(kind)
+        for name, state in sorted(engine.use_cases.items())
+        for kind in sorted(state.feedback.false_alarms)
+    }

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from spendsentry.feedback import apply_due
+
 if TYPE_CHECKING:
     from spendsentry.engine import Engine, EngineOutput
     from spendsentry.use_case import UseCaseState
@@ -62,7 +64,7 @@ def skip_idle(engine: Engine, target: int) -> None:
 def close_minute(engine: Engine, minute: int, out: EngineOutput) -> bool:
     """Close ``minute`` for every live use case; False if none needed it."""
     # Operator feedback due by the end of the minute applies first (event time).
-    engine.apply_feedback_due(minute, out)
+    apply_due(engine, minute, out)
     _evict_idle(engine, minute)
     stats = engine.stats
     use_cases = engine.use_cases

@@ -11,6 +11,7 @@ from _snapshots import plain, restart
 from spendsentry.contracts import validate
 from spendsentry.engine import Engine, EngineOutput
 from spendsentry.events import UsageEvent
+from spendsentry.feedback import apply_due, tuned_sensitivities
 from spendsentry.messages.control import ControlAction, ControlError
 from spendsentry.policy import DetectorSetting, Policy, PolicySet
 from spendsentry.snapshot.detectors import dump_running
@@ -153,11 +154,11 @@ def test_false_alarm_lowers_the_sensitivity_one_step_at_a_time_down_to_the_floor
     for _ in range(5):
         engine.apply_control(feedback("false_alarm", 100))  # due before the next close
         # Applied alone (no minute closes), so what it learned can be compared.
-        engine.apply_feedback_due(engine.closed_until, EngineOutput())
+        apply_due(engine, engine.closed_until, EngineOutput())
         seen.append(round(state.sensitivity("prompt_inflation"), 3))
     assert seen == [0.8, 0.64, 0.6, 0.6, 0.6]
     assert state.feedback.false_alarms == {"prompt_inflation": 5}
-    assert engine.sensitivities() == {(USE_CASE, "prompt_inflation"): 0.6}
+    assert tuned_sensitivities(engine) == {(USE_CASE, "prompt_inflation"): 0.6}
     after = next(m for m in state.monitors if m.kind == "prompt_inflation")
     # Rebuilt at the floor's bar (ratio 1.5 at sensitivity 1 -> 1 + 0.5 / 0.6)...
     assert after is not before
@@ -211,8 +212,8 @@ def test_feedback_and_pending_feedback_survive_a_snapshot_and_restore() -> None:
     restored = restart(engine)
     state = restored.use_cases[USE_CASE]
     assert state.feedback.false_alarms == {"prompt_inflation": 2}
-    assert restored.sensitivities() == engine.sensitivities()
-    assert engine.sensitivities()[USE_CASE, "prompt_inflation"] == pytest.approx(0.64)
+    assert tuned_sensitivities(restored) == tuned_sensitivities(engine)
+    assert tuned_sensitivities(engine)[USE_CASE, "prompt_inflation"] == pytest.approx(0.64)
     # Built tuned from the snapshot: the same thresholds and the same learning.
     mine = next(m for m in engine.use_cases[USE_CASE].monitors if m.kind == "prompt_inflation")
     theirs = next(m for m in state.monitors if m.kind == "prompt_inflation")
@@ -230,7 +231,7 @@ def test_a_snapshot_without_feedback_restores_with_none() -> None:
     fresh = Engine(PolicySet.empty())
     restored = load_engine(fresh, plain(doc))
     assert not restored.use_cases[USE_CASE].feedback
-    assert restored.pending_feedback == [] and restored.sensitivities() == {}
+    assert restored.pending_feedback == [] and tuned_sensitivities(restored) == {}
 
 
 def test_replay_and_evaluate_take_the_control_records(tmp_path, capsys) -> None:

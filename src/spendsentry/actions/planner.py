@@ -197,7 +197,7 @@ class ThrottlePlanner:
         if policy.tier == "experiment" or policy.auto_throttle == "off":
             return None
         if alert.role == "symptom":
-            alert.action = action_of(self._in_force_on(alert.use_case, at))
+            alert.action = action_of(self.scopes.in_force_on(alert.use_case, at))
             return None
         if self.snoozed(alert.use_case, alert.kind, at):
             return None
@@ -245,7 +245,7 @@ class ThrottlePlanner:
         the cause (:func:`~spendsentry.actions.cause.cause_scope`)."""
         if alert.status == "firing":
             return cause_scope(alert)
-        return self._owned(alert) or Scope(alert.use_case)
+        return self.scopes.owned_by(alert.alert_id, alert.use_case) or Scope(alert.use_case)
 
     def _release(
         self, alert: Alert, scope: Scope, state: ScopeState | None, policy: Policy
@@ -292,40 +292,6 @@ class ThrottlePlanner:
             return params
         calls = baseline.calls_per_minute if baseline is not None else 0.0
         return scale_limits(params, share, calls)
-
-    def _owned(self, alert: Alert) -> Scope | None:
-        """The scope whose command in force ``alert``'s incident set, if any."""
-        state = self.scopes.get(Scope(alert.use_case).key)
-        if state is not None and state.owner == alert.alert_id:
-            return Scope(alert.use_case)
-        # A narrowed scope (actions.cause): look among the use case's own.
-        # Escalations and resolutions are rare next to minutes, and the
-        # books are bounded, so a scan keeps the snapshot free of an index.
-        for state in self.scopes.states.values():
-            cmd = state.current
-            if (
-                state.owner == alert.alert_id
-                and cmd is not None
-                and cmd.scope.use_case == alert.use_case
-            ):
-                return cmd.scope
-        return None
-
-    def _in_force_on(self, use_case: str, at: float) -> ThrottleCommand | None:
-        """The command in force on ``use_case`` or the narrowest of its scopes (a symptom
-        points at it); the use case's own first."""
-        state = self.scopes.get(Scope(use_case).key)
-        if state is not None and state.current is not None and state.current.active_at(at):
-            return state.current
-        held = [
-            s.current
-            for s in self.scopes.states.values()
-            if s.current is not None
-            and s.current.scope.use_case == use_case
-            and s.current.action != "release"
-            and s.current.active_at(at)
-        ]
-        return max(held, key=lambda c: (c.issued_at, c.scope.key), default=None)
 
     def snoozed(self, use_case: str, kind: str, at: float) -> bool:
         """Whether alerts of (``use_case``, ``kind``) are snoozed at ``at``."""

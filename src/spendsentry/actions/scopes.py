@@ -80,6 +80,36 @@ class ScopeBook:
     def get(self, key: str) -> ScopeState | None:
         return self.states.get(key)
 
+    def owned_by(self, alert_id: str, use_case: str) -> Scope | None:
+        """The scope of ``use_case`` whose command in force ``alert_id``'s incident set."""
+        state = self.states.get(Scope(use_case).key)
+        if state is not None and state.owner == alert_id:
+            return Scope(use_case)
+        # A narrowed scope (actions.cause): escalations and resolutions are rare
+        # next to minutes and the books are bounded, so a scan keeps the
+        # snapshot free of an index.
+        for state in self.states.values():
+            cmd = state.current
+            if state.owner == alert_id and cmd is not None and cmd.scope.use_case == use_case:
+                return cmd.scope
+        return None
+
+    def in_force_on(self, use_case: str, at: float) -> ThrottleCommand | None:
+        """The command in force on ``use_case`` itself, else the newest on one of its
+        narrowed scopes (what a symptom of its incident points at)."""
+        state = self.states.get(Scope(use_case).key)
+        if state is not None and state.current is not None and state.current.active_at(at):
+            return state.current
+        held = [
+            s.current
+            for s in self.states.values()
+            if s.current is not None
+            and s.current.scope.use_case == use_case
+            and s.current.action != "release"
+            and s.current.active_at(at)
+        ]
+        return max(held, key=lambda c: (c.issued_at, c.scope.key), default=None)
+
     def new(self, key: str) -> ScopeState:
         """A fresh state for ``key``, forgetting the oldest scope when full."""
         if len(self.states) >= self.max_scopes:

@@ -208,7 +208,72 @@ def _allowed(
     return _ALLOW
 
 
-class ThrottleGuard:
+class ConcurrencySlots:
+    """A guard's in-flight slots (:mod:`spendsentry.client.slots`): one concept of
+    :class:`ThrottleGuard`, kept apart from its commands. Local to the guard, so
+    limits hold while ``ai.throttle`` is unreadable too."""
+
+    slots: SlotPool
+    counts: Counter[str]
+    retry_after_busy_s: float
+
+    def acquire(self, use_case: str, session_id: str | None = None) -> Decision:
+        """Take an in-flight slot for one call of ``use_case`` (in ``session_id``).
+
+        Granted: an allowing decision whose ``slot`` must be given back with
+        :meth:`release` when the call ends (success or failure). Refused: a
+        "deny" decision (``reason`` "concurrency limit: N in flight ...",
+        ``retry_after_s`` the busy hint). Never waits and does no I/O; slots are
+        local to this guard, so they hold while ``ai.throttle`` is unreadable too.
+        """
+        slot, refusal = self.slots.take_or_refusal(use_case, session_id)
+        if slot is not None:
+            return Decision(slot=slot)
+        assert refusal is not None
+        self.counts[f"concurrency_{refusal.scope}"] += 1
+        return Decision(
+            "deny",
+            False,
+            retry_after_s=self.retry_after_busy_s,
+            scope_key=scope_key(use_case, session_id=session_id)
+            if refusal.scope == "session"
+            else scope_key(use_case),
+            reason=refusal.reason,
+        )
+
+    def release(self, slot: Slot | Decision | None) -> bool:
+        """Give back a slot (or the slot of a decision); False when there is none
+        or it was given back already (releasing twice is harmless)."""
+        if isinstance(slot, Decision):
+            slot = slot.slot
+        return slot is not None and self.slots.give_back(slot)
+
+    def in_flight(self, use_case: str | None = None, session_id: str | None = None) -> int:
+        """Calls holding a slot of this guard: all, of ``use_case``, or of one session."""
+        return self.slots.in_flight(use_case, session_id)
+
+    @contextlib.contextmanager
+    def slot(self, use_case: str, session_id: str | None = None) -> Iterator[Decision]:
+        """Hold a slot for the ``with`` block; raises :class:`ConcurrencyLimited` when full.
+
+        The slot is given back however the block ends (exceptions included).
+        """
+        decision = self.acquire(use_case, session_id)
+        if not decision.allowed:
+            raise ConcurrencyLimited(decision)
+        try:
+            yield decision
+        finally:
+            self.release(decision)
+
+    @contextlib.asynccontextmanager
+    async def aslot(self, use_case: str, session_id: str | None = None) -> AsyncIterator[Decision]:
+        """:meth:`slot` for ``async with`` (taking a slot never waits either way)."""
+        with self.slot(use_case, session_id) as decision:
+            yield decision
+
+
+class ThrottleGuard(ConcurrencySlots):
     """Keeps the latest command per scope and decides calls (see the module doc).
 
     Parameters
@@ -468,63 +533,6 @@ class ThrottleGuard:
             for bucket, n, _, _ in wanted:
                 bucket.take(n, now=now)
         return _allowed(held, cap, worst)
-
-    # -- concurrency slots ----------------------------------------------------
-
-    def acquire(self, use_case: str, session_id: str | None = None) -> Decision:
-        """Take an in-flight slot for one call of ``use_case`` (in ``session_id``).
-
-        Granted: an allowing decision whose ``slot`` must be given back with
-        :meth:`release` when the call ends (success or failure). Refused: a
-        "deny" decision (``reason`` "concurrency limit: N in flight ...",
-        ``retry_after_s`` the busy hint). Never waits and does no I/O; slots are
-        local to this guard, so they hold while ``ai.throttle`` is unreadable too.
-        """
-        slot, refusal = self.slots.take_or_refusal(use_case, session_id)
-        if slot is not None:
-            return Decision(slot=slot)
-        assert refusal is not None
-        self.counts[f"concurrency_{refusal.scope}"] += 1
-        return Decision(
-            "deny",
-            False,
-            retry_after_s=self.retry_after_busy_s,
-            scope_key=scope_key(use_case, session_id=session_id)
-            if refusal.scope == "session"
-            else scope_key(use_case),
-            reason=refusal.reason,
-        )
-
-    def release(self, slot: Slot | Decision | None) -> bool:
-        """Give back a slot (or the slot of a decision); False when there is none
-        or it was given back already (releasing twice is harmless)."""
-        if isinstance(slot, Decision):
-            slot = slot.slot
-        return slot is not None and self.slots.give_back(slot)
-
-    def in_flight(self, use_case: str | None = None, session_id: str | None = None) -> int:
-        """Calls holding a slot of this guard: all, of ``use_case``, or of one session."""
-        return self.slots.in_flight(use_case, session_id)
-
-    @contextlib.contextmanager
-    def slot(self, use_case: str, session_id: str | None = None) -> Iterator[Decision]:
-        """Hold a slot for the ``with`` block; raises :class:`ConcurrencyLimited` when full.
-
-        The slot is given back however the block ends (exceptions included).
-        """
-        decision = self.acquire(use_case, session_id)
-        if not decision.allowed:
-            raise ConcurrencyLimited(decision)
-        try:
-            yield decision
-        finally:
-            self.release(decision)
-
-    @contextlib.asynccontextmanager
-    async def aslot(self, use_case: str, session_id: str | None = None) -> AsyncIterator[Decision]:
-        """:meth:`slot` for ``async with`` (taking a slot never waits either way)."""
-        with self.slot(use_case, session_id) as decision:
-            yield decision
 
     # -- consuming ai.throttle ------------------------------------------------
 

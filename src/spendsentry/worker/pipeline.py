@@ -27,6 +27,7 @@ from spendsentry.alerts import Alert
 from spendsentry.clock import EventClock
 from spendsentry.engine import Engine
 from spendsentry.events import Event
+from spendsentry.feedback import tuned_sensitivities
 from spendsentry.focus import FocusLedger, closed_hours
 from spendsentry.ingest import DeadLetter, Decoder, SourcePosition
 from spendsentry.ingest.deadletter import RejectReason
@@ -226,7 +227,7 @@ class Pipeline:
         feedback_waiting = bool(engine.pending_feedback)
         result = engine.advance(self.watermark)
         if feedback_waiting and self.metrics is not None:
-            self.metrics.set_sensitivities(engine.sensitivities())
+            self.metrics.set_sensitivities(tuned_sensitivities(engine))
         if engine.closed_until != before:
             self.dirty = True
         out.dead_letters.extend(result.rejected)
