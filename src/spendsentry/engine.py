@@ -189,7 +189,7 @@ class Engine:
         #: The action ladder, operator actions and command versions.
         self.planner = ThrottlePlanner()
         #: Operator feedback waiting for its point in event time, in arrival order
-        #: (:meth:`apply_feedback_due`).
+        #: (:func:`spendsentry.feedback.apply_due`).
         self.pending_feedback: list[ControlAction] = []
 
     # -- ingest -------------------------------------------------------------
@@ -408,7 +408,7 @@ class Engine:
     def _take_feedback(self, action: ControlAction) -> EngineOutput:
         """Queue feedback for a use case this engine holds (others: not ours).
 
-        It is applied at event time, not now (:meth:`apply_feedback_due`): the
+        It is applied at event time, not now (:func:`spendsentry.feedback.apply_due`): the
         worker reads ``ai.control`` between batches, at no fixed point of the
         stream, and a replay given the same actions must do the same.
         """
