@@ -38,7 +38,13 @@ def test_expected_change_click_resolves_the_incident_and_is_counted(
         send_usage(broker.bootstrap, names["usage"], spike_traffic(start, 112))
 
         def posted() -> list[dict[str, Any]]:
-            return [m for m in slack.ok("chat.postMessage") if "support_chat" in m["text"]]
+            # The spike's own page: the use case's budget warnings (budget_threshold,
+            # which feedback does not rebase) reach Slack too, in either order.
+            return [
+                m
+                for m in slack.ok("chat.postMessage")
+                if "support_chat" in m["text"] and "cost_spike" in m["text"]
+            ]
 
         wait_until(lambda: bool(posted()), 90, f"a Slack message\n{tail()}")
         buttons = _buttons(posted()[0])
