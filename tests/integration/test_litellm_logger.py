@@ -80,9 +80,23 @@ async def read_events(bootstrap: str, topic: str, expected: int) -> list[Any]:
 
 @pytest.fixture
 def restore_callbacks() -> Any:
-    saved = list(litellm.callbacks)
+    """Each test's loggers only: LiteLLM copies ``litellm.callbacks`` into its own
+    callback lists on first use and skips a logger whose class is already there,
+    so a previous test's logger (another guard) would get this test's events."""
+    names = (
+        "callbacks",
+        "input_callback",
+        "success_callback",
+        "failure_callback",
+        "_async_success_callback",
+        "_async_failure_callback",
+    )
+    saved = {name: list(getattr(litellm, name)) for name in names}
+    for name in names:
+        setattr(litellm, name, [])
     yield
-    litellm.callbacks = saved
+    for name, value in saved.items():
+        setattr(litellm, name, value)
 
 
 @pytest.mark.timeout(90)

@@ -18,6 +18,8 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 litellm = pytest.importorskip("litellm", reason="litellm is in the dev extra")
 
+from test_litellm_logger import restore_callbacks  # noqa: E402, F401
+
 from spendsentry.actions import ThrottleKeys  # noqa: E402
 from spendsentry.client import ConcurrencyLimit, ThrottleGuard  # noqa: E402
 from spendsentry.integrations.litellm import SpendSentryLogger, UseCaseThrottled  # noqa: E402
@@ -25,13 +27,6 @@ from spendsentry.integrations.litellm import SpendSentryLogger, UseCaseThrottled
 KEYS = ThrottleKeys.of("k-test")
 MESSAGES = [{"role": "user", "content": "Where is my order 1234?"}]
 META = {"spendsentry.use_case": "support_chat", "session_id": "s-1"}
-
-
-@pytest.fixture
-def restore_callbacks() -> Any:
-    saved = list(litellm.callbacks)
-    yield
-    litellm.callbacks = saved
 
 
 async def settled(guard: ThrottleGuard, in_flight: int) -> int:
@@ -43,7 +38,8 @@ async def settled(guard: ThrottleGuard, in_flight: int) -> int:
 
 
 @pytest.mark.timeout(60)
-def test_sdk_calls_hold_a_slot_until_they_end(restore_callbacks: Any) -> None:
+@pytest.mark.usefixtures("restore_callbacks")
+def test_sdk_calls_hold_a_slot_until_they_end() -> None:
     guard = ThrottleGuard("127.0.0.1:1", KEYS, concurrency={"support_chat": ConcurrencyLimit(1)})
     logger = SpendSentryLogger(None, guard)
     litellm.callbacks = [logger]
