@@ -697,6 +697,15 @@ def _doc_problems(schema: Any, doc: dict[str, Any]) -> list[str]:
     return problems + _ladder_problems(doc) + _threshold_problems(doc)
 
 
+def _policy_tables(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``[defaults]`` and each ``[use_cases.X]`` table of a document, with its path."""
+    tables: list[tuple[str, Any]] = [("defaults", doc.get("defaults"))]
+    use_cases = doc.get("use_cases")
+    if isinstance(use_cases, dict):
+        tables += [(f"use_cases.{_key(k)}", v) for k, v in use_cases.items()]
+    return tables
+
+
 def _threshold_problems(doc: dict[str, Any]) -> list[str]:
     """Checks JSON Schema cannot express: budget thresholds in rising order.
 
@@ -704,11 +713,7 @@ def _threshold_problems(doc: dict[str, Any]) -> list[str]:
     ['use_cases.a.budgets.thresholds: thresholds must be in rising order, got [0.8, 0.5]']
     """
     problems = []
-    tables: list[tuple[str, Any]] = [("defaults", doc.get("defaults"))]
-    use_cases = doc.get("use_cases")
-    if isinstance(use_cases, dict):
-        tables += [(f"use_cases.{_key(k)}", v) for k, v in use_cases.items()]
-    for where, table in tables:
+    for where, table in _policy_tables(doc):
         budgets = table.get("budgets") if isinstance(table, dict) else None
         values = budgets.get("thresholds") if isinstance(budgets, dict) else None
         if not isinstance(values, list) or not all(
@@ -725,11 +730,7 @@ def _threshold_problems(doc: dict[str, Any]) -> list[str]:
 def _ladder_problems(doc: dict[str, Any]) -> list[str]:
     """Checks JSON Schema cannot express: one ladder step per severity."""
     problems = []
-    tables: list[tuple[str, Any]] = [("defaults", doc.get("defaults"))]
-    use_cases = doc.get("use_cases")
-    if isinstance(use_cases, dict):
-        tables += [(f"use_cases.{_key(k)}", v) for k, v in use_cases.items()]
-    for where, table in tables:
+    for where, table in _policy_tables(doc):
         ladder = table.get("ladder") if isinstance(table, dict) else None
         if not isinstance(ladder, list):
             continue

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import orjson
 import pytest
-from test_unowned_spend import _run  # one engine, batches of 2,000, flushed
+from test_unowned_spend import _calls, _run  # the same calls; one engine, flushed
 
 from spendsentry.detectors.base import PeriodTotals, UseCaseContext
 from spendsentry.detectors.registry import kind_class
@@ -25,30 +24,6 @@ T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z, a Monday
 HOUR = 3600.0
 PILOT = "shadow-ai-pilot"
 OFF = "[defaults.fleet_prior]\nwarmup_minutes = 0\n"
-
-
-def _calls(
-    use_case: str, start: float, end: float, every_s: float, model: str, prompt: int, seed: int
-) -> list[UsageEvent]:
-    """Calls every ``every_s`` seconds on average (exponential gaps), priced by the engine."""
-    rng = random.Random(seed)
-    out, t, n = [], start, 0
-    while True:
-        t += rng.expovariate(1.0 / every_s)
-        if t >= end:
-            return out
-        n += 1
-        out.append(
-            UsageEvent(
-                f"{use_case}-{n}",
-                t,
-                use_case,
-                model=model,
-                provider="openai",
-                input_tokens=max(1, round(prompt * rng.lognormvariate(0.0, 0.3))),
-                output_tokens=rng.randint(200, 600),
-            )
-        )
 
 
 def _fleet() -> list[UsageEvent]:
