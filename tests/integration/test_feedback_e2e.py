@@ -58,6 +58,14 @@ def test_expected_change_click_resolves_the_incident_and_is_counted(
             value = buttons["spendsentry_expected_change"]
             assert _click(running.web_port, "spendsentry_expected_change", value) == 200
             clicked = time.time()
+            # The worker queues the feedback when it reads ai.control, and applies it
+            # when a minute after the click closes: the traffic that closes one must
+            # come after the read (nothing else closes a minute in this test).
+            counted = (
+                'spendsentry_feedback_total{kind="cost_spike",use_case="support_chat",'
+                'verdict="expected_change"} 1.0'
+            )
+            wait_until(lambda: counted in (running.get("/metrics") or ""), 60, "the click read")
 
             # The spike goes on up to 4 minutes past the click (within the decoder's
             # 300 s of future): event time passes the click and the feedback applies.
@@ -73,11 +81,7 @@ def test_expected_change_click_resolves_the_incident_and_is_counted(
             wait_until(said_expected, 90, f"the expected change in Slack\n{tail()}")
             wait_until(lambda: guard.check("support_chat").allowed, 60, "the release")
         metrics = running.get("/metrics") or ""
-        counted = (
-            'spendsentry_feedback_total{kind="cost_spike",use_case="support_chat",'
-            'verdict="expected_change"} 1.0'
-        )
-        assert counted in metrics, metrics[-2000:]
+        assert counted in metrics, metrics[-2000:]  # counted once, not again when applied
         # The spike, still going, opened no new incident after the click.
         status = running.status() or {}
         assert [a for a in status["firing"] if a["use_case"] == "support_chat"] == []
